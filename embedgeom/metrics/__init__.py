@@ -1,0 +1,59 @@
+"""Geometry metrics of embedding sets: exact, validated, on numpy arrays or torch tensors (CPU or GPU).
+
+Every function takes an (n, d) array (one embedding per row) and returns plain floats / numpy. Importing
+this package pulls in neither transformers nor matplotlib.
+
+>>> from embedgeom import metrics as M
+>>> M.uniformity(x), M.effective_rank(x), M.confidence_interval("uniformity", x)
+"""
+
+from .cross import knn_overlap, linear_cka
+from .distance import EXACT_LIMIT, alignment, mean_cosine, uniformity
+from .estimates import Estimate, Interval, PairedDifference, PowerLawFit
+from .registry import REGISTRY, MetricInfo, get_metric, names
+from .spectral import (
+    alpha_req,
+    effective_rank,
+    eigenspectrum,
+    isoscore,
+    participation_ratio,
+    rank_at_variance,
+    rankme,
+    spectral_entropy,
+    spectrum,
+    stable_rank,
+)
+from .spectrum import Spectrum
+from .streaming import SpectralAccumulator
+from .uncertainty import confidence_interval, paired_difference
+
+__all__ = [
+    "EXACT_LIMIT",
+    "REGISTRY",
+    "Estimate",
+    "Interval",
+    "MetricInfo",
+    "PairedDifference",
+    "PowerLawFit",
+    "SpectralAccumulator",
+    "Spectrum",
+    "alignment",
+    "alpha_req",
+    "confidence_interval",
+    "effective_rank",
+    "eigenspectrum",
+    "get_metric",
+    "isoscore",
+    "knn_overlap",
+    "linear_cka",
+    "mean_cosine",
+    "names",
+    "paired_difference",
+    "participation_ratio",
+    "rank_at_variance",
+    "rankme",
+    "spectral_entropy",
+    "spectrum",
+    "stable_rank",
+    "uniformity",
+]

@@ -1,0 +1,227 @@
+"""Confidence intervals over texts: the jackknife, never bootstrap-with-replacement.
+
+Bootstrap resampling duplicates rows; a duplicated embedding sits at distance 0 from itself, which inflates
+uniformity's pair potential and deflates every rank metric, so bootstrap intervals of geometry metrics are
+biased. We use the jackknife, which only ever deletes rows:
+
+* ``"pair"`` metrics (uniformity, mean cosine) are U-statistics over pairs: the *exact* delete-one jackknife
+  comes from per-row kernel sums computed in the same tiled pass (O(n) extra memory, no recomputation);
+* ``"rowmean"`` metrics (alignment) are means over rows: exact delete-one jackknife;
+* ``"spectral"`` metrics: delete-a-group jackknife with G groups (default 20, seeded random split); each
+  leave-a-group-out spectrum comes from merged float64 moments (no pass over the data per replicate);
+* anything else (cross-model metrics, custom callables): delete-a-group jackknife by recomputation.
+
+Variance ``(R - 1) / R * sum_r (theta_r - mean theta)^2`` over the R replicates; interval
+``value +- t_{R-1, (1 + confidence) / 2} * stderr`` around the full-sample value. The interval describes
+which texts were sampled at this n; for rank metrics, which grow with n, compare only equal n. For
+integer-valued metrics (rank_at_variance) the jackknife is coarse. Every result records n, method and R.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._kernels import default_tile, gaussian_pair_sums, l2_normalise
+from ._validate import as_matrix, match_device, same_rows
+from .distance import _alignment_rows
+from .estimates import Interval, PairedDifference
+from .registry import MetricInfo, get_metric
+from .spectrum import Moments, merge_moments, moments_of, spectrum_from_moments
+
+DEFAULT_GROUPS = 20
+
+
+def _check_options(confidence: float, groups: int, n: int) -> None:
+    if not isinstance(confidence, (int, float)) or isinstance(confidence, bool) or not 0 < confidence < 1:
+        raise ValueError(f"confidence: expected a level in (0, 1), got {confidence!r}. Pass e.g. 0.95.")
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 2:
+        raise ValueError(f"groups: expected an integer >= 2, got {groups!r}. Pass e.g. groups=20.")
+    if groups > n:
+        raise ValueError(f"groups: expected at most n = {n} groups (one row each), got {groups}. "
+                         "Use fewer groups or more texts.")
+
+
+def split_groups(n: int, groups: int, seed: int) -> list[np.ndarray]:
+    """Seeded random split of range(n) into ``groups`` near-equal parts."""
+    perm = np.random.default_rng(seed).permutation(n)
+    return [np.sort(g) for g in np.array_split(perm, groups)]
+
+
+def _jackknife_stderr(replicates: np.ndarray) -> float:
+    r = replicates.size
+    return float(math.sqrt((r - 1) / r * ((replicates - replicates.mean()) ** 2).sum()))
+
+
+# --- replicate generators: (full value, replicate values, method name) ------------------------------
+
+def _pair_replicates(info: MetricInfo, x: torch.Tensor, opts: dict) -> tuple[float, np.ndarray, str]:
+    z = l2_normalise(as_matrix(x, "x", nonzero_rows=True))
+    n = z.shape[0]
+    if n < 3:
+        raise ValueError(f"x: expected at least 3 rows for a delete-one jackknife of a pair metric, got {n}.")
+    if info.function.__name__ == "uniformity":
+        t = float(opts.get("t", 2.0))
+        total, rows = gaussian_pair_sums(z, t, tile=int(opts.get("tile") or default_tile(z.device)),
+                                         row_sums=True)
+        assert rows is not None
+        full = math.log(total / (n * (n - 1) / 2))
+        reps = np.log((total - rows.cpu().numpy()) / ((n - 1) * (n - 2) / 2))
+    elif info.function.__name__ == "mean_cosine":
+        z64 = z.to(torch.float64)
+        s = z64.sum(dim=0)
+        rows_t = z64 @ s - (z64 * z64).sum(dim=1)
+        total = float(rows_t.sum()) / 2.0
+        full = total / (n * (n - 1) / 2)
+        reps = (total - rows_t.cpu().numpy()) / ((n - 1) * (n - 2) / 2)
+    else:  # pragma: no cover - registry and this module change together
+        raise ValueError(f"metric: no exact pair jackknife for {info.name}")
+    return full, reps, "jackknife-delete-1 (exact, U-statistic row sums)"
+
+
+def _rowmean_replicates(info: MetricInfo, x: Any, y: Any, opts: dict) -> tuple[float, np.ndarray, str]:
+    a = _alignment_rows(x, y, float(opts.get("alpha", 2.0))).cpu().numpy()
+    n = a.size
+    if n < 2:
+        raise ValueError(f"x: expected at least 2 positive pairs for an interval, got {n}.")
+    total = a.sum()
+    return float(a.mean()), (total - a) / (n - 1), "jackknife-delete-1 (exact, row mean)"
+
+
+def _leave_one_out_moments(parts: list[Moments]) -> tuple[Moments, list[Moments]]:
+    g = len(parts)
+    prefix: list[Moments | None] = [None] * (g + 1)
+    suffix: list[Moments | None] = [None] * (g + 1)
+    for i in range(g):
+        prefix[i + 1] = parts[i] if prefix[i] is None else merge_moments(prefix[i], parts[i])
+    for i in range(g - 1, -1, -1):
+        suffix[i] = parts[i] if suffix[i + 1] is None else merge_moments(parts[i], suffix[i + 1])
+    outs = []
+    for i in range(g):
+        a, b = prefix[i], suffix[i + 1]
+        outs.append(b if a is None else a if b is None else merge_moments(a, b))  # type: ignore[arg-type]
+    return prefix[g], outs  # type: ignore[return-value]
+
+
+def _spectral_replicates(info: MetricInfo, x: torch.Tensor, opts: dict, groups: list[np.ndarray]
+                         ) -> tuple[float, np.ndarray, str]:
+    need_second = info.name == "rankme"
+    parts = [moments_of(x[torch.as_tensor(g, device=x.device)]) for g in groups]
+    total, loo = _leave_one_out_moments(parts)
+    full = info(spectrum_from_moments(total, second=need_second), **opts)
+    reps = np.array([info(spectrum_from_moments(m, second=need_second), **opts) for m in loo])
+    return full, reps, f"jackknife-delete-group ({len(groups)} groups)"
+
+
+def _generic_replicates(fn: Callable[..., float], arrays: list[torch.Tensor], groups: list[np.ndarray]
+                        ) -> tuple[float, np.ndarray, str]:
+    n = arrays[0].shape[0]
+    full = float(fn(*arrays))
+    reps = []
+    for g in groups:
+        keep = np.ones(n, dtype=bool)
+        keep[g] = False
+        idx = torch.as_tensor(np.nonzero(keep)[0], device=arrays[0].device)
+        reps.append(float(fn(*[a[match_device(idx, a)] for a in arrays])))
+    return full, np.asarray(reps), f"jackknife-delete-group ({len(groups)} groups, recomputed)"
+
+
+def _replicates(metric: Any, arrays: list[Any], groups: int, seed: int, opts: dict
+                ) -> tuple[float, np.ndarray, str]:
+    if callable(metric) and not isinstance(metric, (str, MetricInfo)):
+        mats = [as_matrix(a, f"x{i}") for i, a in enumerate(arrays)]
+        return _generic_replicates(lambda *a: float(metric(*a, **opts)), mats,
+                                   split_groups(mats[0].shape[0], groups, seed))
+    info = get_metric(metric)
+    want = 1 if info.kind == "set" else 2
+    if len(arrays) != want:
+        raise ValueError(f"{info.name}: expected {want} embedding array(s) ({info.kind} metric), got "
+                         f"{len(arrays)}.")
+    if info.family == "rowmean":
+        return _rowmean_replicates(info, arrays[0], arrays[1], {**info.kwargs, **opts})
+    mats = [as_matrix(a, name) for a, name in zip(arrays, ("x", "y"), strict=False)]
+    if len(mats) == 2:
+        same_rows(mats[0], mats[1], "x", "y", same_dim=False)
+    if info.family == "pair":
+        return _pair_replicates(info, mats[0], {**info.kwargs, **opts})
+    split = split_groups(mats[0].shape[0], groups, seed)
+    if info.family == "spectral":
+        return _spectral_replicates(info, mats[0], opts, split)
+    return _generic_replicates(lambda *a: info(*a, **opts), mats, split)
+
+
+def _interval(value: float, reps: np.ndarray, n: int, confidence: float, method: str) -> Interval:
+    from scipy.stats import t as student_t
+
+    se = _jackknife_stderr(reps)
+    q = float(student_t.ppf(0.5 + confidence / 2.0, df=reps.size - 1))
+    return Interval(float(value), se, float(value - q * se), float(value + q * se), n, float(confidence),
+                    method, int(reps.size))
+
+
+def confidence_interval(
+    metric: str | MetricInfo | Callable[..., float],
+    x: Any,
+    y: Any = None,
+    *,
+    confidence: float = 0.95,
+    groups: int = DEFAULT_GROUPS,
+    seed: int = 0,
+    **options: Any,
+) -> Interval:
+    """Point estimate, jackknife standard error and confidence interval of one metric over texts.
+
+    ``metric`` is a REGISTRY name (``"uniformity"``, ``"effective_rank"``, ...), a MetricInfo, or any
+    callable taking the arrays (then a delete-a-group jackknife by recomputation). ``y`` is the second
+    array for paired (alignment) and cross metrics. ``options`` override the metric's registered options
+    (e.g. ``t=4.0``). ``groups`` and ``seed`` set the delete-a-group split (recorded in ``method``).
+    """
+    arrays = [x] if y is None else [x, y]
+    n = as_matrix(x, "x", min_rows=1).shape[0]
+    _check_options(confidence, groups, n)
+    value, reps, method = _replicates(metric, arrays, groups, seed, options)
+    return _interval(value, reps, n, confidence, method)
+
+
+def paired_difference(
+    metric: str | MetricInfo | Callable[..., float],
+    x_a: Any,
+    x_b: Any,
+    *,
+    y_a: Any = None,
+    y_b: Any = None,
+    confidence: float = 0.95,
+    groups: int = DEFAULT_GROUPS,
+    seed: int = 0,
+    **options: Any,
+) -> PairedDifference:
+    """Difference ``metric(a) - metric(b)`` between two models on the same texts, with a paired CI.
+
+    Row i of ``x_a`` and ``x_b`` must embed the same text (dimensions may differ). Each jackknife replicate
+    deletes the same rows from both, and the interval is that of the replicate differences, so variation
+    due to which texts were sampled cancels. For alignment pass the positives ``y_a``, ``y_b`` too.
+    ``significant`` is True when the interval excludes 0.
+    """
+    info = None if callable(metric) and not isinstance(metric, (str, MetricInfo)) else get_metric(metric)
+    if info is not None and info.kind == "cross":
+        raise ValueError(f"metric: expected a single-model metric, got the cross-model metric {info.name!r}. "
+                         "Call it directly on the two models' embeddings.")
+    xa = as_matrix(x_a, "x_a", min_rows=1)
+    xb = as_matrix(x_b, "x_b", min_rows=1)
+    same_rows(xa, xb, "x_a", "x_b", same_dim=False)
+    if info is not None and info.kind == "paired" and (y_a is None or y_b is None):
+        raise ValueError(f"y_a, y_b: expected the positives for the paired metric {info.name!r}, got None. "
+                         "Pass y_a= and y_b= (row i of y is the positive of row i of x).")
+    n = xa.shape[0]
+    _check_options(confidence, groups, n)
+    arr_a = [xa] if y_a is None else [xa, y_a]
+    arr_b = [xb] if y_b is None else [xb, y_b]
+    va, ra, method = _replicates(metric if info is None else info, arr_a, groups, seed, options)
+    vb, rb, _ = _replicates(metric if info is None else info, arr_b, groups, seed, options)
+    base = _interval(va - vb, ra - rb, n, confidence, "paired " + method)
+    name = info.name if info is not None else getattr(metric, "__name__", "custom")
+    return PairedDifference(**base.as_dict(), value_a=float(va), value_b=float(vb), metric=name)
