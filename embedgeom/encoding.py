@@ -1,0 +1,415 @@
+"""Texts -> hidden states -> every requested pooling at every requested layer, in one forward per batch.
+
+Choices that change numbers (all recorded in ``Embeddings.meta``):
+
+* texts are tokenised once, truncated to ``max_length`` tokens (counted and warned about once), sorted by
+  length, batched, padded on the ``padding_side`` (right by default), and returned in the input order;
+* with left padding, BERT-style absolute position ids are recomputed from the mask so a text's vector does
+  not depend on the batch it was padded into (models that derive positions from padding, such as RoBERTa,
+  do this themselves);
+* ``special_tokens="include"`` (default, as sentence-transformers): [CLS]/[SEP] take part in mean, max and
+  attention pooling; ``"exclude"`` pools over the text's own tokens only. CLS is always the first real token;
+* attention pooling at hidden layer l >= 1 uses layer l's own attention of the first real token to every
+  pooled token, averaged over heads and renormalised; at the last layer this is the standard definition.
+  There is no attention at layer 0 (the embedding output), so it is not available there;
+* forward passes run under ``torch.inference_mode`` and autocast in the encoder's compute dtype (bfloat16 on
+  GPU by default); pooling and the returned vectors are float32.
+* text pairs (``text_pairs=``) are joined by the tokenizer's own sentence-pair template, e.g.
+  ``[CLS] a [SEP] b [SEP]`` with segment ids 0/1 for BERT; truncation ``longest_first``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from . import _capture
+from .embcache import EmbeddingCache, texts_hash
+from .loading import Encoder, NativePooling, _quiet_transformers
+from .pooling import ALL_POOLINGS, POOLINGS, attention_pool, cls_pool, first_token_attention, max_pool, mean_pool
+
+SpecialTokens = Literal["include", "exclude"]
+PaddingSide = Literal["right", "left"]
+#: Models whose position ids are derived from the padding token by the model itself.
+_PADDING_AWARE_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer", "mpnet", "data2vec-text",
+                            "xmod", "roberta-prelayernorm", "ibert", "luke", "markuplm", "esm"}
+
+
+class TruncationWarning(UserWarning):
+    """Some texts were longer than max_length and were truncated."""
+
+
+class BatchSizeWarning(UserWarning):
+    """The GPU ran out of memory and the batch size was halved."""
+
+
+@dataclass
+class Embeddings:
+    """Pooled embeddings of n texts: ``vectors[(pooling, layer)]`` is a float32 (n, d) array.
+
+    ``layer`` is the absolute hidden-state index: 0 = embedding output, ``num_layers`` = last layer.
+    ``meta`` records how they were produced (model hash, dtype, max_length, truncation count, options).
+    """
+
+    vectors: dict[tuple[str, int], np.ndarray]
+    n: int
+    num_layers: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def poolings(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(p for p, _ in self.vectors))
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return tuple(sorted({lay for _, lay in self.vectors}))
+
+    def layer_index(self, layer: int) -> int:
+        return normalise_layer(layer, self.num_layers)
+
+    def get(self, pooling: str = "mean", layer: int = -1) -> np.ndarray:
+        key = (pooling, self.layer_index(layer))
+        if key not in self.vectors:
+            have = ", ".join(f"{p}@{lay}" for p, lay in self.vectors)
+            raise KeyError(f"no {pooling!r} embeddings at layer {layer} (have: {have})")
+        return self.vectors[key]
+
+    def __getitem__(self, key: tuple[str, int] | str) -> np.ndarray:
+        if isinstance(key, str):
+            return self.get(key)
+        return self.get(*key)
+
+
+def normalise_layer(layer: int, num_layers: int) -> int:
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+        raise ValueError(f"layers: expected integers, got {layer!r}.")
+    if not -(num_layers + 1) <= layer <= num_layers:
+        raise ValueError(f"layers: expected indices in [-{num_layers + 1}, {num_layers}] (0 = embeddings, "
+                         f"{num_layers} or -1 = last layer), got {layer}.")
+    return int(layer) % (num_layers + 1)
+
+
+def _normalise_poolings(poolings: str | Sequence[str], encoder: Encoder) -> tuple[str, ...]:
+    if isinstance(poolings, str):
+        poolings = (*POOLINGS, *(("native",) if encoder.native else ())) if poolings == "all" \
+            else tuple(p.strip() for p in poolings.split(","))
+    out = tuple(dict.fromkeys(poolings))
+    if not out:
+        raise ValueError(f"poolings: expected at least one of {ALL_POOLINGS}, got none.")
+    for p in out:
+        if p not in ALL_POOLINGS:
+            raise ValueError(f"poolings: expected names from {ALL_POOLINGS} or 'all', got {p!r}.")
+    if "native" in out and encoder.native is None:
+        why = encoder.info.get("native_unavailable") or "it is not a sentence-transformers checkpoint"
+        raise ValueError(f"poolings: 'native' needs a checkpoint that declares its pooling; {encoder.spec} does "
+                         f"not ({why}). Use mean, cls, max or attention.")
+    return out
+
+
+def _normalise_layers(layers: str | int | Sequence[int], num_layers: int) -> tuple[int, ...]:
+    if isinstance(layers, str):
+        if layers == "all":
+            return tuple(range(num_layers + 1))
+        try:
+            layers = [int(v) for v in layers.split(",")]
+        except ValueError:
+            raise ValueError(f"layers: expected 'all' or comma-separated integers, got {layers!r}.") from None
+    if isinstance(layers, (int, np.integer)):
+        layers = (int(layers),)
+    out = tuple(dict.fromkeys(normalise_layer(lay, num_layers) for lay in layers))
+    if not out:
+        raise ValueError("layers: expected at least one layer index, got none.")
+    return out
+
+
+def _check_texts(texts: Any, name: str) -> list[str]:
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise ValueError(f"{name}: expected a list of strings, got {type(texts).__name__}. Wrap a single text "
+                         "in a list.")
+    if len(texts) == 0:
+        raise ValueError(f"{name}: expected at least one text, got an empty list.")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise ValueError(f"{name}: expected strings, got {type(t).__name__} at index {i}.")
+    return list(texts)
+
+
+@dataclass
+class _Tokens:
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    special: list[list[int]]
+    truncated: int
+
+
+def _tokenise(encoder: Encoder, texts: list[str], pairs: list[str] | None, max_length: int) -> _Tokens:
+    tok = encoder.tokenizer
+    common = {"add_special_tokens": True, "return_special_tokens_mask": True, "return_attention_mask": False}
+    with _quiet_transformers():
+        full = tok(texts, pairs, truncation=False, **common)
+        lengths = [len(ids) for ids in full["input_ids"]]
+        truncated = sum(n > max_length for n in lengths)
+        enc = tok(texts, pairs, truncation="longest_first" if pairs is not None else True,
+                  max_length=max_length, **common) if truncated else full
+    return _Tokens(enc["input_ids"], enc.get("token_type_ids"), enc["special_tokens_mask"], truncated)
+
+
+def _position_ids(model: Any, mask: torch.Tensor, padding_side: str) -> torch.Tensor | None:
+    """Mask-derived position ids for left padding (None where the default is already right)."""
+    if padding_side == "right" or model.config.model_type in _PADDING_AWARE_POSITIONS:
+        return None
+    if "position_ids" not in inspect.signature(model.forward).parameters:
+        raise ValueError(f"padding_side: left padding needs position ids, which {type(model).__name__} does not "
+                         "accept. Use padding_side='right'.")
+    return (mask.long().cumsum(dim=1) - 1).clamp(min=0)
+
+
+def _native_pool(native: NativePooling, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """sentence-transformers' Pooling -> Dense -> Normalize, on the last hidden state."""
+    parts = []
+    for mode in native.modes:
+        if mode == "mean":
+            parts.append(mean_pool(hidden, mask))
+        elif mode == "cls":
+            parts.append(cls_pool(hidden, mask))
+        elif mode == "max":
+            parts.append(max_pool(hidden, mask))
+        else:  # mean_sqrt_len
+            m = mask.to(torch.float32).unsqueeze(-1)
+            parts.append((hidden.to(torch.float32) * m).sum(1) / m.sum(1).sqrt())
+    v = torch.cat(parts, dim=1)
+    acts = {"Identity": lambda t: t, "Tanh": torch.tanh, "ReLU": torch.relu,
+            "GELU": torch.nn.functional.gelu}
+    for layer in native.dense:
+        w = layer.weight.to(v.device, torch.float32)
+        v = v @ w.T
+        if layer.bias is not None:
+            v = v + layer.bias.to(v.device, torch.float32)
+        v = acts[layer.activation](v)
+    if native.normalize:
+        v = torch.nn.functional.normalize(v, p=2, dim=1)
+    return v
+
+
+def _cache_for(cache: bool | str | os.PathLike | EmbeddingCache | None) -> EmbeddingCache | None:
+    if cache is None or cache is False:
+        return None
+    if cache is True:
+        return EmbeddingCache()
+    if isinstance(cache, EmbeddingCache):
+        return cache
+    return EmbeddingCache(cache)
+
+
+def _is_oom(err: BaseException) -> bool:
+    """CUDA (or other accelerator) out-of-memory, which halving the batch can cure."""
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and "out of memory" in str(err).lower())
+
+
+def encode(
+    encoder: Encoder,
+    texts: Sequence[str],
+    *,
+    poolings: str | Sequence[str] = POOLINGS,
+    layers: str | int | Sequence[int] = (-1,),
+    text_pairs: Sequence[str] | None = None,
+    batch_size: int = 64,
+    max_length: int | None = None,
+    special_tokens: SpecialTokens = "include",
+    padding_side: PaddingSide = "right",
+    cache: bool | str | os.PathLike | EmbeddingCache | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Embeddings:
+    """Encode ``texts`` once and return every requested pooling at every requested layer.
+
+    ``poolings``: names from ``mean, cls, max, attention, native`` or ``"all"``; ``layers``: hidden-state
+    indices (``-1`` = last, ``0`` = embeddings) or ``"all"``. ``text_pairs``: second segments, joined with
+    the tokenizer's pair template. ``cache``: True for the default on-disk cache, a directory, or None.
+    ``progress(done, total)`` is called after each batch. See the module docstring for every convention.
+    """
+    texts = _check_texts(texts, "texts")
+    pairs = _check_texts(text_pairs, "text_pairs") if text_pairs is not None else None
+    if pairs is not None and len(pairs) != len(texts):
+        raise ValueError(f"text_pairs: expected {len(texts)} second segments (one per text), got {len(pairs)}.")
+    if special_tokens not in ("include", "exclude"):
+        raise ValueError(f"special_tokens: expected 'include' or 'exclude', got {special_tokens!r}.")
+    if padding_side not in ("right", "left"):
+        raise ValueError(f"padding_side: expected 'right' or 'left', got {padding_side!r}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}.")
+    L = encoder.num_layers
+    pools = _normalise_poolings(poolings, encoder)
+    lays = _normalise_layers(layers, L)
+    if "attention" in pools and 0 in lays and len(lays) == 1:
+        raise ValueError("layers: attention pooling needs a transformer layer (>= 1); layer 0 is the embedding "
+                         "output, which has no attention.")
+    mlen = encoder.max_length if max_length is None else max_length
+    if isinstance(mlen, bool) or not isinstance(mlen, int) or mlen < 2:
+        raise ValueError(f"max_length: expected an integer >= 2, got {max_length!r}.")
+    wanted = [(p, lay) for lay in lays for p in pools
+              if not (p == "attention" and lay == 0) and not (p == "native" and lay != L)]
+    meta = {
+        "model_hash": encoder.content_hash, "model_spec": encoder.spec, "texts_hash": texts_hash(texts, pairs),
+        "n": len(texts), "max_length": mlen, "compute_dtype": str(encoder.compute_dtype).replace("torch.", ""),
+        "special_tokens": special_tokens, "pair_mode": "joined" if pairs is not None else "single",
+        "padding_side": padding_side, "native": encoder.native.describe() if encoder.native else None,
+    }
+    store = _cache_for(cache)
+    keys = {k: EmbeddingCache.key({**{f: meta[f] for f in ("model_hash", "texts_hash", "max_length",
+                                                           "compute_dtype", "special_tokens", "pair_mode")},
+                                   "pooling": k[0], "layer": k[1], "num_layers": L}) for k in wanted}
+    vectors: dict[tuple[str, int], np.ndarray] = {}
+    if store is not None:
+        for k in wanted:
+            hit = store.get(keys[k])
+            if hit is not None and hit.shape[0] == len(texts):
+                vectors[k] = hit
+    missing = [k for k in wanted if k not in vectors]
+    meta["cache"] = {"hits": len(wanted) - len(missing), "misses": len(missing),
+                     "dir": str(store.root) if store else None}
+    if missing:
+        run_meta = _run_forward(encoder, texts, pairs, missing, mlen, special_tokens, padding_side, batch_size,
+                                progress, vectors)
+        meta.update(run_meta)
+        if store is not None:
+            for k in missing:
+                store.put(keys[k], vectors[k], {**meta, "pooling": k[0], "layer": k[1]})
+    elif progress is not None:
+        progress(len(texts), len(texts))
+    ordered = {k: vectors[k] for k in wanted}
+    return Embeddings(ordered, len(texts), L, meta)
+
+
+def _run_forward(encoder: Encoder, texts: list[str], pairs: list[str] | None, keys: list[tuple[str, int]],
+                 mlen: int, special_tokens: str, padding_side: str, batch_size: int,
+                 progress: Callable[[int, int], None] | None, out: dict[tuple[str, int], np.ndarray]
+                 ) -> dict[str, Any]:
+    model = encoder.model
+    toks = _tokenise(encoder, texts, pairs, mlen)
+    empty = [i for i, sp in enumerate(toks.special) if all(sp)]
+    if empty:
+        shown = ", ".join(f"{i} ({texts[i][:30]!r})" for i in empty[:5])
+        raise ValueError(f"texts: expected every text to contain at least one token, got {len(empty)} that "
+                         f"tokenise to nothing (first: {shown}). Drop empty or whitespace-only texts.")
+    if toks.truncated:
+        warnings.warn(f"{toks.truncated} of {len(texts)} texts were longer than max_length={mlen} tokens and were "
+                      "truncated.", TruncationWarning, stacklevel=3)
+    order = np.argsort([-len(ids) for ids in toks.input_ids], kind="stable")
+    capture = "attention" in {p for p, _ in keys} and \
+        getattr(model.config, "_attn_implementation", None) == _capture.IMPLEMENTATION
+    eager_attn = "attention" in {p for p, _ in keys} and not capture
+    impl_before = getattr(model.config, "_attn_implementation", None)
+    if eager_attn and impl_before != "eager":
+        model.set_attn_implementation("eager")  # only this model, only for this call (restored below)
+    try:
+        return _forward_batches(encoder, texts, toks, order, keys, capture, eager_attn, special_tokens,
+                                padding_side, batch_size, progress, out)
+    finally:
+        if eager_attn and impl_before != "eager":
+            model.set_attn_implementation(impl_before)
+
+
+def _forward_batches(encoder: Encoder, texts: list[str], toks: _Tokens, order: np.ndarray,
+                     keys: list[tuple[str, int]], capture: bool, eager_attn: bool, special_tokens: str,
+                     padding_side: str, batch_size: int, progress: Callable[[int, int], None] | None,
+                     out: dict[tuple[str, int], np.ndarray]) -> dict[str, Any]:
+    model, tok, dev = encoder.model, encoder.tokenizer, encoder.device
+    L = encoder.num_layers
+    n = len(texts)
+    layers_needed = sorted({lay for _, lay in keys})
+    attn_layers = sorted({lay for p, lay in keys if p == "attention"})
+    need_hidden = layers_needed != [L]
+    bufs: dict[tuple[str, int], np.ndarray] = {}
+    n_tokens = 0
+    bs = batch_size
+    done = 0
+    halvings = 0
+    start = 0
+    autocast = torch.autocast(device_type=dev.type, dtype=encoder.compute_dtype,
+                              enabled=encoder.compute_dtype != torch.float32)
+    while start < n:
+        idx = order[start : start + bs]
+        feats = {"input_ids": [toks.input_ids[i] for i in idx]}
+        if toks.token_type_ids is not None:
+            feats["token_type_ids"] = [toks.token_type_ids[i] for i in idx]
+        with _quiet_transformers():
+            batch = tok.pad(feats, padding=True, return_tensors="pt", padding_side=padding_side)
+        sp_lists = [toks.special[i] for i in idx]
+        width = batch["input_ids"].shape[1]
+        special = torch.zeros((len(idx), width), dtype=torch.bool)
+        for r, sp in enumerate(sp_lists):
+            s = torch.tensor(sp, dtype=torch.bool)
+            if padding_side == "right":
+                special[r, : len(sp)] = s
+            else:
+                special[r, width - len(sp):] = s
+        inputs = {k: v.to(dev) for k, v in batch.items()}
+        attn_mask = inputs["attention_mask"].bool()
+        pos = _position_ids(model, attn_mask, padding_side)
+        if pos is not None:
+            inputs["position_ids"] = pos
+        try:
+            with torch.inference_mode(), autocast, _capture.Recorder() as rec:
+                outputs = model(**inputs, output_hidden_states=need_hidden, output_attentions=eager_attn,
+                                return_dict=True)
+        except (torch.OutOfMemoryError, RuntimeError) as err:
+            if _is_oom(err) and bs > 1:
+                torch.cuda.empty_cache()
+                bs = max(1, bs // 2)
+                halvings += 1
+                warnings.warn(f"GPU out of memory: batch size halved to {bs} and continuing.", BatchSizeWarning,
+                              stacklevel=3)
+                continue
+            raise
+        hidden = outputs.hidden_states if need_hidden else None
+        pool_mask = attn_mask & ~special.to(dev) if special_tokens == "exclude" else attn_mask
+        first = attn_mask.to(torch.int8).argmax(dim=1)
+        weights: dict[int, torch.Tensor] = {}
+        for lay in attn_layers:
+            if capture:
+                if len(rec.calls) != L:
+                    raise RuntimeError(f"attention pooling: expected {L} attention calls (one per layer), saw "
+                                       f"{len(rec.calls)}; this architecture is not supported.")
+                c = rec.calls[lay - 1]
+                weights[lay] = first_token_attention(c.query, c.key, c.mask, first, c.scaling, c.position_bias)
+            else:
+                weights[lay] = outputs.attentions[lay - 1][torch.arange(len(idx), device=dev), :, first] \
+                    .to(torch.float32).mean(dim=1)
+        for (p, lay) in keys:
+            h = outputs.last_hidden_state if hidden is None else hidden[lay]
+            if p == "mean":
+                v = mean_pool(h, pool_mask)
+            elif p == "max":
+                v = max_pool(h, pool_mask)
+            elif p == "cls":
+                v = cls_pool(h, attn_mask)
+            elif p == "attention":
+                v = attention_pool(h, weights[lay], pool_mask)
+            else:
+                assert encoder.native is not None
+                v = _native_pool(encoder.native, h, attn_mask)
+            arr = v.detach().to("cpu", torch.float32).numpy()
+            if (p, lay) not in bufs:
+                bufs[(p, lay)] = np.empty((n, arr.shape[1]), dtype=np.float32)
+            bufs[(p, lay)][idx] = arr
+        n_tokens += int(attn_mask.sum())
+        start += len(idx)
+        done += len(idx)
+        if progress is not None:
+            progress(done, n)
+    for k, arr in bufs.items():
+        if not np.isfinite(arr).all():
+            raise FloatingPointError(f"encode: the model produced non-finite {k[0]} embeddings at layer {k[1]} "
+                                     f"(dtype {encoder.compute_dtype}); try dtype='float32'.")
+        out[k] = arr
+    return {"truncated": toks.truncated, "n_tokens": n_tokens, "batch_size": batch_size,
+            "batch_size_final": bs, "oom_halvings": halvings,
+            "attention_source": "sdpa-capture" if capture else ("eager-attentions" if eager_attn else None)}

@@ -1,0 +1,407 @@
+"""Checkpoint -> model + tokenizer. The only module that knows checkpoint formats.
+
+Accepted specs:
+
+* a local Hugging Face model directory (``config.json`` + weights + tokenizer);
+* a sentence-transformers directory (``modules.json``): its declared pooling (``1_Pooling``), Dense layers
+  and ``Normalize`` module become the ``native`` pooling; its ``max_seq_length`` is the default max length;
+* a run directory or checkpoint written by :mod:`trainer` (``run.json`` -> its latest checkpoint);
+* a hub id (``org/name``): loaded from the local Hugging Face cache, or downloaded when online.
+
+Safety: safetensors weights are preferred; ``.bin`` files are read by transformers' ``weights_only``
+unpickler, which refuses arbitrary objects; ``trust_remote_code`` is False unless the caller passes True.
+Decoder-only, encoder-decoder and non-text checkpoints are refused with a clear error (no last-token path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+ComputeDtype = Literal["auto", "float32", "bfloat16", "float16"]
+COMPUTE_DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json")
+_DECODER_ONLY = {"gpt2", "gpt_neo", "gptj", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen3",
+                 "phi", "phi3", "gemma", "gemma2", "gemma3", "falcon", "opt", "bloom", "mpt", "olmo", "olmo2",
+                 "codegen", "starcoder2", "stablelm"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint could not be found or is not a supported text encoder."""
+
+
+@dataclass(frozen=True)
+class DenseLayer:
+    """A sentence-transformers Dense module: y = activation(W x + b)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    activation: str
+
+
+@dataclass(frozen=True)
+class NativePooling:
+    """What a sentence-transformers checkpoint declares: pooling mode(s), Dense layers, Normalize."""
+
+    modes: tuple[str, ...]  # subset of mean / cls / max / mean_sqrt_len, concatenated in ST's order
+    dense: tuple[DenseLayer, ...] = ()
+    normalize: bool = False
+    include_prompt: bool = True
+
+    def describe(self) -> str:
+        parts = ["+".join(self.modes)]
+        parts += [f"dense({d.weight.shape[1]}->{d.weight.shape[0]}, {d.activation})" for d in self.dense]
+        if self.normalize:
+            parts.append("L2-normalize")
+        return " -> ".join(parts)
+
+
+@dataclass
+class Encoder:
+    """A loaded text encoder: model (eval mode, on ``device``), tokenizer and where they came from."""
+
+    model: Any
+    tokenizer: Any
+    spec: str
+    path: Path | None
+    kind: Literal["hf", "sentence-transformers", "trainer", "hub"]
+    device: torch.device
+    compute_dtype: torch.dtype
+    max_length: int
+    content_hash: str
+    native: NativePooling | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def card(self) -> dict[str, Any]:
+        """JSON-able description recorded with every result."""
+        return {
+            "spec": self.spec,
+            "path": str(self.path) if self.path else None,
+            "kind": self.kind,
+            "content_hash": self.content_hash,
+            "model_class": type(self.model).__name__,
+            "model_type": self.model.config.model_type,
+            "num_parameters": int(sum(p.numel() for p in self.model.parameters())),
+            "num_layers": self.num_layers,
+            "hidden_size": self.hidden_size,
+            "device": str(self.device),
+            "compute_dtype": str(self.compute_dtype).replace("torch.", ""),
+            "max_length": self.max_length,
+            "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
+            "native_pooling": self.native.describe() if self.native else None,
+            **self.info,
+        }
+
+
+# --- locating the checkpoint ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Located:
+    model_dir: Path | str  # a directory, or a hub id
+    kind: Literal["hf", "sentence-transformers", "trainer", "hub"]
+    st_root: Path | None = None
+    st_modules: tuple[dict, ...] = ()
+
+
+def _resolve_trainer_run(path: Path) -> Path:
+    try:
+        run = json.loads((path / "run.json").read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"checkpoint: {path}/run.json is unreadable ({err}). Point at a checkpoint "
+                              "directory inside the run instead.") from None
+    latest = run.get("latest")
+    if not latest:
+        raise CheckpointError(f"checkpoint: the trainer run {path} has no finished checkpoint yet "
+                              "(run.json has no 'latest'). Wait for the first checkpoint or resume the run.")
+    target = (path / latest).resolve()
+    if not (target / "config.json").is_file():
+        raise CheckpointError(f"checkpoint: run.json in {path} points at {target}, which has no config.json.")
+    return target
+
+
+def _locate(spec: str) -> _Located:
+    path = Path(spec).expanduser()
+    if path.exists():
+        if path.is_file():
+            raise CheckpointError(f"checkpoint: expected a model directory, got the file {path}. Pass the "
+                                  "directory that holds config.json.")
+        if (path / "run.json").is_file() and not (path / "config.json").is_file():
+            return _Located(_resolve_trainer_run(path), "trainer")
+        if (path / "modules.json").is_file():
+            modules = tuple(json.loads((path / "modules.json").read_text()))
+            tr = next((m for m in modules if m.get("type", "").endswith("models.Transformer")), None)
+            if tr is None:
+                raise CheckpointError(f"checkpoint: {path}/modules.json declares no Transformer module; only "
+                                      "transformer-based sentence-transformers models are supported.")
+            model_dir = path / tr.get("path", "")
+            if not (model_dir / "config.json").is_file():
+                raise CheckpointError(f"checkpoint: no config.json in {model_dir} (the Transformer module of "
+                                      f"{path}/modules.json).")
+            return _Located(model_dir, "sentence-transformers", path, modules)
+        if not (path / "config.json").is_file():
+            raise CheckpointError(f"checkpoint: no config.json in {path} (looked for config.json, modules.json "
+                                  "and run.json). Point at a Hugging Face model directory.")
+        kind = "trainer" if (path / "trainer_config.json").is_file() else "hf"
+        return _Located(path, kind)
+    # hub ids are "name" or "org/name"; anything else that does not exist is a mistyped path
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or (os.sep != "/" and os.sep in spec):
+        raise CheckpointError(f"checkpoint: {spec} does not exist. Check the path.")
+    return _Located(spec, "hub")
+
+
+def _hub_snapshot(repo_id: str, revision: str | None) -> Path:
+    """Local directory of a hub id: the HF cache first, the network only if that fails and we are online."""
+    from huggingface_hub import snapshot_download
+
+    allow = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*", "2_Dense/*", "modules.json"]
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True, allow_patterns=allow))
+    except Exception:  # any cache miss falls through to the online attempt
+        pass
+    from .hub import hub_reachable
+
+    if not hub_reachable():
+        raise CheckpointError(f"checkpoint: {repo_id!r} is not a local directory, not in the local Hugging Face "
+                              "cache, and the hub is not reachable (offline). Download it once online, or pass a "
+                              "local directory.")
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=allow))
+    except Exception as err:  # network, auth or not-found: one clear message
+        raise CheckpointError(f"checkpoint: {repo_id!r} is neither a local directory nor a hub model that could "
+                              f"be fetched ({type(err).__name__}). Check the id, your network, or pass a local "
+                              "directory.") from None
+
+
+# --- native pooling -------------------------------------------------------------------------------------
+
+_ST_MODES = (("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "mean"),
+             ("pooling_mode_max_tokens", "max"), ("pooling_mode_mean_sqrt_len_tokens", "mean_sqrt_len"))
+
+
+def _read_native(root: Path, modules: tuple[dict, ...]) -> tuple[NativePooling | None, str | None]:
+    """Parse Pooling / Dense / Normalize modules. Returns (native, reason-it-is-unavailable)."""
+    modes: tuple[str, ...] = ()
+    dense: list[DenseLayer] = []
+    normalize = False
+    include_prompt = True
+    for m in modules:
+        mtype = m.get("type", "").rsplit(".", 1)[-1]
+        mdir = root / m.get("path", "")
+        if mtype == "Transformer":
+            continue
+        if mtype == "Pooling":
+            cfg = json.loads((mdir / "config.json").read_text())
+            modes = tuple(name for key, name in _ST_MODES if cfg.get(key))
+            other = [k for k, v in cfg.items() if k.startswith("pooling_mode") and v
+                     and k not in dict(_ST_MODES)]
+            if other or not modes:
+                return None, f"pooling mode {other or 'none'} is not supported"
+            include_prompt = bool(cfg.get("include_prompt", True))
+        elif mtype == "Dense":
+            from safetensors.torch import load_file
+
+            cfg = json.loads((mdir / "config.json").read_text())
+            if not (mdir / "model.safetensors").is_file():
+                return None, f"Dense module {mdir} has no model.safetensors (pickled weights are not loaded)"
+            w = load_file(str(mdir / "model.safetensors"))
+            act = cfg.get("activation_function", "torch.nn.modules.linear.Identity").rsplit(".", 1)[-1]
+            if act not in ("Identity", "Tanh", "ReLU", "GELU"):
+                return None, f"Dense activation {act} is not supported"
+            dense.append(DenseLayer(w["linear.weight"], w.get("linear.bias"), act))
+        elif mtype == "Normalize":
+            normalize = True
+        else:
+            return None, f"module type {mtype} is not supported"
+    if not modes:
+        return None, "no Pooling module"
+    return NativePooling(modes, tuple(dense), normalize, include_prompt), None
+
+
+# --- hashing and loading --------------------------------------------------------------------------------
+
+def content_hash(model_dir: Path) -> str:
+    """sha256 over config.json and the weight files (name + bytes), cached on disk by size and mtime."""
+    from .cache import cache_root
+
+    files = [model_dir / "config.json", *[model_dir / f for f in _WEIGHT_FILES if (model_dir / f).is_file()]]
+    files += sorted(p for p in model_dir.glob("model-*.safetensors"))
+    stamp = json.dumps([(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files])
+    key = hashlib.sha256(stamp.encode()).hexdigest()[:32]
+    memo = cache_root() / "hashes" / f"{key}.txt"
+    with contextlib.suppress(OSError):
+        return memo.read_text().strip()
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    digest = h.hexdigest()
+    with contextlib.suppress(OSError):
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
+        tmp.write_text(digest)
+        os.replace(tmp, memo)
+    return digest
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: expected a CUDA device, got none available. Use --device cpu or auto.")
+    return dev
+
+
+def resolve_compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto``: bfloat16 autocast on CUDA GPUs that support it (float16 otherwise), float32 on CPU/MPS."""
+    if dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"dtype: expected one of {COMPUTE_DTYPES}, got {dtype!r}.")
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return getattr(torch, dtype)
+
+
+def _check_text_encoder(config: Any, where: str) -> None:
+    mtype = getattr(config, "model_type", "?")
+    if getattr(config, "is_encoder_decoder", False):
+        raise CheckpointError(f"checkpoint: {where} is an encoder-decoder model ({mtype}); embedgeom analyses "
+                              "encoder-only text models. Export its encoder as its own checkpoint first.")
+    archs = " ".join(getattr(config, "architectures", None) or [])
+    if mtype in _DECODER_ONLY or getattr(config, "is_decoder", False) or "CausalLM" in archs \
+            or "LMHeadModel" in archs:
+        raise CheckpointError(f"checkpoint: {where} is a decoder-only model ({mtype}); embedgeom pools "
+                              "bidirectional encoders (no last-token pooling path). Use an encoder checkpoint.")
+    if getattr(config, "vocab_size", None) is None or not hasattr(config, "num_hidden_layers"):
+        raise CheckpointError(f"checkpoint: {where} ({mtype}) is not a text encoder (no vocabulary or layers).")
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' own progress bars and info logs during loading (the library never prints)."""
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    level = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+def load_encoder(
+    spec: str | os.PathLike,
+    *,
+    device: str | torch.device = "auto",
+    dtype: ComputeDtype = "auto",
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    max_length: int | None = None,
+) -> Encoder:
+    """Load a text encoder and its tokenizer from ``spec`` (see the module docstring for accepted specs).
+
+    Weights are kept in float32; ``dtype`` is the autocast compute dtype used by :func:`embedgeom.encode`
+    (``auto`` = bfloat16 on CUDA, float32 on CPU). The attention implementation is SDPA (eager where a model
+    lacks SDPA). ``max_length`` defaults to the smallest of the tokenizer's limit, the position-embedding
+    table, and a sentence-transformers ``max_seq_length``.
+    """
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    spec_s = os.fspath(spec)
+    if not spec_s.strip():
+        raise CheckpointError("checkpoint: expected a directory or hub id, got an empty string.")
+    located = _locate(spec_s)
+    dev = resolve_device(device)
+    cdtype = resolve_compute_dtype(dtype, dev)
+    model_dir: Path
+    st_root, st_modules, kind = located.st_root, located.st_modules, located.kind
+    if located.kind == "hub":
+        model_dir = _hub_snapshot(str(located.model_dir), revision)
+        if (model_dir / "modules.json").is_file():
+            sub = _locate(str(model_dir))
+            model_dir, st_root, st_modules = Path(sub.model_dir), sub.st_root, sub.st_modules
+    else:
+        model_dir = Path(located.model_dir)
+    with _quiet_transformers():
+        try:
+            config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+        except ValueError as err:
+            raise CheckpointError(f"checkpoint: {model_dir}/config.json is not a model transformers knows "
+                                  f"({str(err).splitlines()[0]}). Pass trust_remote_code=True only if you trust "
+                                  "its code.") from None
+        _check_text_encoder(config, str(spec_s))
+        tok_dir = model_dir
+        if not any((tok_dir / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
+                                                     "spiece.model", "sentencepiece.bpe.model")):
+            raise CheckpointError(f"checkpoint: no tokenizer in {tok_dir} (looked for tokenizer.json, vocab.txt, "
+                                  "tokenizer_config.json, *.model). Save the tokenizer beside the weights.")
+        tokenizer = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=trust_remote_code)
+        has_st = (model_dir / "model.safetensors").is_file() or (model_dir / "model.safetensors.index.json").is_file()
+        kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": torch.float32}
+        if has_st:
+            kwargs["use_safetensors"] = True
+        try:
+            model = AutoModel.from_pretrained(model_dir, attn_implementation="sdpa", **kwargs)
+        except (ValueError, ImportError):
+            model = AutoModel.from_pretrained(model_dir, attn_implementation="eager", **kwargs)
+    model.eval().to(dev)
+    from . import _capture
+
+    attention_source = "sdpa-capture" if _capture.enable(model) else "eager-attentions"
+    native, reason = (None, None)
+    sbert_max = None
+    if st_root is not None:
+        native, reason = _read_native(st_root, st_modules)
+        sb = st_root / "sentence_bert_config.json"
+        if sb.is_file():
+            sbert_max = json.loads(sb.read_text()).get("max_seq_length")
+    limits = [int(getattr(config, "max_position_embeddings", 512))]
+    tml = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tml, int) and 0 < tml < 1_000_000:
+        limits.append(tml)
+    if sbert_max:
+        limits.append(int(sbert_max))
+    default_max = min(limits)
+    if max_length is not None:
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+            raise ValueError(f"max_length: expected an integer >= 2, got {max_length!r}.")
+        default_max = min(max_length, int(getattr(config, "max_position_embeddings", max_length)))
+    info: dict[str, Any] = {"attention_pooling_source": attention_source}
+    if st_root is not None and native is None:
+        info["native_unavailable"] = reason
+    return Encoder(model=model, tokenizer=tokenizer, spec=spec_s, path=model_dir, kind=kind, device=dev,
+                   compute_dtype=cdtype, max_length=default_max, content_hash=content_hash(model_dir),
+                   native=native, info=info)

@@ -1,0 +1,199 @@
+"""encode(): one pass, every pooling, padding invariance, references (hand-written, eager attention,
+sentence-transformers), pairs, truncation, order, cache, OOM fallback."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import embedgeom as eg
+from embedgeom.embcache import EmbeddingCache
+from embedgeom.encoding import BatchSizeWarning, TruncationWarning
+
+TEXTS = [
+    "the cat sat on the mat",
+    "a dog ran",
+    "one two three four five six seven eight nine ten and more words than the first one",
+    "hello world",
+    "the big red car was fast on the long road to the city",
+    "sun",
+]
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("which", ["tiny_encoder", "minilm"])
+def test_alone_equals_inside_a_padded_batch(request, which, side):
+    enc = request.getfixturevalue(which)
+    batch = eg.encode(enc, TEXTS, poolings="all", layers="all", padding_side=side, batch_size=len(TEXTS))
+    for i, t in enumerate(TEXTS):
+        alone = eg.encode(enc, [t], poolings="all", layers="all", padding_side=side)
+        for key, arr in batch.vectors.items():
+            np.testing.assert_allclose(alone.vectors[key][0], arr[i], atol=2e-5, rtol=1e-4, err_msg=str(key))
+
+
+def _manual_forward(enc, texts):
+    tok = enc.tokenizer(texts, padding=True, return_tensors="pt", return_special_tokens_mask=True,
+                        truncation=True, max_length=enc.max_length)
+    special = tok.pop("special_tokens_mask").bool()
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(enc.path, attn_implementation="eager").eval()
+    with torch.no_grad():
+        out = model(**tok, output_hidden_states=True, output_attentions=True)
+    return tok, special, out
+
+
+def test_mean_cls_max_match_hand_written_pooling_on_minilm(minilm):
+    emb = eg.encode(minilm, TEXTS, poolings=("mean", "cls", "max"), layers=(-1, 2))
+    tok, _, out = _manual_forward(minilm, TEXTS)
+    m = tok["attention_mask"].unsqueeze(-1).float()
+    for layer in (-1, 2):
+        h = out.hidden_states[layer]
+        mean = (h * m).sum(1) / m.sum(1)
+        np.testing.assert_allclose(emb.get("mean", layer), mean.numpy(), atol=3e-5)
+        np.testing.assert_allclose(emb.get("cls", layer), h[:, 0].numpy(), atol=3e-5)
+        mx = torch.stack([h[i, : int(m[i].sum())].amax(0) for i in range(len(TEXTS))])
+        np.testing.assert_allclose(emb.get("max", layer), mx.numpy(), atol=3e-5)
+
+
+def test_attention_pooling_matches_eager_attention_weights(minilm):
+    emb = eg.encode(minilm, TEXTS, poolings=("attention",), layers=(-1, 3))
+    tok, _, out = _manual_forward(minilm, TEXTS)
+    for layer in (-1, 3):
+        # hidden_states[l] is the output of layer l, whose attention is attentions[l - 1]
+        att = out.attentions[layer if layer < 0 else layer - 1][:, :, 0, :].mean(1)  # first token, head-avg
+        att = att * tok["attention_mask"]
+        att = att / att.sum(1, keepdim=True)
+        want = torch.einsum("bl,bld->bd", att, out.hidden_states[layer])
+        np.testing.assert_allclose(emb.get("attention", layer), want.numpy(), atol=3e-5)
+    assert emb.meta["attention_source"] == "sdpa-capture"
+
+
+def test_special_tokens_excluded(minilm):
+    emb = eg.encode(minilm, TEXTS, poolings=("mean", "max"), special_tokens="exclude")
+    tok, special, out = _manual_forward(minilm, TEXTS)
+    m = (tok["attention_mask"].bool() & ~special).unsqueeze(-1).float()
+    h = out.hidden_states[-1]
+    np.testing.assert_allclose(emb.get("mean"), ((h * m).sum(1) / m.sum(1)).numpy(), atol=3e-5)
+
+
+def test_native_matches_sentence_transformers(minilm, minilm_dir):
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(minilm_dir), device="cpu")
+    ref = st.encode(TEXTS, convert_to_numpy=True, batch_size=4)
+    got = eg.encode(minilm, TEXTS, poolings=("native",)).get("native")
+    np.testing.assert_allclose(got, ref, atol=2e-6)
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-6)  # Normalize module respected
+
+
+def test_native_needs_a_declared_pooling(tiny_encoder):
+    with pytest.raises(ValueError, match="native"):
+        eg.encode(tiny_encoder, TEXTS, poolings=("native",))
+
+
+def test_order_is_restored_after_length_sorting(tiny_encoder):
+    a = eg.encode(tiny_encoder, TEXTS, poolings=("mean",), batch_size=2)
+    perm = [3, 0, 5, 2, 1, 4]
+    b = eg.encode(tiny_encoder, [TEXTS[i] for i in perm], poolings=("mean",), batch_size=4)
+    np.testing.assert_allclose(b.get("mean"), a.get("mean")[perm], atol=1e-5)
+
+
+def test_layer_indexing(tiny_encoder):
+    emb = eg.encode(tiny_encoder, TEXTS, poolings=("mean",), layers="all")
+    assert emb.layers == (0, 1, 2) and emb.num_layers == 2
+    np.testing.assert_array_equal(emb.get("mean", -1), emb.get("mean", 2))
+    np.testing.assert_array_equal(emb.get("mean", -3), emb.get("mean", 0))
+    with pytest.raises(ValueError, match="layers"):
+        eg.encode(tiny_encoder, TEXTS, layers=(5,))
+
+
+def test_text_pairs_use_the_tokenizers_pair_template(minilm):
+    a, b = TEXTS[:3], TEXTS[3:]
+    emb = eg.encode(minilm, a, text_pairs=b, poolings=("mean", "cls"))
+    tok = minilm.tokenizer(a, b, padding=True, return_tensors="pt")
+    assert (tok["token_type_ids"] == 1).any()
+    with torch.no_grad():
+        h = minilm.model(**tok).last_hidden_state
+    m = tok["attention_mask"].unsqueeze(-1).float()
+    np.testing.assert_allclose(emb.get("mean"), ((h * m).sum(1) / m.sum(1)).numpy(), atol=3e-5)
+    assert emb.meta["pair_mode"] == "joined"
+
+
+def test_truncation_is_counted_and_warned_once(tiny_encoder):
+    long = " ".join(["word"] * 200)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        emb = eg.encode(tiny_encoder, [long, long, "short text"], poolings=("mean",), max_length=16)
+    trunc = [w for w in caught if issubclass(w.category, TruncationWarning)]
+    assert len(trunc) == 1 and "2 of 3" in str(trunc[0].message)
+    assert emb.meta["truncated"] == 2 and emb.meta["max_length"] == 16
+
+
+def test_bad_inputs(tiny_encoder):
+    with pytest.raises(ValueError, match="at least one text"):
+        eg.encode(tiny_encoder, [])
+    with pytest.raises(ValueError, match="list of strings"):
+        eg.encode(tiny_encoder, "just one string")
+    with pytest.raises(ValueError, match="index 1"):
+        eg.encode(tiny_encoder, ["ok", 3])
+    with pytest.raises(ValueError, match=r"tokenise to nothing \(first: 1"):
+        eg.encode(tiny_encoder, ["fine", "   "])
+    with pytest.raises(ValueError, match="poolings"):
+        eg.encode(tiny_encoder, ["a"], poolings=("median",))
+    with pytest.raises(ValueError, match="text_pairs"):
+        eg.encode(tiny_encoder, ["a", "b"], text_pairs=["c"])
+
+
+def test_cache_hit_miss_and_corruption(tiny_encoder, tmp_path, monkeypatch):
+    cache = EmbeddingCache(tmp_path / "cache")
+    first = eg.encode(tiny_encoder, TEXTS, poolings=("mean", "max"), cache=cache)
+    assert first.meta["cache"] == {"hits": 0, "misses": 2, "dir": str(cache.root)}
+
+    def boom(*a, **k):
+        raise AssertionError("the model must not run on a full cache hit")
+
+    monkeypatch.setattr(tiny_encoder.model, "forward", boom)
+    again = eg.encode(tiny_encoder, TEXTS, poolings=("max", "mean"), cache=cache)
+    assert again.meta["cache"]["hits"] == 2
+    np.testing.assert_array_equal(again.get("max"), first.get("max"))
+    monkeypatch.undo()
+    # corrupt one file: it is detected, removed and recomputed
+    files = sorted(cache.root.rglob("*.npz"))
+    assert len(files) == 2
+    files[0].write_bytes(b"not an npz file")
+    third = eg.encode(tiny_encoder, TEXTS, poolings=("mean", "max"), cache=cache)
+    assert third.meta["cache"]["misses"] == 1
+    np.testing.assert_allclose(third.get("mean"), first.get("mean"), atol=1e-6)
+    # other texts are a miss
+    other = eg.encode(tiny_encoder, TEXTS[:3], poolings=("mean",), cache=cache)
+    assert other.meta["cache"]["misses"] == 1
+
+
+def test_out_of_memory_halves_the_batch(tiny_encoder, monkeypatch):
+    real = tiny_encoder.model.forward
+
+    def picky(*args, **kwargs):
+        if kwargs["input_ids"].shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_encoder.model, "forward", picky)
+    with pytest.warns(BatchSizeWarning, match="halved"):
+        emb = eg.encode(tiny_encoder, TEXTS, poolings=("mean",), batch_size=8)
+    monkeypatch.undo()
+    assert emb.meta["batch_size_final"] == 2 and emb.meta["oom_halvings"] == 2
+    np.testing.assert_allclose(emb.get("mean"), eg.encode(tiny_encoder, TEXTS, poolings=("mean",)).get("mean"),
+                               atol=1e-5)
+
+
+def test_progress_callback_and_meta(tiny_encoder):
+    seen = []
+    emb = eg.encode(tiny_encoder, TEXTS, poolings=("cls",), batch_size=4, progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (6, 6) and len(seen) == 2
+    for key in ("model_hash", "texts_hash", "compute_dtype", "max_length", "truncated", "special_tokens"):
+        assert key in emb.meta
+    assert emb.get("cls").dtype == np.float32

@@ -1,0 +1,87 @@
+"""Pooling functions against hand-written loops; mask handling, dtypes, no in-place writes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from embedgeom.pooling import attention_pool, cls_pool, first_token_attention, max_pool, mean_pool
+
+
+def loop_mean(h, m):
+    out = []
+    for b in range(h.shape[0]):
+        rows = [h[b, t].double() for t in range(h.shape[1]) if m[b, t]]
+        out.append(torch.stack(rows).mean(0))
+    return torch.stack(out)
+
+
+def test_mean_and_max_match_loops():
+    h = torch.randn(3, 5, 4)
+    m = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 1, 1, 0]], dtype=torch.bool)
+    torch.testing.assert_close(mean_pool(h, m).double(), loop_mean(h, m))
+    want = torch.stack([torch.stack([h[b, t] for t in range(5) if m[b, t]]).amax(0) for b in range(3)])
+    torch.testing.assert_close(max_pool(h, m), want)
+
+
+def test_masked_positions_never_win_max_and_input_is_untouched():
+    h = -torch.rand(2, 4, 3) - 1.0  # every real value is negative
+    h[:, -1] = 100.0  # padding holds large values
+    m = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]], dtype=torch.bool)
+    before = h.clone()
+    out = max_pool(h, m)
+    assert (out < 0).all()
+    assert torch.equal(h, before)
+    mean_pool(h, m)
+    assert torch.equal(h, before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_hidden_states_pool_in_float32(dtype):
+    h = (torch.randn(2, 6, 8) * 30).to(dtype)
+    m = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    for f in (mean_pool, max_pool):
+        out = f(h, m)
+        assert out.dtype == torch.float32 and torch.isfinite(out).all()
+        torch.testing.assert_close(out, f(h.float(), m))
+
+
+def test_cls_is_first_real_token_under_left_padding():
+    h = torch.arange(2 * 4 * 2, dtype=torch.float32).reshape(2, 4, 2)
+    right = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    left = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]], dtype=torch.bool)
+    torch.testing.assert_close(cls_pool(h, right), h[:, 0])
+    torch.testing.assert_close(cls_pool(h, left), torch.stack([h[0, 2], h[1, 0]]))
+
+
+def test_attention_pool_renormalises_over_mask():
+    h = torch.randn(1, 4, 3)
+    w = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
+    m = torch.tensor([[1, 1, 0, 0]], dtype=torch.bool)
+    want = (0.1 * h[0, 0] + 0.2 * h[0, 1]) / 0.3
+    torch.testing.assert_close(attention_pool(h, w, m)[0], want)
+
+
+def test_first_token_attention_matches_full_softmax():
+    b, heads, L, d = 2, 3, 5, 4
+    q, k = torch.randn(b, heads, L, d), torch.randn(b, heads, L, d)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [0, 1, 1, 1, 1]], dtype=torch.bool)
+    four_d = mask[:, None, None, :].expand(b, 1, L, L)
+    first = torch.tensor([0, 1])
+    got = first_token_attention(q, k, four_d, first, 0.5)
+    full = (q @ k.transpose(-1, -2)) * 0.5
+    full = full.masked_fill(~mask[:, None, None, :], float("-inf")).softmax(-1)
+    want = torch.stack([full[0, :, 0].mean(0), full[1, :, 1].mean(0)])
+    torch.testing.assert_close(got, want)
+    additive = torch.zeros(b, 1, L, L).masked_fill(~four_d, float("-inf"))
+    torch.testing.assert_close(first_token_attention(q, k, additive, first, 0.5), want)
+
+
+def test_empty_rows_and_bad_shapes_are_errors():
+    h = torch.randn(2, 3, 4)
+    with pytest.raises(ValueError, match="empty rows"):
+        mean_pool(h, torch.tensor([[1, 0, 0], [0, 0, 0]], dtype=torch.bool))
+    with pytest.raises(ValueError, match="hidden"):
+        max_pool(torch.randn(3, 4), torch.ones(3, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="mask"):
+        mean_pool(h, torch.ones(2, 4, dtype=torch.bool))
