@@ -221,7 +221,7 @@ def encode(
     poolings: str | Sequence[str] = POOLINGS,
     layers: str | int | Sequence[int] = (-1,),
     text_pairs: Sequence[str] | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     max_length: int | None = None,
     special_tokens: SpecialTokens = "include",
     padding_side: PaddingSide = "right",
@@ -233,7 +233,8 @@ def encode(
     ``poolings``: names from ``mean, cls, max, attention, native`` or ``"all"``; ``layers``: hidden-state
     indices (``-1`` = last, ``0`` = embeddings) or ``"all"``. ``text_pairs``: second segments, joined with
     the tokenizer's pair template. ``cache``: True for the default on-disk cache, a directory, or None.
-    ``progress(done, total)`` is called after each batch. See the module docstring for every convention.
+    ``progress(done, total)`` is called after each batch. ``batch_size`` defaults to 32 on CPU (less
+    padding; fastest measured) and 128 on GPUs. See the module docstring for every convention.
     """
     texts = _check_texts(texts, "texts")
     pairs = _check_texts(text_pairs, "text_pairs") if text_pairs is not None else None
@@ -243,6 +244,8 @@ def encode(
         raise ValueError(f"special_tokens: expected 'include' or 'exclude', got {special_tokens!r}.")
     if padding_side not in ("right", "left"):
         raise ValueError(f"padding_side: expected 'right' or 'left', got {padding_side!r}.")
+    if batch_size is None:
+        batch_size = 32 if encoder.device.type == "cpu" else 128
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}.")
     L = encoder.num_layers

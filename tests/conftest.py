@@ -33,7 +33,7 @@ def tiny_bert_dir(tmp_path_factory):
 def tiny_encoder(tiny_bert_dir):
     import embedgeom as eg
 
-    return eg.load_encoder(tiny_bert_dir, device="cpu")
+    return eg.load_encoder(tiny_bert_dir, device="cpu", dtype="float32")
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +47,7 @@ def minilm_dir():
 def minilm(minilm_dir):
     import embedgeom as eg
 
-    return eg.load_encoder(minilm_dir, device="cpu")
+    return eg.load_encoder(minilm_dir, device="cpu", dtype="float32")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -197,3 +197,15 @@ def test_progress_callback_and_meta(tiny_encoder):
     for key in ("model_hash", "texts_hash", "compute_dtype", "max_length", "truncated", "special_tokens"):
         assert key in emb.meta
     assert emb.get("cls").dtype == np.float32
+
+
+def test_reduced_precision_autocast_stays_close_to_float32(minilm_dir, minilm):
+    bf16 = eg.load_encoder(minilm_dir, device="cpu", dtype="bfloat16")
+    a = eg.encode(minilm, TEXTS, poolings="all")
+    b = eg.encode(bf16, TEXTS, poolings="all")
+    assert b.meta["compute_dtype"] == "bfloat16" and a.meta["compute_dtype"] == "float32"
+    for key in a.vectors:
+        x, y = a.vectors[key], b.vectors[key]
+        assert y.dtype == np.float32
+        cos = (x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)
+        assert cos.min() > 0.999, key

