@@ -23,9 +23,9 @@ from __future__ import annotations
 import inspect
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -96,7 +96,17 @@ def normalise_layer(layer: int, num_layers: int) -> int:
     return int(layer) % (num_layers + 1)
 
 
-def _normalise_poolings(poolings: str | Sequence[str], encoder: Encoder) -> tuple[str, ...]:
+class CustomPooler(Protocol):
+    """A caller-supplied pooling: ``pooler(hidden float32 (b, L, d), attention_mask bool (b, L)) -> (b, d')``.
+    ``fingerprint`` identifies it (including any seed) in the embedding cache."""
+
+    fingerprint: str
+
+    def __call__(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
+
+
+def _normalise_poolings(poolings: str | Sequence[str], encoder: Encoder,
+                        custom: Mapping[str, CustomPooler]) -> tuple[str, ...]:
     if isinstance(poolings, str):
         poolings = (*POOLINGS, *(("native",) if encoder.native else ())) if poolings == "all" \
             else tuple(p.strip() for p in poolings.split(","))
@@ -104,7 +114,7 @@ def _normalise_poolings(poolings: str | Sequence[str], encoder: Encoder) -> tupl
     if not out:
         raise ValueError(f"poolings: expected at least one of {ALL_POOLINGS}, got none.")
     for p in out:
-        if p not in ALL_POOLINGS:
+        if p not in ALL_POOLINGS and p not in custom:
             raise ValueError(f"poolings: expected names from {ALL_POOLINGS} or 'all', got {p!r}.")
     if "native" in out and encoder.native is None:
         why = encoder.info.get("native_unavailable") or "it is not a sentence-transformers checkpoint"
@@ -227,6 +237,7 @@ def encode(
     padding_side: PaddingSide = "right",
     cache: bool | str | os.PathLike | EmbeddingCache | None = None,
     progress: Callable[[int, int], None] | None = None,
+    custom_poolers: Mapping[str, CustomPooler] | None = None,
 ) -> Embeddings:
     """Encode ``texts`` once and return every requested pooling at every requested layer.
 
@@ -234,8 +245,11 @@ def encode(
     indices (``-1`` = last, ``0`` = embeddings) or ``"all"``. ``text_pairs``: second segments, joined with
     the tokenizer's pair template. ``cache``: True for the default on-disk cache, a directory, or None.
     ``progress(done, total)`` is called after each batch. ``batch_size`` defaults to 32 on CPU (less
-    padding; fastest measured) and 128 on GPUs. See the module docstring for every convention.
+    padding; fastest measured) and 128 on GPUs. ``custom_poolers`` adds named poolings computed from the
+    same hidden states (e.g. the reference study's random attention head, see :mod:`embedgeom.protocols`).
+    See the module docstring for every convention.
     """
+    custom = dict(custom_poolers or {})
     texts = _check_texts(texts, "texts")
     pairs = _check_texts(text_pairs, "text_pairs") if text_pairs is not None else None
     if pairs is not None and len(pairs) != len(texts):
@@ -249,16 +263,18 @@ def encode(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}.")
     L = encoder.num_layers
-    pools = _normalise_poolings(poolings, encoder)
+    pools = _normalise_poolings(poolings, encoder, custom)
     lays = _normalise_layers(layers, L)
-    if "attention" in pools and 0 in lays and len(lays) == 1:
-        raise ValueError("layers: attention pooling needs a transformer layer (>= 1); layer 0 is the embedding "
-                         "output, which has no attention.")
+    if lays == (0,) and set(pools) <= {"attention", "cls"}:
+        raise ValueError("layers: attention and CLS pooling need a transformer layer (>= 1); layer 0 is the "
+                         "embedding output (no attention; the same [CLS] vector for every text).")
     mlen = encoder.max_length if max_length is None else max_length
     if isinstance(mlen, bool) or not isinstance(mlen, int) or mlen < 2:
         raise ValueError(f"max_length: expected an integer >= 2, got {max_length!r}.")
+    # skipped by construction: attention at layer 0 (no attention there), CLS at layer 0 (the [CLS] token's
+    # input embedding, identical for every text), native below the last layer
     wanted = [(p, lay) for lay in lays for p in pools
-              if not (p == "attention" and lay == 0) and not (p == "native" and lay != L)]
+              if not (p in ("attention", "cls") and lay == 0) and not (p == "native" and lay != L)]
     meta = {
         "model_hash": encoder.content_hash, "model_spec": encoder.spec, "texts_hash": texts_hash(texts, pairs),
         "n": len(texts), "max_length": mlen, "compute_dtype": str(encoder.compute_dtype).replace("torch.", ""),
@@ -268,7 +284,9 @@ def encode(
     store = _cache_for(cache)
     keys = {k: EmbeddingCache.key({**{f: meta[f] for f in ("model_hash", "texts_hash", "max_length",
                                                            "compute_dtype", "special_tokens", "pair_mode")},
-                                   "pooling": k[0], "layer": k[1], "num_layers": L}) for k in wanted}
+                                   "pooling": k[0], "layer": k[1], "num_layers": L,
+                                   "custom": custom[k[0]].fingerprint if k[0] in custom else None})
+            for k in wanted}
     vectors: dict[tuple[str, int], np.ndarray] = {}
     if store is not None:
         for k in wanted:
@@ -280,7 +298,7 @@ def encode(
                      "dir": str(store.root) if store else None}
     if missing:
         run_meta = _run_forward(encoder, texts, pairs, missing, mlen, special_tokens, padding_side, batch_size,
-                                progress, vectors)
+                                progress, vectors, custom)
         meta.update(run_meta)
         if store is not None:
             for k in missing:
@@ -293,8 +311,8 @@ def encode(
 
 def _run_forward(encoder: Encoder, texts: list[str], pairs: list[str] | None, keys: list[tuple[str, int]],
                  mlen: int, special_tokens: str, padding_side: str, batch_size: int,
-                 progress: Callable[[int, int], None] | None, out: dict[tuple[str, int], np.ndarray]
-                 ) -> dict[str, Any]:
+                 progress: Callable[[int, int], None] | None, out: dict[tuple[str, int], np.ndarray],
+                 custom: Mapping[str, CustomPooler]) -> dict[str, Any]:
     model = encoder.model
     toks = _tokenise(encoder, texts, pairs, mlen)
     empty = [i for i, sp in enumerate(toks.special) if all(sp)]
@@ -314,7 +332,7 @@ def _run_forward(encoder: Encoder, texts: list[str], pairs: list[str] | None, ke
         model.set_attn_implementation("eager")  # only this model, only for this call (restored below)
     try:
         return _forward_batches(encoder, texts, toks, order, keys, capture, eager_attn, special_tokens,
-                                padding_side, batch_size, progress, out)
+                                padding_side, batch_size, progress, out, custom)
     finally:
         if eager_attn and impl_before != "eager":
             model.set_attn_implementation(impl_before)
@@ -323,7 +341,7 @@ def _run_forward(encoder: Encoder, texts: list[str], pairs: list[str] | None, ke
 def _forward_batches(encoder: Encoder, texts: list[str], toks: _Tokens, order: np.ndarray,
                      keys: list[tuple[str, int]], capture: bool, eager_attn: bool, special_tokens: str,
                      padding_side: str, batch_size: int, progress: Callable[[int, int], None] | None,
-                     out: dict[tuple[str, int], np.ndarray]) -> dict[str, Any]:
+                     out: dict[tuple[str, int], np.ndarray], custom: Mapping[str, CustomPooler]) -> dict[str, Any]:
     model, tok, dev = encoder.model, encoder.tokenizer, encoder.device
     L = encoder.num_layers
     n = len(texts)
@@ -396,6 +414,8 @@ def _forward_batches(encoder: Encoder, texts: list[str], toks: _Tokens, order: n
                 v = cls_pool(h, attn_mask)
             elif p == "attention":
                 v = attention_pool(h, weights[lay], pool_mask)
+            elif p in custom:
+                v = custom[p](h.to(torch.float32), attn_mask)
             else:
                 assert encoder.native is not None
                 v = _native_pool(encoder.native, h, attn_mask)

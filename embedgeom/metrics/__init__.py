@@ -25,7 +25,7 @@ from .spectral import (
 )
 from .spectrum import Spectrum
 from .streaming import SpectralAccumulator
-from .uncertainty import confidence_interval, paired_difference
+from .uncertainty import confidence_interval, confidence_intervals, paired_difference, paired_differences
 
 __all__ = [
     "EXACT_LIMIT",
@@ -40,6 +40,7 @@ __all__ = [
     "alignment",
     "alpha_req",
     "confidence_interval",
+    "confidence_intervals",
     "effective_rank",
     "eigenspectrum",
     "get_metric",
@@ -49,6 +50,7 @@ __all__ = [
     "mean_cosine",
     "names",
     "paired_difference",
+    "paired_differences",
     "participation_ratio",
     "rank_at_variance",
     "rankme",

@@ -31,17 +31,24 @@ from ._validate import as_matrix, match_device, same_rows
 from .distance import _alignment_rows
 from .estimates import Interval, PairedDifference
 from .registry import MetricInfo, get_metric
-from .spectrum import Moments, merge_moments, moments_of, spectrum_from_moments
+from .spectrum import Moments, Spectrum, merge_moments, moments_of, spectrum_from_moments, spectrum_of
 
 DEFAULT_GROUPS = 20
 
 
-def _check_options(confidence: float, groups: int, n: int) -> None:
+def _uses_groups(metric: Any) -> bool:
+    """Delete-one families (pair, rowmean) ignore ``groups``."""
+    if callable(metric) and not isinstance(metric, (str, MetricInfo)):
+        return True
+    return get_metric(metric).family not in ("pair", "rowmean")
+
+
+def _check_options(confidence: float, groups: int, n: int, uses_groups: bool = True) -> None:
     if not isinstance(confidence, (int, float)) or isinstance(confidence, bool) or not 0 < confidence < 1:
         raise ValueError(f"confidence: expected a level in (0, 1), got {confidence!r}. Pass e.g. 0.95.")
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 2:
         raise ValueError(f"groups: expected an integer >= 2, got {groups!r}. Pass e.g. groups=20.")
-    if groups > n:
+    if uses_groups and groups > n:
         raise ValueError(f"groups: expected at most n = {n} groups (one row each), got {groups}. "
                          "Use fewer groups or more texts.")
 
@@ -107,14 +114,29 @@ def _leave_one_out_moments(parts: list[Moments]) -> tuple[Moments, list[Moments]
     return prefix[g], outs  # type: ignore[return-value]
 
 
+def _loo_spectra(x: torch.Tensor, groups: list[np.ndarray], need_second: bool) -> tuple[Spectrum, list[Spectrum]]:
+    """Full-sample and leave-one-group-out spectra. With at least d rows left per replicate they come from
+    merged d x d moments (no pass over the data per replicate); with fewer rows than dimensions, from the
+    smaller n x n Gram matrices of the kept rows (same non-zero eigenvalues, less work)."""
+    n, d = x.shape
+    if n - max(len(g) for g in groups) >= d:
+        parts = [moments_of(x[torch.as_tensor(g, device=x.device)]) for g in groups]
+        total, loo = _leave_one_out_moments(parts)
+        return (spectrum_from_moments(total, second=need_second),
+                [spectrum_from_moments(m, second=need_second) for m in loo])
+    reps = []
+    for g in groups:
+        keep = np.ones(n, dtype=bool)
+        keep[g] = False
+        reps.append(spectrum_of(x[torch.as_tensor(np.nonzero(keep)[0], device=x.device)]))
+    return spectrum_of(x), reps
+
+
 def _spectral_replicates(info: MetricInfo, x: torch.Tensor, opts: dict, groups: list[np.ndarray]
                          ) -> tuple[float, np.ndarray, str]:
-    need_second = info.name == "rankme"
-    parts = [moments_of(x[torch.as_tensor(g, device=x.device)]) for g in groups]
-    total, loo = _leave_one_out_moments(parts)
-    full = info(spectrum_from_moments(total, second=need_second), **opts)
-    reps = np.array([info(spectrum_from_moments(m, second=need_second), **opts) for m in loo])
-    return full, reps, f"jackknife-delete-group ({len(groups)} groups)"
+    full_sp, loo_sp = _loo_spectra(x, groups, info.name == "rankme")
+    reps = np.array([info(sp, **opts) for sp in loo_sp])
+    return info(full_sp, **opts), reps, f"jackknife-delete-group ({len(groups)} groups)"
 
 
 def _generic_replicates(fn: Callable[..., float], arrays: list[torch.Tensor], groups: list[np.ndarray]
@@ -154,6 +176,73 @@ def _replicates(metric: Any, arrays: list[Any], groups: int, seed: int, opts: di
     return _generic_replicates(lambda *a: info(*a, **opts), mats, split)
 
 
+def _replicates_many(names: list[str], x: Any, groups: int, seed: int, options: dict[str, dict]
+                     ) -> dict[str, tuple[float, np.ndarray, str]]:
+    """Replicates for several single-set metrics of one array, sharing the work of the spectral family
+    (group moments and leave-one-group-out spectra are computed once for all spectral metrics)."""
+    infos = [get_metric(nm) for nm in names]
+    for info in infos:
+        if info.kind != "set":
+            raise ValueError(f"metrics: expected single-set metrics, got {info.name!r} ({info.kind}).")
+    mat = as_matrix(x, "x")
+    out: dict[str, tuple[float, np.ndarray, str]] = {}
+    spectral = [i for i in infos if i.family == "spectral"]
+    if spectral:
+        split = split_groups(mat.shape[0], groups, seed)
+        full_sp, loo_sp = _loo_spectra(mat, split, any(i.name == "rankme" for i in spectral))
+        method = f"jackknife-delete-group ({len(split)} groups)"
+        for info in spectral:
+            opts = options.get(info.name, {})
+            out[info.name] = (info(full_sp, **opts), np.array([info(sp, **opts) for sp in loo_sp]), method)
+    for info in infos:
+        if info.family != "spectral":
+            out[info.name] = _replicates(info, [mat], groups, seed, options.get(info.name, {}))
+    return out
+
+
+def confidence_intervals(
+    names: list[str],
+    x: Any,
+    *,
+    confidence: float = 0.95,
+    groups: int = DEFAULT_GROUPS,
+    seed: int = 0,
+    options: dict[str, dict] | None = None,
+) -> dict[str, Interval]:
+    """:func:`confidence_interval` for several single-set metrics of ``x`` at once (same numbers; the
+    spectral metrics share one set of group moments and leave-one-group-out spectra)."""
+    n = as_matrix(x, "x", min_rows=1).shape[0]
+    _check_options(confidence, groups, n, any(_uses_groups(nm) for nm in names))
+    reps = _replicates_many(list(names), x, groups, seed, options or {})
+    return {nm: _interval(v, r, n, confidence, m) for nm, (v, r, m) in reps.items()}
+
+
+def paired_differences(
+    names: list[str],
+    x_a: Any,
+    x_b: Any,
+    *,
+    confidence: float = 0.95,
+    groups: int = DEFAULT_GROUPS,
+    seed: int = 0,
+    options: dict[str, dict] | None = None,
+) -> dict[str, PairedDifference]:
+    """:func:`paired_difference` for several single-set metrics at once (shared spectral work)."""
+    xa = as_matrix(x_a, "x_a", min_rows=1)
+    xb = as_matrix(x_b, "x_b", min_rows=1)
+    same_rows(xa, xb, "x_a", "x_b", same_dim=False)
+    n = xa.shape[0]
+    _check_options(confidence, groups, n, any(_uses_groups(nm) for nm in names))
+    ra = _replicates_many(list(names), xa, groups, seed, options or {})
+    rb = _replicates_many(list(names), xb, groups, seed, options or {})
+    out = {}
+    for nm in names:
+        (va, reps_a, method), (vb, reps_b, _) = ra[nm], rb[nm]
+        base = _interval(va - vb, reps_a - reps_b, n, confidence, "paired " + method)
+        out[nm] = PairedDifference(**base.as_dict(), value_a=float(va), value_b=float(vb), metric=nm)
+    return out
+
+
 def _interval(value: float, reps: np.ndarray, n: int, confidence: float, method: str) -> Interval:
     from scipy.stats import t as student_t
 
@@ -182,7 +271,7 @@ def confidence_interval(
     """
     arrays = [x] if y is None else [x, y]
     n = as_matrix(x, "x", min_rows=1).shape[0]
-    _check_options(confidence, groups, n)
+    _check_options(confidence, groups, n, _uses_groups(metric))
     value, reps, method = _replicates(metric, arrays, groups, seed, options)
     return _interval(value, reps, n, confidence, method)
 
@@ -217,7 +306,7 @@ def paired_difference(
         raise ValueError(f"y_a, y_b: expected the positives for the paired metric {info.name!r}, got None. "
                          "Pass y_a= and y_b= (row i of y is the positive of row i of x).")
     n = xa.shape[0]
-    _check_options(confidence, groups, n)
+    _check_options(confidence, groups, n, _uses_groups(metric))
     arr_a = [xa] if y_a is None else [xa, y_a]
     arr_b = [xb] if y_b is None else [xb, y_b]
     va, ra, method = _replicates(metric if info is None else info, arr_a, groups, seed, options)

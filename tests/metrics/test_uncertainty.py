@@ -108,3 +108,17 @@ def test_cross_metric_interval_and_rejection_in_paired_difference(rng):
     assert 0.9 < ci.value <= 1.0 and ci.low < ci.value < ci.high
     with pytest.raises(ValueError, match="cross-model"):
         M.paired_difference("linear_cka", x, x)
+
+
+def test_batched_intervals_equal_one_at_a_time(rng):
+    x = rng.standard_normal((200, 12)) @ rng.standard_normal((12, 12))
+    names = ["uniformity", "effective_rank", "rankme", "isoscore", "mean_cosine", "alpha_req"]
+    many = M.confidence_intervals(names, x, groups=10, seed=2)
+    for nm in names:
+        assert many[nm] == M.confidence_interval(nm, x, groups=10, seed=2), nm
+    y = x + rng.standard_normal(x.shape)
+    pd = M.paired_differences(names, x, y, groups=10, seed=2)
+    for nm in names:
+        one = M.paired_difference(nm, x, y, groups=10, seed=2)
+        assert pd[nm].value == pytest.approx(one.value, abs=1e-12)
+        assert pd[nm].stderr == pytest.approx(one.stderr, rel=1e-9, abs=1e-15)

@@ -1,0 +1,501 @@
+"""analyze() and compare(): orchestration only - no printing, no plotting.
+
+analyze(checkpoint, data) loads the encoder once, encodes each task's texts once (every pooling and layer in
+one pass, cached on disk), and measures per (task, pooling, layer): every single-set metric of the REGISTRY
+with a jackknife interval, alignment on the task's positive pairs, the eigenspectrum, a histogram of pairwise
+cosines, and the probes of :mod:`embedgeom.probes`. compare(a, b) turns two analyses of the same texts into
+paired differences with intervals, plus CKA and k-NN overlap between the two models.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import metrics as M
+from .data import TextSet, load_texts
+from .encoding import encode
+from .loading import Encoder, load_encoder
+from .pooling import POOLINGS
+from .probes import (
+    ProbeScore,
+    classification_probe,
+    cosine_similarity_probe,
+    lexical_probe,
+    pair_features,
+    ridge_probe,
+)
+from .protocols import (
+    RandomAttentionHead,
+    class_conditional_alignment,
+    get_protocol,
+    paper_classes,
+)
+from .results import AnalysisResult, ComparisonResult, array_key, reproducibility_card
+
+#: Single-set metrics measured by default (every "set" metric of the registry).
+SET_METRICS: tuple[str, ...] = M.names("set")
+HIST_BINS = 50
+HIST_PAIRS = 200_000
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class AnalyzeConfig:
+    """Every option of analyze(); recorded in the result."""
+
+    data: tuple[str, ...] = ("sample:wiki",)
+    poolings: tuple[str, ...] = POOLINGS
+    layers: str | tuple[int, ...] = (-1,)
+    max_texts: int | None = None
+    seed: int = 0
+    protocol: str = "default"
+    metrics: tuple[str, ...] = SET_METRICS
+    probes: bool = True
+    groups: int = M.uncertainty.DEFAULT_GROUPS
+    confidence: float = 0.95
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int | None = None
+    max_length: int | None = None
+    special_tokens: str = "include"
+    cache: bool | str = True
+    glue_dir: str | None = None
+    save_embeddings: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _as_tuple(v: str | Sequence[str]) -> tuple[str, ...]:
+    if isinstance(v, str):
+        return tuple(s.strip() for s in v.split(",") if s.strip())
+    return tuple(v)
+
+
+def _config(data: Any, poolings: Any, layers: Any, metrics: Any, **kw: Any) -> AnalyzeConfig:
+    data_t = _as_tuple(data)
+    if not data_t:
+        raise ValueError("data: expected at least one data spec (e.g. glue:sst2 or sample:wiki), got none.")
+    pool_t = POOLINGS if poolings in ("all", None) else _as_tuple(poolings)
+    if isinstance(layers, str) and layers != "all":
+        layers = tuple(int(v) for v in layers.split(","))
+    elif isinstance(layers, int):
+        layers = (layers,)
+    elif not isinstance(layers, str):
+        layers = tuple(layers)
+    met_t = SET_METRICS if metrics is None else _as_tuple(metrics)
+    for m in met_t:
+        info = M.get_metric(m)
+        if info.kind != "set":
+            raise ValueError(f"metrics: expected single-set metrics {SET_METRICS}, got {m!r} ({info.kind}; alignment "
+                             "is computed from each task's positives and cross metrics by compare()).")
+    get_protocol(kw.get("protocol", "default"))
+    return AnalyzeConfig(data=data_t, poolings=pool_t, layers=layers, metrics=met_t, **kw)
+
+
+def _emit(progress: Progress | None, stage: str, done: int, total: int) -> None:
+    if progress is not None:
+        progress(stage, done, total)
+
+
+def _cosine_histogram(x: np.ndarray, seed: int) -> np.ndarray:
+    n = len(x)
+    z = x / np.linalg.norm(x, axis=1, keepdims=True)
+    rng = np.random.default_rng(seed)
+    m = min(HIST_PAIRS, n * (n - 1) // 2)
+    i = rng.integers(0, n, size=m)
+    j = rng.integers(0, n - 1, size=m)
+    j = j + (j >= i)
+    cos = np.clip((z[i] * z[j]).sum(1), -1.0, 1.0)
+    counts, _ = np.histogram(cos, bins=HIST_BINS, range=(-1.0, 1.0))
+    return counts.astype(np.int64)
+
+
+def _probe_rows(task: str, pooling: str, layer: int, scores: list[ProbeScore], arrays: dict) -> list[dict]:
+    rows = []
+    for s in scores:
+        rows.append({"task": task, "pooling": pooling, "layer": layer, **s.record()})
+        if s.per_item is not None:
+            arrays[array_key("items", task, pooling, layer, s.probe, s.metric)] = np.asarray(s.per_item)
+    return rows
+
+
+def _run_probes(ts: TextSet, x: np.ndarray, items: str, seed: int, lexical: bool) -> list[ProbeScore]:
+    """Probes for one embedding set. ``items`` is 'texts' (x rows = ts.texts) or 'joined' (rows = pairs)."""
+    out: list[ProbeScore] = []
+    if items == "joined":
+        assert ts.pair_labels is not None
+        if ts.pair_task == "classification":
+            out += classification_probe(x, ts.pair_labels, seed=seed, positive=1 if ts.name == "mrpc" else None)
+        elif ts.pair_task == "regression":
+            out.append(ridge_probe(x, ts.pair_labels, seed=seed))
+        return out
+    if ts.labels is not None and (ts.labels >= 0).all() and len(np.unique(ts.labels)) > 1:
+        out += classification_probe(x, ts.labels, seed=seed)
+    if ts.pairs is not None and ts.pair_labels is not None:
+        u, v = x[ts.pairs[:, 0]], x[ts.pairs[:, 1]]
+        if ts.pair_task == "classification" and len(np.unique(ts.pair_labels)) > 1:
+            two = len(np.unique(ts.pair_labels)) == 2
+            out += classification_probe(pair_features(u, v), ts.pair_labels, seed=seed,
+                                        positive=1 if two else None)
+        elif ts.pair_task == "regression":
+            out.append(cosine_similarity_probe(u, v, ts.pair_labels, seed=seed))
+            if len(ts.pair_labels) >= 10:
+                out.append(ridge_probe(pair_features(u, v), ts.pair_labels, seed=seed))
+    if lexical:
+        lex = lexical_probe(x, list(ts.texts), seed=seed)
+        if lex is not None:
+            out.append(lex)
+            sem = next((s for s in out if s.metric == "accuracy"), None)
+            if sem is not None:
+                out.append(ProbeScore("gap", "semantic_minus_lexical", sem.value - lex.value,
+                                      math.sqrt(sem.stderr**2 + lex.stderr**2), lex.n,
+                                      "task probe accuracy minus lexical balanced accuracy"))
+    return out
+
+
+def _metric_rows(base: dict, x: np.ndarray, cfg: AnalyzeConfig, metric_opts: dict) -> list[dict]:
+    """Every requested metric with its interval; a metric undefined on this set (e.g. a spectral metric of a
+    constant set) becomes a NaN row that says why, instead of stopping the analysis."""
+    kw = {"confidence": cfg.confidence, "groups": min(cfg.groups, len(x)), "seed": cfg.seed}
+    try:
+        cis = M.confidence_intervals(list(cfg.metrics), x, options=metric_opts, **kw)
+        return [{**base, "metric": name, **ci.as_dict()} for name, ci in cis.items()]
+    except ValueError:
+        pass
+    rows = []
+    for name in cfg.metrics:
+        try:
+            ci = M.confidence_interval(name, x, **kw, **metric_opts.get(name, {}))
+            rows.append({**base, "metric": name, **ci.as_dict()})
+        except ValueError as err:
+            rows.append({**base, "metric": name, "value": math.nan, "stderr": math.nan, "low": math.nan,
+                         "high": math.nan, "n": len(x), "confidence": cfg.confidence,
+                         "method": f"undefined: {str(err).split('. ')[0]}", "replicates": 0})
+    return rows
+
+
+def _unique_task_name(name: str, used: set[str]) -> str:
+    out, k = name, 2
+    while out in used:
+        out, k = f"{name}-{k}", k + 1
+    used.add(out)
+    return out
+
+
+def analyze(
+    checkpoint: str | os.PathLike | Encoder,
+    data: str | Sequence[str] = ("sample:wiki",),
+    *,
+    poolings: str | Sequence[str] = "all",
+    layers: str | int | Sequence[int] = (-1,),
+    max_texts: int | None = None,
+    seed: int = 0,
+    protocol: str = "default",
+    metrics: Sequence[str] | None = None,
+    probes: bool = True,
+    groups: int = M.uncertainty.DEFAULT_GROUPS,
+    confidence: float = 0.95,
+    device: str = "auto",
+    dtype: str = "auto",
+    batch_size: int | None = None,
+    max_length: int | None = None,
+    special_tokens: str = "include",
+    cache: bool | str = True,
+    glue_dir: str | os.PathLike | None = None,
+    save_embeddings: bool = True,
+    progress: Progress | None = None,
+) -> AnalysisResult:
+    """Measure the embedding geometry of ``checkpoint`` on each data spec in ``data``.
+
+    ``checkpoint``: anything :func:`embedgeom.load_encoder` accepts, or a loaded Encoder. ``data``: specs as
+    in :func:`embedgeom.data.load_texts` (comma-separated string or list). ``poolings``: ``"all"`` (mean,
+    cls, max, attention) or a subset (``native`` for sentence-transformers checkpoints); ``layers``: hidden
+    layer indices or ``"all"`` (a layer profile). ``max_texts``/``seed``: seeded subsample per task.
+    ``protocol="paper"`` reproduces the reference study's choices (see :mod:`embedgeom.protocols`).
+    Intervals: jackknife with ``groups`` groups at ``confidence``. ``progress(stage, done, total)`` is called
+    as work proceeds. Returns an :class:`~embedgeom.results.AnalysisResult`.
+    """
+    cfg = _config(data, poolings, layers, metrics, max_texts=max_texts, seed=seed, protocol=protocol,
+                  probes=probes, groups=groups, confidence=confidence, device=device, dtype=dtype,
+                  batch_size=batch_size, max_length=max_length, special_tokens=special_tokens,
+                  cache=cache if isinstance(cache, bool) else str(cache),
+                  glue_dir=None if glue_dir is None else str(glue_dir), save_embeddings=save_embeddings)
+    proto = get_protocol(cfg.protocol)
+    enc = checkpoint if isinstance(checkpoint, Encoder) else load_encoder(checkpoint, device=cfg.device,
+                                                                         dtype=cfg.dtype, max_length=cfg.max_length)
+    pools = proto.poolings or cfg.poolings
+    custom = {"paper_attention": RandomAttentionHead(enc.hidden_size, cfg.seed)} if "paper_attention" in pools \
+        else {}
+    metric_opts = {"spectral_entropy": {"normalize": proto.spectral_entropy_normalized}}
+    arrays: dict[str, np.ndarray] = {}
+    metric_rows: list[dict] = []
+    probe_rows: list[dict] = []
+    tasks: dict[str, dict] = {}
+    used: set[str] = set()
+    for spec in cfg.data:
+        _emit(progress, f"load {spec}", 0, 1)
+        ts = load_texts(spec, max_texts=cfg.max_texts or proto.max_texts, seed=cfg.seed, glue_dir=cfg.glue_dir)
+        task = _unique_task_name(ts.name, used)
+        joined = proto.pair_text == "joined" and ts.pairs is not None
+        if joined:
+            assert ts.pairs is not None
+            texts = [ts.texts[i] for i in ts.pairs[:, 0]]
+            pairs = [ts.texts[i] for i in ts.pairs[:, 1]]
+        else:
+            texts, pairs = list(ts.texts), None
+        emb = encode(enc, texts, text_pairs=pairs, poolings=pools, layers=cfg.layers, batch_size=cfg.batch_size,
+                     max_length=cfg.max_length, special_tokens=cfg.special_tokens,
+                     cache=cfg.cache, custom_poolers=custom,
+                     progress=lambda d, t, s=spec: _emit(progress, f"encode {s}", d, t))
+        tasks[task] = {**ts.card(), "items": "joined pairs" if joined else "texts", "n_items": emb.n,
+                       "encode": {k: v for k, v in emb.meta.items() if k not in ("model_spec",)}}
+        for what in ("labels", "pairs", "pair_labels", "positives"):
+            val = getattr(ts, what)
+            if val is not None:
+                arrays[array_key("struct", task, what)] = np.asarray(val)
+        last = enc.num_layers
+        keys = list(emb.vectors)
+        for k_i, (pooling, layer) in enumerate(keys):
+            _emit(progress, f"metrics {task}", k_i, len(keys))
+            x = emb.vectors[(pooling, layer)]
+            base = {"task": task, "pooling": pooling, "layer": layer}
+            metric_rows += _metric_rows(base, x, cfg, metric_opts)
+            if proto.alignment == "positives" and not joined and len(ts.positives) >= 2:
+                p = ts.positives
+                ci = M.confidence_interval("alignment", x[p[:, 0]], x[p[:, 1]], confidence=cfg.confidence)
+                metric_rows.append({**base, "metric": "alignment", **ci.as_dict()})
+            elif proto.alignment == "class-conditional":
+                labels = ts.pair_labels if joined else ts.labels
+                if labels is not None:
+                    cls = paper_classes(labels, regression=joined and ts.pair_task == "regression")
+                    val = class_conditional_alignment(x, cls)
+                    metric_rows.append({**base, "metric": "alignment_class_conditional", "value": val,
+                                        "stderr": math.nan, "low": math.nan, "high": math.nan, "n": len(x),
+                                        "confidence": cfg.confidence, "method": "reference-study definition",
+                                        "replicates": 0})
+            arrays[array_key("spectrum", task, pooling, layer)] = M.eigenspectrum(x)
+            arrays[array_key("hist", task, pooling, layer)] = _cosine_histogram(x, cfg.seed)
+            if cfg.save_embeddings:
+                arrays[array_key("emb", task, pooling, layer)] = x
+            if cfg.probes:
+                _emit(progress, f"probes {task}", k_i, len(keys))
+                scores = _run_probes(ts, x, "joined" if joined else "texts", cfg.seed,
+                                     lexical=layer == last and not joined)
+                probe_rows += _probe_rows(task, pooling, layer, scores, arrays)
+        _emit(progress, f"metrics {task}", len(keys), len(keys))
+    options = {**asdict(cfg), "poolings": list(pools), "protocol": proto.name,
+               "protocol_deviations": proto.deviations,
+               "metric_definitions": {n: {"description": M.REGISTRY[n].description,
+                                          "options": {**M.REGISTRY[n].kwargs, **metric_opts.get(n, {})},
+                                          "reference": M.REGISTRY[n].reference,
+                                          "higher_is_better": M.REGISTRY[n].higher_is_better}
+                                      for n in (*cfg.metrics, "alignment")},
+               "pooling_definitions": _POOLING_DEFINITIONS, "histogram": {"bins": HIST_BINS, "range": [-1, 1],
+                                                                         "pairs": HIST_PAIRS}}
+    return AnalysisResult(enc.card(), tasks, options, metric_rows, probe_rows, arrays,
+                          reproducibility_card(cfg.seed))
+
+
+_POOLING_DEFINITIONS = {
+    "mean": "average of the hidden states of real tokens (special tokens included unless special_tokens=exclude)",
+    "cls": "raw hidden state of the first real token (not BERT's pooler)",
+    "max": "element-wise max over real tokens, in float32",
+    "attention": "the encoder's own first-token attention at that layer, head-averaged, renormalised over real "
+                 "tokens (parameter-free)",
+    "native": "the sentence-transformers checkpoint's declared Pooling/Dense/Normalize",
+    "paper_attention": "reference study: untrained seeded linear scoring head, softmax over real tokens",
+}
+
+
+# --- compare --------------------------------------------------------------------------------------------
+
+def _resolve(x: Any, analyze_kwargs: dict) -> AnalysisResult:
+    if isinstance(x, AnalysisResult):
+        return x
+    path = Path(os.fspath(x)).expanduser()
+    if (path / "result.json").is_file():
+        return AnalysisResult.load(path)
+    return analyze(x, **analyze_kwargs)
+
+
+def _paired_items(a: np.ndarray, b: np.ndarray, confidence: float) -> tuple[float, float, float, float]:
+    from scipy.stats import t as student_t
+
+    d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    n = len(d)
+    se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    q = float(student_t.ppf(0.5 + confidence / 2, df=max(n - 1, 1)))
+    return float(d.mean()), se, float(d.mean() - q * se), float(d.mean() + q * se)
+
+
+def _paired_spearman(a_scores: np.ndarray, b_scores: np.ndarray, gold: np.ndarray, groups: int, seed: int,
+                     confidence: float) -> tuple[float, float, float, float]:
+    from scipy.stats import spearmanr
+    from scipy.stats import t as student_t
+
+    def diff(keep: np.ndarray) -> float:
+        return float(spearmanr(b_scores[keep], gold[keep]).statistic - spearmanr(a_scores[keep], gold[keep]).statistic)
+
+    n = len(gold)
+    g = min(groups, n)
+    full = diff(np.ones(n, dtype=bool))
+    reps = []
+    for part in np.array_split(np.random.default_rng(seed).permutation(n), g):
+        keep = np.ones(n, dtype=bool)
+        keep[part] = False
+        reps.append(diff(keep))
+    r = np.asarray(reps)
+    se = float(math.sqrt((g - 1) / g * ((r - r.mean()) ** 2).sum()))
+    q = float(student_t.ppf(0.5 + confidence / 2, df=g - 1))
+    return full, se, full - q * se, full + q * se
+
+
+def compare(
+    a: AnalysisResult | str | os.PathLike,
+    b: AnalysisResult | str | os.PathLike,
+    *,
+    groups: int = M.uncertainty.DEFAULT_GROUPS,
+    seed: int = 0,
+    confidence: float = 0.95,
+    knn_k: int = 10,
+    progress: Progress | None = None,
+    **analyze_kwargs: Any,
+) -> ComparisonResult:
+    """Paired differences ``b - a`` of every metric and probe, with intervals, on the same texts.
+
+    ``a`` and ``b``: AnalysisResults, saved analysis directories, or checkpoints (analysed here with
+    ``analyze_kwargs``). Both must have been measured on identical texts (same data specs, subsample and
+    seed) and saved with embeddings. Also reports linear CKA (plain and debiased) and mutual k-NN overlap
+    between the two models' embeddings per (task, pooling, layer). With many rows, expect about 5% of
+    intervals to exclude zero by chance at 95% confidence.
+    """
+    ra, rb = _resolve(a, analyze_kwargs), _resolve(b, analyze_kwargs)
+    if ra.options.get("protocol") != rb.options.get("protocol"):
+        raise ValueError(f"b: expected the same protocol as a ({ra.options.get('protocol')}), got "
+                         f"{rb.options.get('protocol')}. Analyse both with the same --protocol.")
+    common = [t for t in ra.tasks if t in rb.tasks]
+    if not common:
+        raise ValueError(f"b: expected tasks in common with a ({list(ra.tasks)}), got {list(rb.tasks)}. Analyse "
+                         "both on the same --data.")
+    for t in common:
+        ha, hb = ra.tasks[t]["content_hash"], rb.tasks[t]["content_hash"]
+        if ha != hb:
+            raise ValueError(f"b: task {t!r} was measured on different texts than in a (content hash {ha[:12]} vs "
+                             f"{hb[:12]}). Re-run analyze with the same --data, --max-texts and --seed.")
+    if not (ra.has_embeddings() and rb.has_embeddings()):
+        raise ValueError("a, b: expected analyses saved with embeddings (paired intervals need them), got one "
+                         "without. Re-run analyze without --no-embeddings.")
+    pairs = _matched_keys(ra, rb, common)
+    if not pairs:
+        raise ValueError(f"b: expected (task, pooling, layer) combinations in common with a, got none (a: "
+                         f"{ra.measured()[:4]}..., b: {rb.measured()[:4]}...). Use the same --pooling and --layer.")
+    metric_names = [m for m in M.names("set") if any(r["metric"] == m for r in ra.metrics)]
+    opts = {"spectral_entropy": {"normalize": ra.options.get("protocol") == "paper"}}
+    diffs: list[dict] = []
+    sims: list[dict] = []
+    for i, ((task, pooling, layer), layer_b) in enumerate(pairs):
+        _emit(progress, "compare", i, len(pairs))
+        xa, xb = ra.embedding(task, pooling, layer), rb.embedding(task, pooling, layer_b)
+        base = {"task": task, "pooling": pooling, "layer": layer, "layer_b": layer_b}
+        diffs += _metric_differences(base, metric_names, xa, xb, groups, seed, confidence, opts)
+        pos = ra.structure(task, "positives")
+        if pos is not None and len(pos) >= 2 and ra.tasks[task].get("items") == "texts":
+            pdiff = M.paired_difference("alignment", xb[pos[:, 0]], xa[pos[:, 0]], y_a=xb[pos[:, 1]],
+                                        y_b=xa[pos[:, 1]], confidence=confidence)
+            diffs.append({**base, "kind": "metric", "name": "alignment", "value_a": pdiff.value_b,
+                          "value_b": pdiff.value_a, "diff": pdiff.value, "stderr": pdiff.stderr, "low": pdiff.low,
+                          "high": pdiff.high, "significant": pdiff.significant, "n": pdiff.n,
+                          "method": pdiff.method})
+        diffs += _probe_differences(ra, rb, task, pooling, layer, layer_b, groups, seed, confidence)
+        for name in ("linear_cka", "linear_cka_debiased", "knn_overlap"):
+            kwargs = {"k": min(knn_k, len(xa) - 1)} if name == "knn_overlap" else {}
+            ci = M.confidence_interval(name, xa, xb, confidence=confidence, groups=min(groups, len(xa)), seed=seed,
+                                       **kwargs)
+            sims.append({**base, "name": name, **ci.as_dict(), **({"k": kwargs["k"]} if kwargs else {})})
+    _emit(progress, "compare", len(pairs), len(pairs))
+    return ComparisonResult(ra.name, rb.name, diffs, sims,
+                            {"groups": groups, "seed": seed, "confidence": confidence, "knn_k": knn_k,
+                             "direction": "diff = b - a", "protocol": ra.options.get("protocol")},
+                            {"a": {"checkpoint": ra.checkpoint, "card": ra.card},
+                             "b": {"checkpoint": rb.checkpoint, "card": rb.card}})
+
+
+def _metric_differences(base: dict, names: list[str], xa: np.ndarray, xb: np.ndarray, groups: int, seed: int,
+                        confidence: float, opts: dict) -> list[dict]:
+    """Paired b - a differences of the single-set metrics; a metric undefined for either model's set becomes
+    a NaN row saying why."""
+    kw = {"groups": min(groups, len(xa)), "seed": seed, "confidence": confidence}
+    try:
+        got = M.paired_differences(names, xb, xa, options=opts, **kw)
+    except ValueError:
+        got = {}
+        for name in names:
+            try:
+                got[name] = M.paired_difference(name, xb, xa, **kw, **opts.get(name, {}))
+            except ValueError as err:
+                got[name] = str(err).split(". ")[0]
+    rows = []
+    for name in names:
+        d = got[name]
+        if isinstance(d, str):
+            rows.append({**base, "kind": "metric", "name": name, "value_a": math.nan, "value_b": math.nan,
+                         "diff": math.nan, "stderr": math.nan, "low": math.nan, "high": math.nan,
+                         "significant": False, "n": len(xa), "method": f"undefined: {d}"})
+            continue
+        # paired_differences(x=b, y=a): its value_a is b's metric, value_b is a's
+        rows.append({**base, "kind": "metric", "name": name, "value_a": d.value_b, "value_b": d.value_a,
+                     "diff": d.value, "stderr": d.stderr, "low": d.low, "high": d.high,
+                     "significant": d.significant, "n": d.n, "method": d.method})
+    return rows
+
+
+def _matched_keys(ra: AnalysisResult, rb: AnalysisResult, common: list[str]
+                  ) -> list[tuple[tuple[str, str, int], int]]:
+    """(a's key, b's layer) pairs measured by both. Layers match by index, and the last layers of two models
+    of different depth match each other (both are 'the last layer')."""
+    last_a = int(ra.checkpoint.get("num_layers", -1))
+    last_b = int(rb.checkpoint.get("num_layers", -1))
+    keys_b = set(rb.measured())
+    out = []
+    for task, pooling, layer in ra.measured():
+        if task not in common:
+            continue
+        layer_b = last_b if layer == last_a else layer
+        if (task, pooling, layer_b) in keys_b:
+            out.append(((task, pooling, layer), layer_b))
+    return out
+
+
+def _probe_differences(ra: AnalysisResult, rb: AnalysisResult, task: str, pooling: str, layer: int, layer_b: int,
+                       groups: int, seed: int, confidence: float) -> list[dict]:
+    out = []
+    base = {"task": task, "pooling": pooling, "layer": layer, "layer_b": layer_b, "kind": "probe"}
+    for r in ra.probes:
+        if (r["task"], r["pooling"], int(r["layer"])) != (task, pooling, layer):
+            continue
+        key_a = array_key("items", task, pooling, layer, r["probe"], r["metric"])
+        key_b = array_key("items", task, pooling, layer_b, r["probe"], r["metric"])
+        other = next((q for q in rb.probes if (q["task"], q["pooling"], int(q["layer"]), q["probe"], q["metric"])
+                      == (task, pooling, layer_b, r["probe"], r["metric"])), None)
+        if other is None or key_a not in ra.arrays or key_b not in rb.arrays:
+            continue
+        ia, ib = ra.arrays[key_a], rb.arrays[key_b]
+        if r["metric"] == "accuracy":
+            diff, se, lo, hi = _paired_items(ia, ib, confidence)
+            method = "paired mean of per-item correctness (out-of-fold)"
+        else:  # spearman of per-item scores (cosines or ridge predictions) against the gold scores
+            gold = ra.structure(task, "pair_labels")
+            if gold is None:
+                continue
+            diff, se, lo, hi = _paired_spearman(ia, ib, gold, groups, seed, confidence)
+            method = f"paired delete-a-group jackknife ({min(groups, len(gold))} groups)"
+        out.append({**base, "name": f"{r['probe']}:{r['metric']}", "value_a": r["value"], "value_b": other["value"],
+                    "diff": diff, "stderr": se, "low": lo, "high": hi, "significant": not (lo <= 0.0 <= hi),
+                    "n": len(ia), "method": method})
+    return out

@@ -1,0 +1,437 @@
+"""The ``embedgeom`` command line: analyze, compare, report, train, demo, metrics.
+
+Results go to stdout; progress bars, warnings and errors to stderr. Any failure exits non-zero with one
+clear line (set EMBEDGEOM_DEBUG=1 for the traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(
+    name="embedgeom",
+    help="Measure the geometry of text-encoder embedding spaces, compare checkpoints with confidence intervals, "
+         "draw report figures, and pre-train MLM / hybrid MLM+JEPA encoders.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _out() -> Console:
+    """Console on the *current* stdout (piped output gets wide tables instead of rich's 80 columns)."""
+    tty = sys.stdout.isatty()
+    return Console(file=sys.stdout, width=None if tty else int(os.environ.get("COLUMNS", 200)))
+
+
+def _err() -> Console:
+    return Console(file=sys.stderr, soft_wrap=True)  # an error or warning stays one line
+
+HEADLINE = {"uniformity": "uniformity", "alignment": "alignment", "effective_rank": "eff. rank", "rankme": "RankMe",
+            "isoscore": "IsoScore", "alpha_req": "α-ReQ", "mean_cosine": "mean cos"}
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+class Protocol(str, Enum):
+    default = "default"
+    paper = "paper"
+
+
+class SpecialTokens(str, Enum):
+    include = "include"
+    exclude = "exclude"
+
+
+# --- shared plumbing ------------------------------------------------------------------------------------
+
+def _fail(message: str, code: int = 1) -> None:
+    _err().print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _guard() -> Iterator[None]:
+    """One clear line (and a non-zero exit) for any failure; the traceback only with EMBEDGEOM_DEBUG=1."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        _err().print(f"[yellow]warning:[/] {message}", highlight=False)
+
+    old = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as err:
+        if os.environ.get("EMBEDGEOM_DEBUG"):
+            raise
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        _fail(f"{msg}  [dim](EMBEDGEOM_DEBUG=1 for the traceback)[/]")
+    finally:
+        warnings.showwarning = old
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress display on stderr; yields a ``callback(stage, done, total)``."""
+    bars = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=_err(), transient=False, disable=not _err().is_terminal and
+                    os.environ.get("EMBEDGEOM_PROGRESS") != "1")
+    tasks: dict[str, Any] = {}
+
+    def callback(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(stage[:28], total=max(total, 1))
+        bars.update(tasks[stage], completed=done, total=max(total, 1))
+
+    with bars:
+        yield callback
+
+
+def _fmt(v: Any, half: Any = None) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    s = f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
+    if half is not None and isinstance(half, (int, float)) and math.isfinite(half) and half > 0:
+        s += f" ±{half:.2g}"
+    return s
+
+
+def _half(row: dict) -> float:
+    lo, hi, v = row.get("low"), row.get("high"), row.get("value")
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return math.nan
+    return max(v - lo, hi - v)
+
+
+def _print_analysis(res: Any) -> None:
+    measured = {r["metric"] for r in res.metrics}
+    cols = [m for m in HEADLINE if m in measured]
+    for task, card in res.tasks.items():
+        table = Table(title=f"{res.name} · {task} (n={card.get('n_items')} {card.get('items')}; 95% CI)",
+                      title_justify="left")
+        table.add_column("pooling")
+        table.add_column("layer", justify="right")
+        for c in cols:
+            table.add_column(HEADLINE[c], justify="right")
+        table.add_column("probe", justify="right")
+        for t, pooling, layer in res.measured():
+            if t != task:
+                continue
+            cells = []
+            for c in cols:
+                try:
+                    row = res.value(task, pooling, layer, c)
+                    cells.append(_fmt(row["value"], _half(row)))
+                except KeyError:
+                    cells.append("–")
+            probe = next((r for r in res.probes if (r["task"], r["pooling"], int(r["layer"])) == (task, pooling, layer)
+                          and r["metric"] in ("accuracy", "spearman")), None)
+            cells.append("–" if probe is None else f"{probe['probe']} {probe['metric']} {_fmt(probe['value'])}")
+            table.add_row(pooling, str(layer), *cells)
+        _out().print(table)
+
+
+def _print_comparison(cmp: Any, only_significant: bool) -> None:
+    table = Table(title=f"{cmp.b} − {cmp.a} (paired, 95% CI; * = interval excludes 0)", title_justify="left")
+    for c in ("task", "pooling", "layer", "metric", "a", "b", "b − a", "95% CI", ""):
+        table.add_column(c, justify="right" if c in ("layer", "a", "b", "b − a", "95% CI") else "left")
+    for r in cmp.differences:
+        if only_significant and not r["significant"]:
+            continue
+        table.add_row(r["task"], r["pooling"], str(r["layer"]), r["name"], _fmt(r["value_a"]), _fmt(r["value_b"]),
+                      _fmt(r["diff"]), f"[{_fmt(r['low'])}, {_fmt(r['high'])}]", "*" if r["significant"] else "")
+    _out().print(table)
+    sim = Table(title=f"similarity of {cmp.a} and {cmp.b} on the same texts", title_justify="left")
+    for c in ("task", "pooling", "layer", "measure", "value", "95% CI"):
+        sim.add_column(c)
+    for r in cmp.similarity:
+        sim.add_row(r["task"], r["pooling"], str(r["layer"]), r["name"], _fmt(r["value"]),
+                    f"[{_fmt(r['low'])}, {_fmt(r['high'])}]")
+    _out().print(sim)
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o),
+                                allow_nan=True) + "\n")
+
+
+def _analysis_kwargs(data: str, pooling: str, layer: str, max_texts: int | None, seed: int, protocol: Protocol,
+                     device: str, dtype: str, batch_size: int | None, max_length: int | None,
+                     special_tokens: SpecialTokens, glue_dir: Path | None, no_cache: bool, cache_dir: Path | None,
+                     probes: bool, embeddings: bool, groups: int, confidence: float) -> dict[str, Any]:
+    layers: Any = "all" if layer.strip() == "all" else tuple(int(v) for v in layer.split(","))
+    cache: Any = False if no_cache else (str(cache_dir) if cache_dir else True)
+    return {"data": data, "poolings": pooling, "layers": layers, "max_texts": max_texts, "seed": seed,
+            "protocol": protocol.value, "device": device, "dtype": dtype, "batch_size": batch_size,
+            "max_length": max_length, "special_tokens": special_tokens.value, "glue_dir": glue_dir,
+            "cache": cache, "probes": probes, "save_embeddings": embeddings, "groups": groups,
+            "confidence": confidence}
+
+
+# option declarations shared by analyze and compare
+DataOpt = Annotated[str, typer.Option("--data", "-d", help="Comma-separated data specs: glue:sst2|mrpc|mnli|cola|stsb, "
+                                      "sample:wiki|bbc|bbc-pairs|polarity|lee|wordsim|simlex, or .txt/.csv/.tsv/.jsonl "
+                                      "paths (options after '?', e.g. file.csv?text=body&label=topic).")]
+PoolOpt = Annotated[str, typer.Option("--pooling", "-p", help="mean,cls,max,attention (comma-separated), 'all', or "
+                                      "'native' for sentence-transformers checkpoints.")]
+LayerOpt = Annotated[str, typer.Option("--layer", "-l", help="Hidden layer(s): -1 = last, 0 = embeddings, "
+                                       "comma-separated, or 'all' for a layer profile.")]
+MaxOpt = Annotated[int | None, typer.Option("--max-texts", "-n", help="Seeded random subset of at most N items "
+                                            "per task (texts; pairs for pair tasks).")]
+SeedOpt = Annotated[int, typer.Option(help="Seed for subsets, jackknife groups and probe folds.")]
+ProtoOpt = Annotated[Protocol, typer.Option(help="'paper' reproduces the reference study's analysis choices "
+                                            "(<=1,000 items, joined pairs, class-conditional alignment, random "
+                                            "attention head, no CLS); see embedgeom.protocols.PAPER_DEVIATIONS.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+DtypeOpt = Annotated[str, typer.Option(help="Autocast compute dtype: auto (bf16 where native), float32, bfloat16, "
+                                       "float16. Pooling and results are float32 either way.")]
+BatchOpt = Annotated[int | None, typer.Option(help="Encode batch size (default 32 on CPU, 128 on GPU).")]
+MaxLenOpt = Annotated[int | None, typer.Option(help="Truncate texts to this many tokens (default: the model's).")]
+SpecialOpt = Annotated[SpecialTokens, typer.Option(help="Include [CLS]/[SEP] in mean/max/attention pooling.")]
+GlueOpt = Annotated[Path | None, typer.Option(help="Read glue:* from the official GLUE TSV layout in DIR (offline).")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")]
+CacheDirOpt = Annotated[Path | None, typer.Option(help="Embedding cache directory (default $EMBEDGEOM_CACHE or "
+                                                  "~/.cache/embedgeom).")]
+GroupsOpt = Annotated[int, typer.Option(help="Jackknife groups for the spectral and cross metrics.")]
+ConfOpt = Annotated[float, typer.Option(help="Confidence level of every interval.")]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="stdout format: table, json or csv.")]
+
+
+@app.command()
+def analyze(
+    checkpoint: Annotated[str, typer.Argument(help="HF model dir, sentence-transformers dir, trainer run/checkpoint "
+                                              "dir, or hub id.")],
+    data: DataOpt = "sample:bbc,sample:lee",
+    pooling: PoolOpt = "all",
+    layer: LayerOpt = "-1",
+    max_texts: MaxOpt = None,
+    seed: SeedOpt = 0,
+    protocol: ProtoOpt = Protocol.default,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    batch_size: BatchOpt = None,
+    max_length: MaxLenOpt = None,
+    special_tokens: SpecialOpt = SpecialTokens.include,
+    glue_dir: GlueOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Save the full result (JSON, CSV, arrays) "
+                                             "here.")] = None,
+    fmt: FormatOpt = Format.table,
+    no_cache: NoCacheOpt = False,
+    cache_dir: CacheDirOpt = None,
+    probes: Annotated[bool, typer.Option(help="Run the linear/similarity/lexical probes.")] = True,
+    embeddings: Annotated[bool, typer.Option(help="Save embeddings with --out (needed by compare).")] = True,
+    groups: GroupsOpt = 20,
+    confidence: ConfOpt = 0.95,
+) -> None:
+    """Measure one checkpoint: every geometry metric with a 95% jackknife interval, per task, pooling and layer.
+
+    Example: [bold]embedgeom analyze ckpt/ --pooling max --data glue:sst2 --glue-dir ~/glue[/]
+    """
+    with _guard():
+        from .analysis import analyze as run
+
+        kw = _analysis_kwargs(data, pooling, layer, max_texts, seed, protocol, device, dtype, batch_size, max_length,
+                              special_tokens, glue_dir, no_cache, cache_dir, probes, embeddings, groups, confidence)
+        with _progress() as cb:
+            res = run(checkpoint, progress=cb, **kw)
+        if out is not None:
+            res.save(out, embeddings=embeddings)
+            _err().print(f"saved to {out}")
+        if fmt is Format.json:
+            _emit_json({"name": res.name, "checkpoint": res.checkpoint, "tasks": res.tasks, "options": res.options,
+                        "card": res.card, "metrics": res.metrics, "probes": res.probes})
+        elif fmt is Format.csv:
+            res.to_frame().to_csv(sys.stdout, index=False)
+        else:
+            _print_analysis(res)
+
+
+@app.command()
+def compare(
+    models: Annotated[list[str], typer.Argument(help="Two or more checkpoints or saved analysis dirs (analyze --out). "
+                                                "The first is the reference: every other is compared with it.")],
+    data: DataOpt = "sample:bbc,sample:lee",
+    pooling: PoolOpt = "all",
+    layer: LayerOpt = "-1",
+    max_texts: MaxOpt = None,
+    seed: SeedOpt = 0,
+    protocol: ProtoOpt = Protocol.default,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    batch_size: BatchOpt = None,
+    max_length: MaxLenOpt = None,
+    special_tokens: SpecialOpt = SpecialTokens.include,
+    glue_dir: GlueOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Save each comparison under DIR/<a>-vs-<b>/.")] = None,
+    fmt: FormatOpt = Format.table,
+    significant: Annotated[bool, typer.Option("--significant", help="Table: only differences whose interval "
+                                              "excludes 0.")] = False,
+    no_cache: NoCacheOpt = False,
+    cache_dir: CacheDirOpt = None,
+    groups: GroupsOpt = 20,
+    confidence: ConfOpt = 0.95,
+) -> None:
+    """Paired differences (b − a) with 95% intervals on the same texts, plus CKA and k-NN overlap.
+
+    Checkpoints are analysed first (with the analysis options given); saved analysis dirs are used as they are.
+    """
+    with _guard():
+        if len(models) < 2:
+            _fail(f"models: expected at least two checkpoints or analysis dirs, got {len(models)}.")
+        from .analysis import compare as run
+        from .results import AnalysisResult
+
+        kw = _analysis_kwargs(data, pooling, layer, max_texts, seed, protocol, device, dtype, batch_size, max_length,
+                              special_tokens, glue_dir, no_cache, cache_dir, True, True, groups, confidence)
+        results = []
+        with _progress() as cb:
+            for m in models:
+                path = Path(m).expanduser()
+                if (path / "result.json").is_file():
+                    results.append(AnalysisResult.load(path))
+                else:
+                    from .analysis import analyze as run_analyze
+
+                    results.append(run_analyze(m, progress=cb, **kw))
+            comparisons = [run(results[0], r, groups=groups, seed=seed, confidence=confidence, progress=cb)
+                           for r in results[1:]]
+        for cmp in comparisons:
+            if out is not None:
+                target = out / f"{_slug(cmp.a)}-vs-{_slug(cmp.b)}"
+                cmp.save(target)
+                _err().print(f"saved to {target}")
+            if fmt is Format.json:
+                _emit_json({"a": cmp.a, "b": cmp.b, "options": cmp.options, "differences": cmp.differences,
+                            "similarity": cmp.similarity})
+            elif fmt is Format.csv:
+                cmp.to_frame().to_csv(sys.stdout, index=False)
+            else:
+                _print_comparison(cmp, significant)
+
+
+def _slug(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in s).strip("-")[:60] or "model"
+
+
+@app.command()
+def report(
+    results: Annotated[list[Path], typer.Argument(help="Saved analysis dirs (analyze --out) and, optionally, "
+                                                 "comparison dirs (compare --out).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report directory (figures, index.md, index.html).")],
+    title: Annotated[str, typer.Option(help="Report title.")] = "embedgeom report",
+    pdf: Annotated[bool, typer.Option(help="Also write PDF versions of every figure.")] = True,
+) -> None:
+    """Figures (PNG, PDF) and an index.md + self-contained index.html tabulating the numbers beside them."""
+    with _guard():
+        from .figures import build_report
+        from .results import AnalysisResult, ComparisonResult
+
+        analyses, comparisons = [], []
+        for p in results:
+            if (p / "comparison.json").is_file():
+                comparisons.append(ComparisonResult.load(p))
+            elif (p / "result.json").is_file():
+                analyses.append(AnalysisResult.load(p))
+            else:
+                _fail(f"results: {p} holds neither result.json (analyze --out) nor comparison.json (compare --out).")
+        if not analyses:
+            _fail("results: expected at least one analysis directory (analyze --out), got only comparisons.")
+        index = build_report(analyses, out, comparisons=comparisons, title=title,
+                             formats=("png", "pdf") if pdf else ("png",))
+        _out().print(f"report written to {index} (and {index.with_suffix('.html')})")
+
+
+@app.command()
+def train(
+    objective: Annotated[str, typer.Option(help="mlm or hybrid (MLM + JEPA latent prediction).")],
+    corpus: Annotated[str, typer.Option(help="sample:wiki|bbc|lee|polarity|all, a .txt/.jsonl/.parquet file, or "
+                                       "hf:NAME[:CONFIG] (online).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (checkpoints, logs, run.json).")],
+    preset: Annotated[str, typer.Option(help="tiny (CPU), paper (6x512, ~35M params) or base (BERT-base).")] = "tiny",
+    steps: Annotated[int | None, typer.Option(help="Training steps (default: the preset's).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its latest checkpoint.")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config field, e.g. --set optim.lr=3e-4 "
+                                                  "(repeatable).")] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Pre-train an encoder with the bundled trainer (multi-GPU: torchrun ... -m trainer with the same flags)."""
+    with _guard():
+        import trainer
+
+        bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.fields[info]}"), console=_err())
+        with bars:
+            task = bars.add_task(f"train {objective}/{preset}", total=steps or 1, info="")
+
+            def cb(log: dict) -> None:
+                total = log.get("total_steps") or steps or 1
+                info = " ".join(f"{k}={log[k]:.3g}" for k in ("loss_mlm", "loss_jepa", "lr") if
+                                isinstance(log.get(k), (int, float)))
+                bars.update(task, completed=log.get("step", 0), total=total, info=info)
+
+            summary = trainer.run(objective, preset, corpus, out, steps=steps, resume=resume, overrides=set_ or (),
+                                  device=device, progress=cb)
+        _out().print(f"trained {summary.steps} steps in {summary.wall_seconds:.0f} s "
+                          f"({summary.tokens_per_s:.0f} tokens/s); final checkpoint: {summary.final_checkpoint}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo writes its runs, analyses and report.")] =
+    Path("embedgeom-demo"),
+    steps: Annotated[int | None, typer.Option(help="Training steps per encoder (default: the demo's).")] = None,
+    max_texts: Annotated[int, typer.Option(help="Items per analysis task.")] = 600,
+    device: DeviceOpt = "auto",
+) -> None:
+    """End to end, offline: train tiny MLM and hybrid encoders on real text, analyse them and the pretrained
+    MiniLM on the sample tasks with all four poolings, compare, and write a report."""
+    with _guard():
+        from .demo import run_demo
+
+        with _progress() as cb:
+            summary = run_demo(out, steps=steps, max_texts=max_texts, device=device, progress=cb)
+        _out().print(summary.verdict_table())
+        _out().print(f"report: {summary.report}")
+
+
+@app.command(name="metrics")
+def list_metrics() -> None:
+    """List every registered metric: kind, direction, definition and reference."""
+    from .metrics import REGISTRY
+
+    table = Table(title="embedgeom metrics", title_justify="left")
+    for c in ("name", "kind", "better", "definition", "reference"):
+        table.add_column(c)
+    for name, info in REGISTRY.items():
+        better = {True: "higher", False: "lower", None: "–"}[info.higher_is_better]
+        table.add_row(name, info.kind, better, info.description, info.reference.split(",")[0])
+    _out().print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

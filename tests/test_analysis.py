@@ -1,0 +1,108 @@
+"""analyze()/compare(): numbers equal direct metric calls on the same embeddings; round trips; errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import embedgeom as eg
+from embedgeom import metrics as M
+from embedgeom.data import load_texts
+from embedgeom.protocols import class_conditional_alignment
+
+
+@pytest.fixture(scope="module")
+def res_minilm(minilm):
+    return eg.analyze(minilm, ["sample:polarity", "sample:lee"], max_texts=120, poolings="mean,max", seed=1,
+                      cache=False)
+
+
+def test_metrics_equal_direct_calls_on_the_same_embeddings(res_minilm, minilm):
+    ts = load_texts("sample:polarity", max_texts=120, seed=1)
+    x = eg.encode(minilm, list(ts.texts), poolings=("max",)).get("max")
+    row = res_minilm.value("polarity", "max", 6, "effective_rank")
+    assert row["value"] == pytest.approx(M.effective_rank(x), rel=1e-6) and row["n"] == 120
+    assert row["low"] < row["value"] < row["high"]
+    assert res_minilm.value("polarity", "max", 6, "uniformity")["value"] == pytest.approx(M.uniformity(x), abs=1e-6)
+    lee = load_texts("sample:lee", max_texts=120, seed=1)
+    xl = eg.encode(minilm, list(lee.texts), poolings=("mean",)).get("mean")
+    al = res_minilm.value("lee", "mean", 6, "alignment")
+    p = lee.positives
+    assert al["value"] == pytest.approx(M.alignment(xl[p[:, 0]], xl[p[:, 1]]), rel=1e-6) and al["n"] == len(p)
+    np.testing.assert_allclose(res_minilm.spectrum("lee", "mean", 6), M.eigenspectrum(xl), rtol=1e-6, atol=1e-9)
+
+
+def test_every_metric_and_probe_is_present(res_minilm):
+    names = {r["metric"] for r in res_minilm.metrics}
+    assert set(M.names("set")) <= names and "alignment" in names
+    probes = {(r["task"], r["probe"], r["metric"]) for r in res_minilm.probes}
+    assert ("polarity", "linear", "accuracy") in probes and ("lee", "cosine", "spearman") in probes
+    assert ("polarity", "gap", "semantic_minus_lexical") in probes
+    frame = res_minilm.to_frame()
+    assert {"model", "task", "pooling", "layer", "kind", "name", "value", "low", "high", "n"} <= set(frame.columns)
+    card = res_minilm.card
+    assert card["seed"] == 1 and card["versions"]["torch"]
+    assert res_minilm.tasks["polarity"]["content_hash"] and res_minilm.checkpoint["content_hash"]
+
+
+def test_save_load_round_trip(res_minilm, tmp_path):
+    res_minilm.save(tmp_path / "r")
+    back = eg.AnalysisResult.load(tmp_path / "r")
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(back.to_frame(), res_minilm.to_frame())  # NaN-aware
+    assert back.name == res_minilm.name and set(back.arrays) == set(res_minilm.arrays)
+    np.testing.assert_array_equal(back.embedding("lee", "max", 6), res_minilm.embedding("lee", "max", 6))
+    assert (tmp_path / "r" / "metrics.csv").is_file()
+    res_minilm.save(tmp_path / "small", embeddings=False)
+    assert not eg.AnalysisResult.load(tmp_path / "small").has_embeddings()
+
+
+def test_compare_with_itself_is_zero_with_cka_one(res_minilm):
+    cmp = eg.compare(res_minilm, res_minilm)
+    metric_rows = [r for r in cmp.differences if r["kind"] == "metric"]
+    assert metric_rows and all(r["diff"] == 0.0 and not r["significant"] for r in metric_rows)
+    assert all(r["diff"] == 0.0 for r in cmp.differences if r["kind"] == "probe")
+    for r in cmp.similarity:
+        assert r["value"] == pytest.approx(1.0), r["name"]
+
+
+def test_compare_detects_a_real_difference(res_minilm, tiny_encoder):
+    other = eg.analyze(tiny_encoder, ["sample:polarity", "sample:lee"], max_texts=120, poolings="mean,max", seed=1,
+                       cache=False)
+    cmp = eg.compare(res_minilm, other)
+    er = next(r for r in cmp.differences if (r["task"], r["pooling"], r["name"]) == ("polarity", "mean",
+                                                                                     "effective_rank"))
+    assert er["diff"] < 0 and er["significant"]  # the random tiny model uses far fewer directions
+    assert er["value_a"] == pytest.approx(res_minilm.value("polarity", "mean", 6, "effective_rank")["value"])
+    cka = next(r for r in cmp.similarity if r["name"] == "linear_cka" and r["task"] == "polarity")
+    assert 0 <= cka["value"] < 0.9
+
+
+def test_compare_refuses_different_texts(res_minilm, minilm):
+    other = eg.analyze(minilm, ["sample:polarity", "sample:lee"], max_texts=120, poolings="mean,max", seed=2,
+                       probes=False, cache=False)
+    with pytest.raises(ValueError, match="different texts"):
+        eg.compare(res_minilm, other)
+
+
+def test_paper_protocol(tiny_encoder):
+    res = eg.analyze(tiny_encoder, ["sample:lee", "sample:polarity"], protocol="paper", max_texts=60, cache=False)
+    assert {p for _, p, _ in res.measured()} == {"mean", "max", "paper_attention"}
+    assert res.tasks["lee"]["items"] == "joined pairs" and res.tasks["lee"]["n_items"] == 60
+    row = res.value("polarity", "mean", 2, "alignment_class_conditional")
+    ts = load_texts("sample:polarity", max_texts=60, seed=0)
+    x = res.embedding("polarity", "mean", 2)
+    assert row["value"] == pytest.approx(class_conditional_alignment(x, ts.labels))
+    assert res.options["protocol_deviations"]["subset"]
+    assert res.value("polarity", "mean", 2, "spectral_entropy")["value"] <= 1.0  # normalised by log d
+
+
+def test_layer_profile_and_bad_input(tiny_encoder):
+    res = eg.analyze(tiny_encoder, "sample:polarity", layers="all", poolings="mean", max_texts=50, probes=False,
+                     cache=False)
+    assert sorted({k[2] for k in res.measured()}) == [0, 1, 2]
+    with pytest.raises(ValueError, match="metrics"):
+        eg.analyze(tiny_encoder, "sample:polarity", metrics=["linear_cka"])
+    with pytest.raises(ValueError, match="data"):
+        eg.analyze(tiny_encoder, [])

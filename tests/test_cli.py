@@ -1,0 +1,95 @@
+"""The CLI through typer's CliRunner: analyze, compare, report, metrics; formats, files, exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from embedgeom.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, tiny_bert_dir, minilm_dir):
+    root = tmp_path_factory.mktemp("cli")
+    args = ["--data", "sample:polarity,sample:lee", "--max-texts", "80", "--pooling", "mean,cls", "--no-cache",
+            "--dtype", "float32"]
+    a = runner.invoke(app, ["analyze", str(minilm_dir), *args, "--out", str(root / "a"), "--format", "json"])
+    assert a.exit_code == 0, a.output
+    b = runner.invoke(app, ["analyze", str(tiny_bert_dir), *args, "--out", str(root / "b")])
+    assert b.exit_code == 0, b.output
+    return root, a.stdout
+
+
+def test_analyze_json_is_parseable_and_complete(saved):
+    root, stdout = saved
+    data = json.loads(stdout)
+    assert data["checkpoint"]["model_type"] == "bert"
+    assert {r["metric"] for r in data["metrics"]} >= {"uniformity", "effective_rank", "alignment"}
+    assert (root / "a" / "result.json").is_file() and (root / "a" / "arrays.npz").is_file()
+
+
+def test_analyze_table_and_csv(tiny_bert_dir):
+    res = runner.invoke(app, ["analyze", str(tiny_bert_dir), "--data", "sample:polarity", "--max-texts", "40",
+                              "--pooling", "max", "--no-probes", "--no-cache"])
+    assert res.exit_code == 0, res.output
+    assert "uniformity" in res.stdout and "max" in res.stdout
+    csv = runner.invoke(app, ["analyze", str(tiny_bert_dir), "--data", "sample:polarity", "--max-texts", "40",
+                              "--pooling", "max", "--no-probes", "--no-cache", "--format", "csv"])
+    assert csv.exit_code == 0
+    header = csv.stdout.splitlines()[0].split(",")
+    assert header[:6] == ["model", "task", "pooling", "layer", "kind", "name"]
+
+
+def test_compare_saved_dirs(saved):
+    root, _ = saved
+    res = runner.invoke(app, ["compare", str(root / "a"), str(root / "b"), "--out", str(root / "cmp"),
+                              "--format", "json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["differences"] and data["similarity"]
+    assert any(r["significant"] for r in data["differences"])
+    table = runner.invoke(app, ["compare", str(root / "a"), str(root / "b"), "--significant"])
+    assert table.exit_code == 0 and "*" in table.stdout
+
+
+def test_report_writes_valid_non_blank_pngs(saved):
+    import matplotlib.image as mpimg
+
+    root, _ = saved
+    cmp_dirs = list((root / "cmp").iterdir()) if (root / "cmp").exists() else []
+    res = runner.invoke(app, ["report", str(root / "a"), str(root / "b"), *map(str, cmp_dirs), "--out",
+                              str(root / "report")])
+    assert res.exit_code == 0, res.output
+    pngs = sorted((root / "report").glob("*.png"))
+    assert len(pngs) >= 8
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        img = mpimg.imread(png)
+        assert img.std() > 0.01, png.name  # not blank
+        assert png.with_suffix(".pdf").is_file()
+    index = (root / "report" / "index.md").read_text()
+    assert "polarity" in index and "![" in index
+    assert "data:image/png;base64," in (root / "report" / "index.html").read_text()
+
+
+def test_errors_are_one_line_with_nonzero_exit(tmp_path):
+    res = runner.invoke(app, ["analyze", str(tmp_path / "missing")])
+    assert res.exit_code != 0
+    assert "does not exist" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["report", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert res.exit_code != 0 and "result.json" in res.output
+    res = runner.invoke(app, ["compare", str(tmp_path)])
+    assert res.exit_code != 0 and "at least two" in res.output
+
+
+def test_metrics_listing_and_help():
+    res = runner.invoke(app, ["metrics"])
+    assert res.exit_code == 0 and "effective_rank" in res.stdout and "Roy & Vetterli" in res.stdout
+    help_ = runner.invoke(app, ["analyze", "--help"])
+    assert help_.exit_code == 0 and "--pooling" in help_.stdout and "--protocol" in help_.stdout
+    assert np.isfinite(1.0)

@@ -1,0 +1,63 @@
+"""Figure functions: return Figures, accept ax=, draw intervals, and produce non-blank images."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.image as mpimg
+import matplotlib.pyplot as plt
+import pytest
+
+import embedgeom as eg
+from embedgeom import figures as F
+
+
+@pytest.fixture(scope="module")
+def results(tiny_encoder, tmp_path_factory):
+    from tests.fixtures import make_tiny_bert
+
+    other = eg.load_encoder(make_tiny_bert(tmp_path_factory.mktemp("other"), seed=5), dtype="float32")
+    kw = {"data": ["sample:lee", "sample:polarity"], "max_texts": 60, "layers": "all", "cache": False}
+    return [eg.analyze(tiny_encoder, **kw), eg.analyze(other, **kw)]
+
+
+def _non_blank(fig) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    buf.seek(0)
+    assert mpimg.imread(buf).std() > 0.01
+    plt.close(fig)
+
+
+def test_every_figure_renders(results):
+    cmp = eg.compare(*results)
+    figs = [
+        F.eigenspectrum_figure(results, "lee", "mean"),
+        F.alignment_uniformity_figure(results, "lee", trajectory=results),
+        F.metric_by_pooling_figure(results, "polarity", "effective_rank"),
+        F.probe_figure(results),
+        F.layer_profile_figure(results, "lee", "uniformity"),
+        F.cosine_histogram_figure(results, "polarity"),
+        F.difference_figure(cmp, "lee"),
+    ]
+    for fig in figs:
+        assert isinstance(fig, matplotlib.figure.Figure)
+        _non_blank(fig)
+
+
+def test_axes_are_reused_and_intervals_drawn(results):
+    fig, axes = plt.subplots(1, 2)
+    out = F.alignment_uniformity_figure(results, "lee", ax=axes[0])
+    assert out is fig
+    assert axes[0].containers  # errorbar containers: every point carries its interval
+    F.metric_by_pooling_figure(results, "lee", ax=axes[1])
+    assert axes[1].containers
+    _non_blank(fig)
+
+
+def test_report_needs_results(tmp_path):
+    with pytest.raises(ValueError, match="results"):
+        F.build_report([], tmp_path)
