@@ -60,9 +60,9 @@ def test_uniformity_converges_to_sphere_closed_form(rng):
 
 
 def test_uniformity_tiles_do_not_change_the_value(rng):
-    x = torch.from_numpy(rng.standard_normal((1031, 24)))
+    x = torch.from_numpy(rng.standard_normal((301, 24)))
     ref = float(M.uniformity(x, tile=4096))
-    for tile in (1, 7, 128, 1030):
+    for tile in (1, 7, 128, 300):
         assert float(M.uniformity(x, tile=tile)) == pytest.approx(ref, abs=1e-12)
 
 

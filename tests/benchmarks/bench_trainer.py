@@ -1,0 +1,297 @@
+"""Benchmark: trainer step throughput.
+
+    python tests/benchmarks/bench_trainer.py --cpu            # tiny preset, both objectives, end to end on sample:wiki
+    python tests/benchmarks/bench_trainer.py --cpu --compile  # adds torch.compile'd steps (slow to compile on a CPU)
+    python tests/benchmarks/bench_trainer.py --gpu            # BERT-base, batch 256 x 128, bf16, one process:
+                                                              # HF BertForMaskedLM vs our mlm vs our hybrid
+    python tests/benchmarks/bench_trainer.py --gpu-smoke      # the --gpu code path on the CPU at toy size (no report)
+
+Writes reports/benchmarks/trainer_cpu.{json,md} or trainer_gpu.{json,md}.
+
+GPU protocol (same process, same config, random token ids, 15% of the tokens selected, bf16 autocast, SDPA,
+fused AdamW): the baseline is BertForMaskedLM trained the usual way (labels -100 outside the selection, logits for
+every token); ours is ``trainer.engine.Engine`` — the exact step ``trainer.run`` executes (masking on device,
+head on the masked slots only, EMA teacher and predictor for the hybrid). Tokens/s count all B x L tokens.
+MFU = model FLOPs / step time / the measured bf16 matmul rate (8192^3), with model FLOPs = 3 x (encoder forward)
++ 3 x (MLM head on the 15% selected tokens) [+ teacher forward + 3 x predictor for the hybrid]; the baseline's
+head over the unselected tokens is not counted as useful work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import tempfile
+import time
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.benchmarks._harness import machine, sync, write_report
+
+# -- CPU: the tiny preset end to end -----------------------------------------------------------------------------
+
+
+def _cpu_run(objective: str, steps: int, threads: int, compile: bool, workdir: Path) -> dict[str, Any]:
+    import trainer
+
+    torch.set_num_threads(threads)
+    rows: list[dict] = []
+    overrides = ["train.log_every=10", "train.eval_every=0", f"train.ckpt_every={steps}"]
+    if compile:
+        overrides.append("train.compile=true")
+    out = workdir / f"{objective}-{threads}t{'-compiled' if compile else ''}"
+    t0 = time.perf_counter()
+    summary = trainer.run(objective, "tiny", "sample:wiki", out, steps=steps, device="cpu", overrides=overrides,
+                          progress=rows.append)
+    wall = time.perf_counter() - t0
+    # steady state: skip the first logging interval (warm-up, compilation); rows carry cumulative elapsed_s
+    first, last = rows[0], rows[-1]
+    # the last interval also holds the final evaluation and checkpoint: time steps from interval throughputs
+    per_interval = [(b["step"] - a["step"]) / (b["elapsed_s"] - a["elapsed_s"]) for a, b in pairwise(rows)][:-1]
+    tokens_per_step = (last["tokens_seen"] - first["tokens_seen"]) / (last["step"] - first["step"])
+    sps = statistics.median(per_interval) if per_interval else float("nan")
+    return {"objective": objective, "threads": threads, "compiled": compile, "steps": steps,
+            "steps_per_s_median": sps, "steps_per_s_best": max(per_interval) if per_interval else float("nan"),
+            "tokens_per_s_median": sps * tokens_per_step, "real_tokens_per_step": tokens_per_step,
+            "wall_s_including_setup": wall, "first_logged_loss_mlm": first["loss_mlm"],
+            "final_loss_mlm": last["loss_mlm"], "final_heldout_mlm_loss": summary.final_losses.get("heldout_mlm_loss")}
+
+
+def cpu_part(steps: int, threads: list[int], compile: bool) -> None:
+    from trainer.config import preset_config
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for t in threads:
+            for objective in ("mlm", "hybrid"):
+                results.append(_cpu_run(objective, steps, t, False, Path(tmp)))
+        if compile:
+            for objective in ("mlm", "hybrid"):
+                results.append(_cpu_run(objective, steps, threads[0], True, Path(tmp)))
+    tiny = preset_config("tiny")
+    m, d = tiny.model, tiny.data
+    setup = (f"tiny preset: {m.num_layers} layers, d={m.hidden_size}, {m.num_heads} heads, FFN {m.intermediate_size}, "
+             f"{d.seq_len} tokens, batch {tiny.train.batch_size}, WordPiece vocab {d.vocab_size} trained on "
+             f"sample:wiki, fp32, {steps} steps per run")
+    path = write_report("trainer_cpu", {"setup": setup, "results": results}, cpu_markdown(setup, results))
+    print(path.read_text())
+
+
+def cpu_markdown(setup: str, results: list[dict[str, Any]]) -> str:
+    lines = ["# Trainer benchmark (CPU)", "", setup + ".", "",
+             "Steps/s: median over 10-step logging intervals after the first (warm-up/compilation) interval; the "
+             "final interval, which also holds the final evaluation and checkpoint, is left out. Tokens are real "
+             "(non-padding) tokens.", "",
+             "| objective | torch threads | compiled | steps/s (median) | steps/s (best) | tokens/s | wall incl. "
+             "setup (s) | MLM loss first -> last log | held-out MLM loss |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['objective']} | {r['threads']} | {'yes' if r['compiled'] else 'no'} | "
+                     f"{r['steps_per_s_median']:.2f} | {r['steps_per_s_best']:.2f} | {r['tokens_per_s_median']:,.0f} | "
+                     f"{r['wall_s_including_setup']:.1f} | {r['first_logged_loss_mlm']:.2f} -> "
+                     f"{r['final_loss_mlm']:.2f} | {r['final_heldout_mlm_loss']:.2f} |")
+    lines += ["", "The first run of each corpus also trains the tokenizer and packs the corpus (cached afterwards), "
+              "which is in its wall time. A best rate far above the median means other work competed for the cores "
+              "during that run: with two OpenMP threads every parallel region then waits for the descheduled thread "
+              "(see the CPU note in trainer/README.md); one thread is immune to it.", ""]
+    return "\n".join(lines)
+
+
+# -- GPU: BERT-base, batch 256 x 128 -------------------------------------------------------------------------------
+
+
+def matmul_tflops(device: torch.device, n: int = 8192, repeat: int = 20) -> float:
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        a @ b
+    sync(device)
+    return 2 * n**3 * repeat / (time.perf_counter() - t0) / 1e12
+
+
+def encoder_flops_per_token(layers: int, hidden: int, inter: int, seq: int) -> float:
+    """Forward matmul FLOPs per token: QKV + output projection + FFN + attention scores and values."""
+    return layers * (2 * (4 * hidden * hidden + 2 * hidden * inter) + 2 * 2 * seq * hidden)
+
+
+def head_flops_per_token(hidden: int, vocab: int) -> float:
+    return 2 * (hidden * hidden + hidden * vocab)
+
+
+def _time_steps(step, device: torch.device, warmup: int, steps: int) -> tuple[float, float]:
+    for i in range(warmup):
+        step(i)
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        step(i)
+    sync(device)
+    elapsed = (time.perf_counter() - t0) / steps
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    return elapsed, peak
+
+
+def _hf_variant(cfg: Any, device: torch.device, batch: int, seq: int, compiled: bool, warmup: int, steps: int,
+                bf16: bool) -> tuple[float, float]:
+    from transformers import BertForMaskedLM
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(cfg).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    fwd = torch.compile(model) if compiled else model
+    gen = torch.Generator(device=device).manual_seed(0)
+    vocab = cfg.vocab_size
+
+    def step(i: int) -> None:
+        ids = torch.randint(5, vocab, (batch, seq), device=device, generator=gen)
+        sel = torch.rand(batch, seq, device=device, generator=gen) < 0.15
+        labels = torch.where(sel, ids, torch.full_like(ids, -100))
+        inp = torch.where(sel, torch.full_like(ids, 4), ids)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = fwd(input_ids=inp, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return _time_steps(step, device, warmup, steps)
+
+
+def _our_variant(objective: str, preset: str, overrides: list[str], device: torch.device, batch: int, seq: int,
+                 vocab: int, compiled: bool, warmup: int, steps: int) -> tuple[float, float, Any]:
+    from trainer.config import resolve_config
+    from trainer.distributed import DistInfo
+    from trainer.loop import engine_from_config
+    from trainer.tokenizer import SpecialIds
+
+    config = resolve_config(objective, preset, [*overrides, f"train.batch_size={batch}", f"data.seq_len={seq}",
+                                                f"train.compile={'true' if compiled else 'false'}"],
+                            steps=warmup + steps)
+    special = SpecialIds(pad=0, cls=2, sep=3, mask=4, all=(0, 1, 2, 3, 4), vocab_size=vocab)
+    engine = engine_from_config(config, special, device=device, dist=DistInfo())
+    rng = np.random.default_rng(0)
+    segments = np.ones((batch, seq), dtype=np.uint8)  # one text per row, no padding: no attention mask
+
+    def step(i: int) -> None:
+        tokens = rng.integers(5, vocab, (batch, seq))
+        tokens[:, 0], tokens[:, -1] = 2, 3
+        engine.train_step(i, [(tokens, segments)])
+
+    elapsed, peak = _time_steps(step, device, warmup, steps)
+    return elapsed, peak, engine.pop_stats()
+
+
+def gpu_part(*, smoke: bool) -> None:
+    from trainer.config import preset_config
+    from trainer.model import bert_config
+
+    device = torch.device("cuda" if torch.cuda.is_available() and not smoke else "cpu")
+    if not smoke and device.type != "cuda":
+        raise SystemExit("--gpu needs a CUDA device (use --gpu-smoke to check the code path on the CPU)")
+    if smoke:
+        torch.set_num_threads(1)
+        preset, overrides = "tiny", ["model.num_layers=2", "model.hidden_size=64", "model.intermediate_size=128"]
+        batch, seq, vocab, warmup, steps, bf16 = 8, 32, 512, 1, 2, False
+    else:
+        preset, overrides = "base", []
+        batch, seq, vocab, warmup, steps, bf16 = 256, 128, 30522, 10, 30, True
+    overrides = [*overrides, f"train.precision={'bf16' if bf16 else 'fp32'}"]
+    base = preset_config(preset)
+    m = base.model
+    hidden, layers, inter = (64, 2, 128) if smoke else (m.hidden_size, m.num_layers, m.intermediate_size)
+    heads = 2 if smoke else m.num_heads
+    cfg = bert_config(vocab_size=vocab, hidden_size=hidden, num_layers=layers, num_heads=heads,
+                      intermediate_size=inter, max_position_embeddings=seq, hidden_dropout=0.1,
+                      attention_dropout=0.1, hidden_act="gelu", layer_norm_eps=1e-12, initializer_range=0.02,
+                      pad_token_id=0)
+    overrides += ["model.hidden_dropout=0.1", "model.attention_dropout=0.1"]
+    peak = matmul_tflops(device, n=512 if smoke else 8192, repeat=2 if smoke else 20)
+    enc = encoder_flops_per_token(layers, hidden, inter, seq)
+    head = head_flops_per_token(hidden, vocab) * 0.15
+    pred_cfg = preset_config(preset, "hybrid").predictor
+    pw = pred_cfg.hidden_size or hidden // 2
+    pred = encoder_flops_per_token(pred_cfg.layers, pw, 4 * pw, seq) + 2 * 2 * hidden * pw
+    flops = {"mlm": 3 * (enc + head), "hybrid": 3 * (enc + head) + enc + 3 * pred}
+    tokens = batch * seq
+    results: list[dict[str, Any]] = []
+
+    def record(name: str, kind: str, elapsed: float, mem: float, extra: dict | None = None) -> None:
+        tps = tokens / elapsed
+        results.append({"variant": name, "tokens_per_s": tps, "step_ms": elapsed * 1e3,
+                        "mfu": flops[kind] * tps / (peak * 1e12), "peak_memory_gib": mem, **(extra or {})})
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    for compiled in (False, True):
+        tag = "compiled" if compiled else "eager"
+        e, mem = _hf_variant(cfg, device, batch, seq, compiled, warmup, steps, bf16)
+        record(f"hf_BertForMaskedLM_{tag}", "mlm", e, mem)
+        for objective in ("mlm", "hybrid"):
+            e, mem, stats = _our_variant(objective, preset, overrides, device, batch, seq, vocab, compiled, warmup,
+                                         steps)
+            record(f"ours_{objective}_{tag}", objective, e, mem, {"loss_mlm": stats["loss_mlm"]})
+        if smoke:
+            break
+    by = {r["variant"]: r["tokens_per_s"] for r in results}
+    best_mlm = max(v for k, v in by.items() if k.startswith("ours_mlm"))
+    best_hybrid = max(v for k, v in by.items() if k.startswith("ours_hybrid"))
+    ratios = {"ours_mlm_best_over_hf_eager": best_mlm / by["hf_BertForMaskedLM_eager"],
+              "ours_hybrid_best_over_ours_mlm_best": best_hybrid / best_mlm}
+    if "hf_BertForMaskedLM_compiled" in by:
+        ratios["ours_mlm_best_over_hf_compiled"] = best_mlm / by["hf_BertForMaskedLM_compiled"]
+    setup = (f"{'toy smoke config on the CPU' if smoke else 'BERT-base (12 x 768, 12 heads, vocab 30522)'}, batch "
+             f"{batch} x {seq} tokens, {'bf16 autocast' if bf16 else 'fp32'}, SDPA, fused AdamW on CUDA, dropout 0.1, "
+             f"random token ids, 15% selected, {steps} timed steps after {warmup} warm-up steps")
+    payload = {"setup": setup, "bf16_matmul_tflops": peak, "model_flops_per_token": flops, "results": results,
+               "ratios": ratios}
+    lines = ["# Trainer benchmark (GPU)", "", setup + ".", "",
+             f"Measured bf16 matmul rate ({'512' if smoke else '8192'}^3): {peak:.1f} TFLOP/s. MFU counts model "
+             "FLOPs (encoder fwd+bwd, MLM head on the selected 15% only, + teacher forward and predictor for the "
+             "hybrid).", "",
+             "| variant | tokens/s | step (ms) | MFU | peak memory (GiB) |", "|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['variant']} | {r['tokens_per_s']:,.0f} | {r['step_ms']:.1f} | {r['mfu']:.1%} | "
+                     f"{r['peak_memory_gib']:.2f} |")
+    lines += ["", *(f"- {k}: {v:.2f}x" for k, v in ratios.items()),
+              "- targets: ours mlm >= 2x HF eager; ours hybrid >= 0.75x ours mlm", ""]
+    if smoke:
+        print(json.dumps(payload, indent=2, default=float))
+        return
+    path = write_report("trainer_gpu", payload, "\n".join(lines))
+    print(path.read_text())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cpu", action="store_true")
+    p.add_argument("--gpu", action="store_true")
+    p.add_argument("--gpu-smoke", action="store_true")
+    p.add_argument("--compile", action="store_true", help="CPU: also time torch.compile'd steps")
+    p.add_argument("--steps", type=int, default=100, help="CPU: steps per run")
+    p.add_argument("--threads", default="1,2", help="CPU: torch intra-op thread counts to try")
+    args = p.parse_args()
+    if not (args.cpu or args.gpu or args.gpu_smoke):
+        args.cpu = True
+    print(json.dumps(machine()), file=sys.stderr)
+    if args.cpu:
+        cpu_part(args.steps, [int(t) for t in args.threads.split(",")], args.compile)
+    if args.gpu or args.gpu_smoke:
+        gpu_part(smoke=args.gpu_smoke)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""The trainer's one exception type: bad input or an unrecoverable training state, in one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class TrainerError(ValueError):
+    """Bad input to the trainer (or a run that cannot go on), described in one line: what argument, what was
+    expected, what came, and how to fix it."""
+
+
+def fail(name: str, expected: str, got: str, fix: str) -> TrainerError:
+    """Build the standard one-line message ``"{name}: expected {expected}, got {got}. {fix}"``."""
+    return TrainerError(f"{name}: expected {expected}, got {got}. {fix}")
+
+
+class TrainingDiverged(TrainerError):
+    """A non-finite loss stopped the run. Carries the step, the last good checkpoint (or None) and the losses."""
+
+    def __init__(self, message: str, *, step: int, last_checkpoint: Path | None, losses: dict[str, float]):
+        super().__init__(message)
+        self.step = step
+        self.last_checkpoint = last_checkpoint
+        self.losses = dict(losses)
+
+
+class CheckpointWriteError(TrainerError):
+    """Writing a checkpoint failed (e.g. the disk is full); the previous checkpoint is intact."""
+
+    def __init__(self, message: str, *, previous: Path | None):
+        super().__init__(message)
+        self.previous = previous

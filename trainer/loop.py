@@ -1,0 +1,471 @@
+"""``run()``: config -> tokenizer -> packed data -> engine -> training loop with logs, evaluation, geometry
+snapshots and checkpoints; ``--resume`` continues from the newest checkpoint on the same loss curve.
+
+Cadence (``completed`` = optimizer steps done): a log row every ``train.log_every`` steps; held-out MLM loss
+every ``train.eval_every`` steps and a geometry snapshot every ``train.geometry_every`` (0 = with every eval),
+both also at step 0 of a fresh run and at the end; a checkpoint every ``train.ckpt_every`` steps and at the end.
+Non-finite losses are detected at every log, eval and checkpoint step (a checkpoint is never written from a
+diverged state) and stop the run with :class:`trainer.errors.TrainingDiverged`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import (
+    CHECKPOINT_DIR,
+    FORMAT_VERSION,
+    STATE_FORMAT,
+    hf_config_dict,
+    latest_checkpoint,
+    prune_checkpoints,
+    read_checkpoint,
+    read_run_json,
+    update_run_json,
+    write_checkpoint,
+)
+from .config import (
+    CONFIG_FORMAT,
+    CONFIG_VERSION,
+    TrainerConfig,
+    config_differences,
+    precision_for,
+    predictor_width,
+    resolve_config,
+)
+from .data import PackedData, RowSampler, check_sizes, holdout_every, prepare_data
+from .distributed import DistInfo, barrier, init_from_env, shutdown
+from .engine import Engine
+from .errors import TrainerError, TrainingDiverged, fail
+from .logs import TRAIN_COLUMNS_HYBRID, TRAIN_COLUMNS_MLM, RunLog
+from .model import bert_config
+from .summary import TrainSummary
+from .tokenizer import SpecialIds, encoder_for, load_tokenizer, save_tokenizer, special_ids, tokenizer_digest
+
+TOKENIZER_DIR = "tokenizer"
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> ``cuda`` when available else ``cpu``; ``cuda``/``cuda:N`` must be available."""
+    if not isinstance(device, str) or not (device in DEVICES or device.startswith("cuda:")):
+        raise fail("device", "auto|cpu|cuda (or cuda:N)", repr(device), "Pass e.g. --device auto.")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise fail("device", "a CUDA device", f"{device!r} but torch sees no GPU", "Use --device cpu or auto.")
+    return torch.device(device)
+
+
+def engine_from_config(config: TrainerConfig, special: SpecialIds, *, device: torch.device, dist: DistInfo
+                       ) -> Engine:
+    """Map a :class:`TrainerConfig` onto the engine's explicit arguments."""
+    m, d, k, o, e, op, t = (config.model, config.data, config.mask, config.objective, config.ema, config.optim,
+                            config.train)
+    hf = bert_config(vocab_size=special.vocab_size, hidden_size=m.hidden_size, num_layers=m.num_layers,
+                     num_heads=m.num_heads, intermediate_size=m.intermediate_size,
+                     max_position_embeddings=m.max_position_embeddings or d.seq_len,
+                     hidden_dropout=m.hidden_dropout, attention_dropout=m.attention_dropout,
+                     hidden_act=m.hidden_act, layer_norm_eps=m.layer_norm_eps,
+                     initializer_range=m.initializer_range, pad_token_id=special.pad)
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    width, heads = predictor_width(config)
+    return Engine(bert_config=hf, objective=o.name, special=special, seq_len=d.seq_len, global_batch=t.batch_size,
+                  grad_accum=t.grad_accum, total_steps=t.steps, seed=t.seed, device=device, dist=dist,
+                  precision=precision_for(t.precision, device.type, bf16), compile=t.compile,
+                  compile_mode=t.compile_mode,
+                  mask_rate=k.rate, mask_prob=k.mask_prob, random_prob=k.random_prob, span_length=k.span_length,
+                  predictor_width=width, predictor_layers=config.predictor.layers, predictor_heads=heads,
+                  predictor_mlp_ratio=config.predictor.mlp_ratio, balance=o.balance, balance_init=o.balance_init,
+                  balance_lr_scale=o.balance_lr_scale, jepa_loss=o.loss, smooth_l1_beta=o.smooth_l1_beta,
+                  target_layers=o.target_layers, ema_start=e.start, ema_end=e.end, ema_schedule=e.schedule,
+                  lr=op.lr, betas=tuple(op.betas), eps=op.eps, weight_decay=op.weight_decay,
+                  warmup_steps=op.warmup_steps, lr_schedule=op.schedule, min_lr_ratio=op.min_lr_ratio,
+                  clip_grad_norm=op.clip_grad_norm)
+
+
+# -- run directory ----------------------------------------------------------------------------------------------
+
+def _prepare_out(out: Path, *, resume: bool, is_main: bool) -> Path | None:
+    """Check ``out`` for a fresh run or a resumption; returns the checkpoint to resume from (or None)."""
+    if out.exists() and not out.is_dir():
+        raise fail("out", "a directory", f"{str(out)!r}, which is a file", "Choose another --out.")
+    run = read_run_json(out) if out.is_dir() else None
+    if resume:
+        ckpt = latest_checkpoint(out) if run else None
+        if ckpt is None:
+            raise fail("resume", "an --out holding a run with at least one checkpoint",
+                       f"{str(out)!r} ({'no run.json' if run is None else 'no complete checkpoint yet'})",
+                       "Start it without --resume, or point --out at the run to continue.")
+        if is_main:  # half-written checkpoints of the killed process
+            for stale in (out / CHECKPOINT_DIR).glob(".tmp-step-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        return ckpt
+    if run is not None:
+        raise fail("out", "a new or empty directory", f"{str(out)!r}, which already holds a run (run.json)",
+                   "Pass --resume to continue it, or choose another --out.")
+    if is_main:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / f".write-test-{os.getpid()}"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as err:
+            raise fail("out", "a writable directory", f"{str(out)!r} ({err.strerror or err})",
+                       "Choose a directory you can write to.") from None
+    return None
+
+
+def _cache_dir(config: TrainerConfig) -> Path:
+    if config.data.cache_dir:
+        return Path(config.data.cache_dir).expanduser()
+    from embedgeom.cache import cache_root
+
+    return cache_root() / "trainer"
+
+
+def _training_documents(corpus: Any, holdout: float, cap: int) -> Any:
+    every = holdout_every(holdout)
+    n = 0
+    for i, doc in enumerate(corpus.documents()):
+        if i % every == 0:
+            continue
+        if cap and n >= cap:
+            return
+        n += 1
+        yield doc
+
+
+def _wordpiece_dir(config: TrainerConfig, corpus: Any) -> Path:
+    """Train (once, cached under a lock) the corpus's WordPiece tokenizer and return its directory."""
+    import hashlib
+
+    from filelock import FileLock
+
+    from .tokenizer import train_wordpiece
+
+    d = config.data
+    key = hashlib.sha256(f"wp1|{corpus.digest}|{d.vocab_size}|{d.lowercase}|{d.holdout!r}|{d.tokenizer_documents}|"
+                         f"{d.seq_len}".encode()).hexdigest()[:24]
+    base = _cache_dir(config) / "tokenizers"
+    base.mkdir(parents=True, exist_ok=True)
+    final = base / key
+    with FileLock(str(base / f"{key}.lock")):
+        if not (final / "tokenizer.json").is_file():
+            tok = train_wordpiece(_training_documents(corpus, d.holdout, d.tokenizer_documents),
+                                  vocab_size=d.vocab_size, lowercase=d.lowercase, model_max_length=d.seq_len)
+            tmp = base / f".{key}.{os.getpid()}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            save_tokenizer(tok, tmp)
+            os.replace(tmp, final)
+    return final
+
+
+def _setup_tokenizer(config: TrainerConfig, corpus: Any, out: Path, *, resume: bool, dist: DistInfo) -> Any:
+    """The run's tokenizer, always loaded back from ``OUT/tokenizer`` (so a resumption sees identical files)."""
+    run_dir = out / TOKENIZER_DIR
+    if not resume and dist.is_main:
+        if config.data.tokenizer == "wordpiece":
+            src = _wordpiece_dir(config, corpus)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            shutil.copytree(src, run_dir)
+        else:
+            tok = load_tokenizer(config.data.tokenizer)
+            tok.model_max_length = min(int(getattr(tok, "model_max_length", 10**9) or 10**9),
+                                       config.model.max_position_embeddings or config.data.seq_len)
+            save_tokenizer(tok, run_dir)
+    barrier(dist)
+    if not (run_dir / "tokenizer_config.json").is_file():
+        raise fail("resume", f"the run's tokenizer in {run_dir}", "no tokenizer files",
+                   "The run directory is incomplete; start a new run.")
+    return load_tokenizer(run_dir)
+
+
+# -- evaluation -------------------------------------------------------------------------------------------------
+
+def _eval_batches(data: PackedData, engine: Engine, n_batches: int, dist: DistInfo) -> list[tuple[np.ndarray, ...]]:
+    rows = min(data.heldout.rows, n_batches * engine.global_batch)
+    b = engine.micro_batch
+    out = []
+    for i, start in enumerate(range(0, rows, b)):
+        if i % dist.world_size == dist.rank:
+            out.append(data.heldout.take(np.arange(start, min(rows, start + b))))
+    return out
+
+
+def _geometry(engine: Engine, data: PackedData, n_texts: int) -> dict[str, Any]:
+    """Effective rank and uniformity of mean-pooled held-out texts (each packed segment is one text)."""
+    from embedgeom import metrics as M
+
+    chunks, have, start = [], 0, 0
+    while have < n_texts and start < data.heldout.rows:
+        rows = np.arange(start, min(data.heldout.rows, start + engine.micro_batch))
+        emb = engine.embed(data.heldout.take(rows))
+        chunks.append(emb)
+        have += emb.shape[0]
+        start = int(rows[-1]) + 1
+    x = torch.cat(chunks)[:n_texts].cpu() if chunks else torch.zeros(0, 1)
+    row: dict[str, Any] = {"geometry_n": int(x.shape[0]), "geometry_dim": int(x.shape[1])}
+    if x.shape[0] < 8:
+        row["geometry_note"] = f"only {x.shape[0]} held-out texts (need 8)"
+        return row
+    try:
+        row["geometry_effective_rank"] = float(M.effective_rank(x))
+        row["geometry_uniformity"] = float(M.uniformity(x))
+    except ValueError as err:  # e.g. a collapsed encoder: every text the same vector
+        row["geometry_note"] = str(err)
+    return row
+
+
+# -- the run ----------------------------------------------------------------------------------------------------
+
+def run(objective: str, preset: str, corpus: str | os.PathLike, out: str | os.PathLike, *, steps: int | None = None,
+        resume: bool = False, overrides: Sequence[str] = (), device: str = "auto",
+        progress: Callable[[dict], None] | None = None) -> TrainSummary:
+    """Train ``objective`` (``mlm`` or ``hybrid``) from ``preset`` (``tiny``, ``paper``, ``base``) on ``corpus``
+    into the run directory ``out`` (see :mod:`trainer.checkpoint` for its layout).
+
+    ``overrides`` are ``"section.field=value"`` strings; ``steps`` overrides ``train.steps``; ``resume``
+    continues the newest checkpoint in ``out`` (the config must match, apart from logging/checkpoint cadence);
+    ``progress`` is called on rank 0 with every logged row. Raises :class:`TrainerError` on bad input.
+    Under torchrun (``WORLD_SIZE`` > 1) joins the process group and trains with DDP; rank 0 writes.
+    """
+    t_start = time.perf_counter()
+    if not isinstance(out, (str, os.PathLike)) or not str(out):
+        raise fail("out", "a directory path", repr(out), "Pass e.g. --out runs/tiny-mlm.")
+    if not isinstance(resume, bool):
+        raise fail("resume", "True or False", repr(resume), "Pass resume=True to continue a run.")
+    if progress is not None and not callable(progress):
+        raise fail("progress", "a callable taking the logged dict, or None", type(progress).__name__, "Pass None.")
+    config = resolve_config(objective, preset, overrides, steps=steps)
+    dev = resolve_device(device)
+    info = init_from_env(dev.type)
+    if info.enabled and dev.type == "cuda":
+        dev = torch.device("cuda", info.local_rank)
+    try:
+        return _run(config, corpus, Path(out), resume=resume, device=dev, dist=info, progress=progress,
+                    t_start=t_start)
+    finally:
+        shutdown(info)
+
+
+def _resume_state(ckpt: Path, config: TrainerConfig, spec: str, out: Path, dist: DistInfo) -> tuple:
+    """Read the checkpoint to resume and refuse it when the config that changes the numbers differs."""
+    state = read_checkpoint(ckpt)
+    diffs = config_differences(TrainerConfig.from_dict(state[1]), config)
+    if state[1].get("corpus") != spec:
+        diffs.insert(0, f"corpus: {state[1].get('corpus')!r} -> {spec!r}")
+    saved_world = state[3].get("world_size", 1)
+    if saved_world != dist.world_size:
+        diffs.append(f"world_size: {saved_world} -> {dist.world_size}")
+    if diffs:
+        raise TrainerError(f"resume: {out} was trained with a different config ({'; '.join(diffs)}). Resume with "
+                           "the original settings, or start a new --out.")
+    return state
+
+
+def _run(config: TrainerConfig, corpus_spec: str | os.PathLike, out: Path, *, resume: bool, device: torch.device,
+         dist: DistInfo, progress: Callable[[dict], None] | None, t_start: float) -> TrainSummary:
+    from .corpus import open_corpus
+
+    t, d = config.train, config.data
+    spec = os.fspath(corpus_spec) if isinstance(corpus_spec, os.PathLike) else corpus_spec
+    resume_from = _prepare_out(out, resume=resume, is_main=dist.is_main)
+    ckpt_state = _resume_state(resume_from, config, spec, out, dist) if resume_from is not None else None
+    corpus = open_corpus(spec, text_field=d.text_field, max_documents=d.max_documents)
+    if resume_from is None and next(iter(corpus.documents()), None) is None:
+        raise fail("corpus", f"at least {t.batch_size * (d.seq_len - 2):,} training tokens (one batch of "
+                   f"train.batch_size {t.batch_size} rows x {d.seq_len - 2} tokens) plus held-out text",
+                   f"{spec!r} with 0 tokens in 0 documents", "Check the corpus is not empty.")
+    tokenizer = _setup_tokenizer(config, corpus, out, resume=resume_from is not None, dist=dist)
+    special = special_ids(tokenizer)
+    data = prepare_data(corpus.documents, encoder_for(tokenizer), _cache_dir(config), corpus_spec=spec,
+                        corpus_digest=corpus.digest, tokenizer_digest=tokenizer_digest(tokenizer),
+                        seq_len=d.seq_len, cls_id=special.cls, sep_id=special.sep, pad_id=special.pad,
+                        vocab_size=special.vocab_size, holdout=d.holdout, min_piece=d.min_piece)
+    check_sizes(data, corpus=spec, batch_size=t.batch_size, seq_len=d.seq_len)
+    engine = engine_from_config(config, special, device=device, dist=dist)
+    session = _Session(config, spec, out, data, engine, dist, progress)
+    if ckpt_state is not None:
+        session.restore(ckpt_state)
+    session.write_run_json(device, fresh=ckpt_state is None)
+    return session.train(t_start, device)
+
+
+class _Session:
+    """The state of one ``run`` call: counters, logs, evaluation, checkpoints and the loop."""
+
+    def __init__(self, config: TrainerConfig, spec: str, out: Path, data: PackedData, engine: Engine,
+                 dist: DistInfo, progress: Callable[[dict], None] | None):
+        self.config, self.t, self.spec, self.out = config, config.train, spec, out
+        self.data, self.engine, self.dist, self.progress = data, engine, dist, progress
+        self.sampler = RowSampler(data.train.rows, global_batch=self.t.batch_size, seed=self.t.seed)
+        self.start_step, self.tokens_seen, self.seconds_before = 0, 0, 0.0
+        self.resumed = False
+        self.last_row: dict[str, Any] = {}
+        self.latest_eval: dict[str, Any] = {}
+        self.geometry: dict[str, Any] = {}
+        self.eval_batches = _eval_batches(data, engine, self.t.eval_batches, dist)
+        self.trainer_config = {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, **config.to_dict(), "corpus": spec}
+        self.hf_config = hf_config_dict(engine.student.mlm.config)
+        self.log: RunLog | None = None
+        self.t_loop = time.perf_counter()
+
+    def restore(self, state: tuple) -> None:
+        model_state, _, tensors, meta = state
+        self.engine.load_state(model_state, tensors, meta["optimizer"])
+        self.start_step, self.tokens_seen = int(meta["step"]), int(meta["tokens_seen"])
+        self.seconds_before = float(meta.get("train_seconds", 0.0))
+        self.last_row = dict(meta.get("last_log", {}))
+        self.latest_eval = dict(meta.get("last_eval", {}))
+        self.resumed = True
+
+    def write_run_json(self, device: torch.device, *, fresh: bool) -> None:
+        columns = TRAIN_COLUMNS_HYBRID if self.config.objective.name == "hybrid" else TRAIN_COLUMNS_MLM
+        if not self.dist.is_main:
+            return
+        self.log = RunLog(self.out, columns, resume_step=None if fresh else self.start_step)
+        data = self.data
+        update_run_json(self.out, {
+            "latest": (read_run_json(self.out) or {}).get("latest"), "objective": self.config.objective.name,
+            "preset": self.config.preset, "corpus": self.spec, "total_steps": self.t.steps,
+            "world_size": self.dist.world_size, "device": device.type, "precision": self.engine.precision,
+            "tokenizer": TOKENIZER_DIR,
+            "logs": {"train": "logs/train.jsonl", "train_csv": "logs/train.csv", "eval": "logs/eval.jsonl"},
+            "data": {"cache": str(data.directory), "train_rows": data.train.rows, "heldout_rows": data.heldout.rows,
+                     "train_tokens": data.train.stats.tokens, "heldout_tokens": data.heldout.stats.tokens},
+            "status": "running", **({"created": time.strftime("%Y-%m-%dT%H:%M:%S")} if fresh else {}),
+        })
+
+    # -- evaluation and safety -----------------------------------------------------------------------------------
+    def evaluate(self, step: int, with_geometry: bool) -> None:
+        loss, n = self.engine.heldout_mlm(self.eval_batches)
+        row: dict[str, Any] = {"step": step, "heldout_mlm_loss": loss, "heldout_masked_tokens": n}
+        if with_geometry and self.dist.is_main:
+            self.geometry = _geometry(self.engine, self.data, self.t.geometry_texts)
+            row.update(self.geometry)
+        self.latest_eval = {k: v for k, v in row.items() if k != "step"}
+        if self.log is not None:
+            self.log.log_eval(row)
+
+    def check_finite(self, stats: dict[str, float] | None) -> None:
+        bad = stats["first_bad_step"] if stats is not None else self.engine.first_bad_step()
+        if bad < 0:
+            return
+        last = latest_checkpoint(self.out)
+        now = {k: v for k, v in (stats or {}).items() if k.startswith(("loss", "grad_norm"))}
+        prev = {k: v for k, v in self.last_row.items() if k.startswith("loss")}
+        raise TrainingDiverged(
+            f"training diverged: non-finite loss at step {bad + 1} (averages since the last log: "
+            f"{_fmt(now) or 'n/a'}; last logged at step {self.last_row.get('step', 'none')}: {_fmt(prev) or 'n/a'}); "
+            f"last good checkpoint: {last if last else 'none'}. Lower optim.lr (now {self.config.optim.lr:g}) or "
+            "keep optim.clip_grad_norm > 0, then start again or --resume from that checkpoint.",
+            step=bad + 1, last_checkpoint=last, losses={**prev, **now})
+
+    def log_step(self, completed: int, stats: dict[str, float], now: float, since: tuple[float, int]) -> None:
+        t_prev, tokens_prev = since
+        self.last_row = {"step": completed, "total_steps": self.t.steps, "epoch": self.sampler.epoch(completed),
+                         **{k: v for k, v in stats.items() if k != "first_bad_step"},
+                         "tokens_seen": self.tokens_seen,
+                         "tokens_per_s": (self.tokens_seen - tokens_prev) / max(now - t_prev, 1e-9),
+                         "elapsed_s": self.seconds_before + now - self.t_loop}
+        if self.log is not None:
+            self.log.log_train(self.last_row)
+
+    # -- checkpoints -----------------------------------------------------------------------------------------------
+    def checkpoint(self, completed: int) -> Path | None:
+        identical = self.engine.replicas_identical()
+        if not identical:
+            raise TrainerError(f"DDP replicas diverged at step {completed}: the ranks hold different weights. "
+                               "Check that every rank runs the same code and data.")
+        if not self.dist.is_main:
+            return None
+        engine, t, out = self.engine, self.t, self.out
+        state_meta = {
+            "format": STATE_FORMAT, "version": FORMAT_VERSION, "step": completed, "tokens_seen": self.tokens_seen,
+            "data_position": completed * t.batch_size, "epoch": self.sampler.epoch(completed),
+            "world_size": self.dist.world_size, "global_batch": t.batch_size, "seed": t.seed,
+            "lr": engine.last_lr, "ema_momentum": engine.last_momentum if engine.teacher is not None else None,
+            "optimizer": engine.optimizer_meta(),
+            "rng": {"scheme": "every micro-step reseeds from (train.seed, step, global micro-batch)", "seed": t.seed},
+            "replicas_identical": identical, "last_log": self.last_row, "last_eval": self.latest_eval,
+            "train_seconds": self.seconds_before + (time.perf_counter() - self.t_loop),
+        }
+        path = write_checkpoint(out, completed, model_state=engine.student.hf_state_dict(), hf_config=self.hf_config,
+                                tokenizer_dir=out / TOKENIZER_DIR, trainer_config=self.trainer_config,
+                                state_tensors=engine.state_tensors(), state_meta=state_meta)
+        rel = path.relative_to(out).as_posix()
+        listed = [c for c in (read_run_json(out) or {}).get("checkpoints", []) if c != rel]
+        update_run_json(out, {"latest": rel, "step": completed, "tokens_seen": self.tokens_seen,
+                              "checkpoints": [*listed, rel], "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        removed = {p.relative_to(out).as_posix() for p in prune_checkpoints(out, t.keep_last)}
+        if removed:
+            listed = (read_run_json(out) or {}).get("checkpoints", [])
+            update_run_json(out, {"checkpoints": [c for c in listed if c not in removed]})
+        return path
+
+    # -- the loop ------------------------------------------------------------------------------------------------
+    def train(self, t_start: float, device: torch.device) -> TrainSummary:
+        t, engine = self.t, self.engine
+        self.t_loop = time.perf_counter()
+        if not self.resumed:
+            self.evaluate(0, True)
+        since = (time.perf_counter(), self.tokens_seen)
+        tokens_start = self.tokens_seen
+        final_ckpt = latest_checkpoint(self.out) if self.resumed else None
+        geo_every = t.geometry_every or t.eval_every
+        try:
+            for step in range(self.start_step, t.steps):
+                rows = self.sampler.rows_for_step(step)
+                engine.train_step(step, [self.data.train.take(rows[engine.micro_rows(a)])
+                                         for a in range(t.grad_accum)])
+                self.tokens_seen += int(np.count_nonzero(self.data.train.segments[np.sort(rows)]))
+                completed = step + 1
+                last = completed == t.steps
+                is_log = completed % t.log_every == 0 or last
+                is_eval = (t.eval_every > 0 and completed % t.eval_every == 0) or last
+                is_geo = (geo_every > 0 and completed % geo_every == 0) or last
+                is_ckpt = completed % t.ckpt_every == 0 or last
+                if is_log:
+                    stats = engine.pop_stats()
+                    self.check_finite(stats)
+                    now = time.perf_counter()
+                    self.log_step(completed, stats, now, since)
+                    since = (now, self.tokens_seen)
+                elif is_eval or is_geo or is_ckpt:
+                    self.check_finite(None)
+                if is_eval or is_geo:
+                    self.evaluate(completed, is_geo)
+                if is_log and self.progress is not None and self.dist.is_main:
+                    self.progress({**self.last_row, "objective": self.config.objective.name, **self.latest_eval})
+                if is_ckpt:
+                    final_ckpt = self.checkpoint(completed) or final_ckpt
+        finally:
+            if self.log is not None:
+                self.log.close()
+        loop_seconds = time.perf_counter() - self.t_loop
+        if self.dist.is_main:
+            update_run_json(self.out, {"status": "complete"})
+        losses = {k: float(v) for k, v in self.last_row.items() if k.startswith("loss")}
+        if "heldout_mlm_loss" in self.latest_eval:
+            losses["heldout_mlm_loss"] = float(self.latest_eval["heldout_mlm_loss"])
+        trained = self.tokens_seen - tokens_start
+        return TrainSummary(
+            out_dir=self.out, final_checkpoint=final_ckpt or latest_checkpoint(self.out) or self.out / CHECKPOINT_DIR,
+            objective=self.config.objective.name, preset=self.config.preset, steps=max(self.start_step, t.steps),
+            tokens_seen=self.tokens_seen, final_losses=losses, wall_seconds=time.perf_counter() - t_start,
+            tokens_per_s=trained / loop_seconds if loop_seconds > 0 and trained else 0.0,
+            resumed_from=self.start_step if self.resumed else None, geometry=self.geometry,
+            world_size=self.dist.world_size, device=str(device))
+
+
+def _fmt(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
