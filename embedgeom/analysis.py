@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -249,10 +250,14 @@ def analyze(
             pairs = [ts.texts[i] for i in ts.pairs[:, 1]]
         else:
             texts, pairs = list(ts.texts), None
-        emb = encode(enc, texts, text_pairs=pairs, poolings=pools, layers=cfg.layers, batch_size=cfg.batch_size,
-                     max_length=cfg.max_length, special_tokens=cfg.special_tokens,
-                     cache=cfg.cache, custom_poolers=custom,
-                     progress=lambda d, t, s=spec: _emit(progress, f"encode {s}", d, t))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            emb = encode(enc, texts, text_pairs=pairs, poolings=pools, layers=cfg.layers,
+                         batch_size=cfg.batch_size, max_length=cfg.max_length, special_tokens=cfg.special_tokens,
+                         cache=cfg.cache, custom_poolers=custom,
+                         progress=lambda d, t, s=spec: _emit(progress, f"encode {s}", d, t))
+        for w in caught:  # say which model and task a warning is about
+            warnings.warn(f"{task} ({Path(enc.spec).name or enc.spec}): {w.message}", w.category, stacklevel=2)
         tasks[task] = {**ts.card(), "items": "joined pairs" if joined else "texts", "n_items": emb.n,
                        "encode": {k: v for k, v in emb.meta.items() if k not in ("model_spec",)}}
         for what in ("labels", "pairs", "pair_labels", "positives"):

@@ -109,14 +109,16 @@ def eigenspectrum_figure(results: Sequence[AnalysisResult], task: str, pooling: 
                 a = res.value(task, pooling, lay, "alpha_req")
             except KeyError:
                 continue
-            if not np.isfinite(a["value"]) or len(p) < 4:
+            if not np.isfinite(a["value"]):
                 continue
-            lo, hi = 2, len(p)
-            kk = np.arange(lo, hi + 1)
-            ly = np.log(p[lo - 1 : hi])
-            slope, icpt = np.polyfit(np.log(kk), ly, 1)
-            ax.loglog(kk, np.exp(icpt) * kk**slope, color=_colour(i), lw=1.0, ls="--",
-                      label=f"fit: alpha = {a['value']:.2f} ± {_half_width(a):.2f}")
+            from .metrics import alpha_req
+            from .metrics.spectrum import Spectrum
+
+            full = res.arrays[key]
+            f = alpha_req(Spectrum(full, None, int(a["n"]), len(full), 0.0))  # the registered fit, recomputed
+            kk = np.arange(f.window[0], f.window[1] + 1)
+            ax.loglog(kk, np.exp(f.intercept) * kk ** (-f.alpha) / full.sum(), color=_colour(i), lw=1.0, ls="--",
+                      label=f"fit k={f.window[0]}..{f.window[1]}: α = {a['value']:.2f} ± {_half_width(a):.2f}")
     ax.set_xlabel("rank k")
     ax.set_ylabel("λ_k / Σλ  (fraction of variance)")
     ax.set_title(f"{task}: {pooling} pooling eigenspectrum")

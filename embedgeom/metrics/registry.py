@@ -79,10 +79,10 @@ _ENTRIES = [
     MetricInfo("alpha_req", spectral.alpha_req, None,
                "Agrawal et al. 2022, NeurIPS, 'alpha-ReQ: assessing representation quality in self-supervised"
                " learning by measuring eigenspectrum decay'", "set", "spectral",
-               "power-law exponent of the covariance eigenspectrum, ranks 2..numerical rank",
-               {"window": spectral.ALPHA_WINDOW}, _alpha),
+               "power-law exponent of the covariance eigenspectrum (1/k-weighted log-log fit, ranks 2..rank/2)",
+               {"window": None}, _alpha),
     MetricInfo("alpha_req_r2", spectral.alpha_req, None, "Agrawal et al. 2022, NeurIPS", "set", "spectral",
-               "R^2 of the alpha-ReQ power-law fit in log-log space", {"window": spectral.ALPHA_WINDOW},
+               "R^2 of the alpha-ReQ power-law fit in log-log space", {"window": None},
                _alpha_r2),
     MetricInfo("isoscore", spectral.isoscore, True,
                "Rudman et al. 2022, ACL Findings, 'IsoScore: measuring the uniformity of embedding space "

@@ -25,8 +25,6 @@ from .spectrum import Spectrum, spectrum_of
 
 #: RankMe's epsilon, added to each normalised singular value (Garrido et al. 2023).
 RANKME_EPS = 1e-7
-#: Default alpha-ReQ rank window (1-based, inclusive; None = up to the numerical rank).
-ALPHA_WINDOW: tuple[int, int | None] = (2, None)
 
 
 def spectrum(x: Any) -> Spectrum:
@@ -126,34 +124,48 @@ def rank_at_variance(x: Any, q: float = 0.9) -> int:
     return min(k, ev.size)
 
 
-def alpha_req(x: Any, *, window: tuple[int, int | None] = ALPHA_WINDOW) -> PowerLawFit:
-    """Power-law exponent of the eigenspectrum (alpha-ReQ, Agrawal et al. 2022): least-squares fit of
-    ``log lambda_k = c - alpha log k`` over ranks ``window = (lo, hi)`` (1-based, inclusive).
+def default_alpha_window(rank: int) -> tuple[int, int]:
+    """Ranks 2 .. max(4, rank // 2): skip the first eigenvalue (a common-direction outlier in most text
+    embeddings) and the upper half of the non-zero spectrum, where every finite-sample covariance spectrum
+    falls off a cliff that is not a property of the representation."""
+    return 2, min(rank, max(4, rank // 2))
 
-    Default window: rank 2 to the numerical rank (the first eigenvalue, usually a common-direction outlier
-    in text embeddings, is left out; the window never runs past the non-zero eigenvalues - ``hi`` is
-    clipped to the numerical rank). Each rank has equal weight. Returns ``PowerLawFit(alpha, r2, intercept,
-    window, n_points)``; alpha near 1 is the regime Agrawal et al. associate with good representations,
-    larger alpha = faster decay (fewer effective directions). Needs at least 3 points in the window.
+
+def alpha_req(x: Any, *, window: tuple[int, int | None] | None = None) -> PowerLawFit:
+    """Power-law exponent of the eigenspectrum (alpha-ReQ, Agrawal et al. 2022): weighted least-squares fit of
+    ``log lambda_k = c - alpha log k`` over the ranks ``window = (lo, hi)`` (1-based, inclusive).
+
+    * Window: by default :func:`default_alpha_window` (ranks 2 .. half the numerical rank); ``(lo, None)`` runs to
+      the numerical rank. ``hi`` is always clipped to the numerical rank: the fit never uses zero eigenvalues.
+    * Weights: each rank k has weight 1/k, i.e. equal weight per decade of rank (an unweighted fit is dominated
+      by the many high ranks in the tail).
+    * Returns ``PowerLawFit(alpha, r2, intercept, window, n_points)`` with the weighted R^2.
+
+    Larger alpha = faster decay (fewer effective directions); Agrawal et al. associate alpha near 1 with good
+    representations. Needs at least 3 ranks in the window.
     """
-    if (not isinstance(window, (tuple, list)) or len(window) != 2 or not isinstance(window[0], int)
-            or (window[1] is not None and not isinstance(window[1], int))):
-        raise ValueError(f"window: expected (lo, hi) 1-based ranks with hi an int or None, got {window!r}. "
-                         "Pass e.g. window=(2, None).")
+    if window is not None and (not isinstance(window, (tuple, list)) or len(window) != 2
+                               or not isinstance(window[0], int)
+                               or (window[1] is not None and not isinstance(window[1], int))):
+        raise ValueError(f"window: expected None or (lo, hi) 1-based ranks with hi an int or None, got {window!r}. "
+                         "Pass e.g. window=(2, 100).")
     ev = _nonzero(spectrum(x))
-    lo = max(1, window[0])
-    hi = ev.size if window[1] is None else min(window[1], ev.size)
+    if window is None:
+        lo, hi = default_alpha_window(ev.size)
+    else:
+        lo = max(1, window[0])
+        hi = ev.size if window[1] is None else min(window[1], ev.size)
     if hi - lo + 1 < 3:
-        raise ValueError(f"window: expected at least 3 non-zero eigenvalues between ranks {window[0]} and "
-                         f"{window[1]}, got ranks {lo}..{hi} (the data has {ev.size} non-zero eigenvalues). "
-                         "Widen the window or pass more texts.")
+        raise ValueError(f"window: expected at least 3 non-zero eigenvalues between ranks {lo} and {hi}, got "
+                         f"{max(hi - lo + 1, 0)} (the data has {ev.size} non-zero eigenvalues). Widen the window or "
+                         "pass more texts.")
     k = np.arange(lo, hi + 1, dtype=np.float64)
-    lx = np.log(k)
-    ly = np.log(ev[lo - 1 : hi])
-    slope, intercept = np.polyfit(lx, ly, 1)
+    lx, ly, w = np.log(k), np.log(ev[lo - 1 : hi]), 1.0 / k
+    slope, intercept = np.polyfit(lx, ly, 1, w=np.sqrt(w))
     resid = ly - (slope * lx + intercept)
-    ss_tot = float(((ly - ly.mean()) ** 2).sum())
-    r2 = 1.0 - float((resid**2).sum()) / ss_tot if ss_tot > 0 else 1.0
+    mean = float((w * ly).sum() / w.sum())
+    ss_tot = float((w * (ly - mean) ** 2).sum())
+    r2 = 1.0 - float((w * resid**2).sum()) / ss_tot if ss_tot > 0 else 1.0
     return PowerLawFit(float(-slope), r2, float(intercept), (lo, hi), int(k.size))
 
 

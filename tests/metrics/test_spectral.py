@@ -80,7 +80,20 @@ def test_power_law_alpha_is_recovered_exactly(rng):
     assert fit.alpha == pytest.approx(alpha, rel=1e-8)
     assert fit.r2 == pytest.approx(1.0, abs=1e-10)
     assert fit.window == (1, 40) and fit.n_points == 40
-    assert M.alpha_req(x).window == (2, 40)
+    default = M.alpha_req(x)
+    assert default.window == (2, 20) and default.alpha == pytest.approx(alpha, rel=1e-8)
+
+
+def test_alpha_weights_each_decade_equally(rng):
+    # a spectrum that bends: slope 1 over ranks 1-10, slope 3 over 10-100. Unweighted least squares is pulled to
+    # ~3 by the 90 tail ranks; with 1/k weights both decades count the same and the slope lands in between.
+    k = np.arange(1, 101, dtype=np.float64)
+    eigs = np.where(k <= 10, k**-1.0, 10.0**2 * k**-3.0)
+    x = data_with_spectrum(eigs, 400, rng)
+    fit = M.alpha_req(x, window=(1, 100))
+    unweighted = -np.polyfit(np.log(k), np.log(eigs), 1)[0]
+    assert 1.5 < fit.alpha < unweighted - 0.2
+    assert 0.0 < fit.r2 < 1.0
 
 
 def test_alpha_window_stops_at_numerical_rank(rng):
