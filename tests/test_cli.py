@@ -93,3 +93,22 @@ def test_metrics_listing_and_help():
     help_ = runner.invoke(app, ["analyze", "--help"])
     assert help_.exit_code == 0 and "--pooling" in help_.stdout and "--protocol" in help_.stdout
     assert np.isfinite(1.0)
+
+
+def test_train_command_writes_a_loadable_run(tmp_path):
+    import embedgeom as eg
+
+    small = ["model.hidden_size=32", "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=64",
+             "data.vocab_size=400", "train.batch_size=8"]
+    args = ["train", "--objective", "mlm", "--corpus", "sample:polarity", "--out", str(tmp_path / "run"),
+            "--steps", "4"]
+    for s in small:
+        args += ["--set", s]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "trained 4 steps" in res.stdout
+    enc = eg.load_encoder(tmp_path / "run", dtype="float32")
+    assert enc.kind == "trainer" and enc.num_layers == 1
+    bad = runner.invoke(app, ["train", "--objective", "mlm", "--corpus", "sample:polarity", "--out",
+                              str(tmp_path / "x"), "--set", "model.nope=1"])
+    assert bad.exit_code != 0 and "model.nope" in bad.output
