@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,7 @@ class EmbeddingCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         arr = np.ascontiguousarray(vectors, dtype=np.float32)
         full = {**meta, "sha256": hashlib.sha256(arr.tobytes()).hexdigest()}
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.{id(arr)}.tmp.npz")
+        tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp.npz")  # unique per writer, thread or process
         try:
             np.savez(tmp, vectors=arr, meta=np.array(json.dumps(full)))
             os.replace(tmp, path)

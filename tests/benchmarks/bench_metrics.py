@@ -63,9 +63,12 @@ def cpu_part(n: int, d: int, repeat: int) -> dict:
     }
 
 
-def matmul_tflops(dtype: torch.dtype, dev: str, size: int = 8192) -> float:
+def matmul_tflops(dtype: torch.dtype, dev: str, size: int = 8192, tf32: bool = False) -> float:
     a = torch.randn(size, size, device=dev, dtype=dtype)
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
     best, _, _ = timeit(lambda: a @ a, repeat=10, device=dev)
+    torch.backends.cuda.matmul.allow_tf32 = old
     return 2 * size**3 / best / 1e12
 
 
@@ -79,10 +82,16 @@ def gpu_part() -> dict:
     n, d = 1_000_000, 768
     x = torch.randn(n, d, device=dev)
     s, _, u = timeit(lambda: float(M.uniformity(x)), repeat=2, device=dev)
+    s_tf32, _, u_tf32 = timeit(lambda: float(M.uniformity(x, matmul_precision="high")), repeat=2, device=dev)
+    out["tf32_matmul_8192_tflops"] = matmul_tflops(torch.float32, dev, tf32=True)
     flops = n * n * d  # upper triangle incl. diagonal blocks ~ n^2/2 pairs x 2 flops x d
     out.update({"uniformity_n": n, "uniformity_d": d, "uniformity_exact_s": s, "uniformity_value": u,
                 "uniformity_achieved_tflops": flops / s / 1e12,
-                "uniformity_fraction_of_fp32_matmul": flops / s / 1e12 / out["fp32_matmul_8192_tflops"]})
+                "uniformity_fraction_of_fp32_matmul": flops / s / 1e12 / out["fp32_matmul_8192_tflops"],
+                "uniformity_fraction_of_bf16_matmul": flops / s / 1e12 / out["bf16_matmul_8192_tflops"],
+                "uniformity_tf32_s": s_tf32, "uniformity_tf32_value": u_tf32,
+                "uniformity_tf32_abs_diff": abs(u_tf32 - u),
+                "uniformity_tf32_fraction_of_tf32_matmul": flops / s_tf32 / 1e12 / out["tf32_matmul_8192_tflops"]})
     sub = x[:100_000]
     ref_s, _, ref = timeit(lambda: pdist_like_chunked(sub), repeat=1, device=dev)
     ours_s, _, ours = timeit(lambda: float(M.uniformity(sub)), repeat=2, device=dev)

@@ -29,3 +29,8 @@ def test_cuda_uniformity_sampled_and_interval():
     assert abs(float(est) - float(exact)) < 5 * est.stderr
     ci = M.confidence_interval("uniformity", x)
     assert ci.low < float(exact) < ci.high
+
+
+def test_tf32_uniformity_stays_close_to_float32():
+    x = torch.randn(30000, 256, device="cuda")
+    assert float(M.uniformity(x, matmul_precision="high")) == pytest.approx(float(M.uniformity(x)), abs=1e-4)

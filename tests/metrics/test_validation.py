@@ -145,3 +145,10 @@ def test_registry_entries_are_complete():
         assert info.family in ("spectral", "pair", "rowmean", "generic")
         assert info.reference and info.description
         assert info.function.__doc__ and len(info.function.__doc__) > 80
+
+
+def test_matmul_precision_option():
+    x = good(n=50)
+    assert M.uniformity(x, matmul_precision="high") == pytest.approx(M.uniformity(x), abs=1e-12)  # CPU: no-op
+    with pytest.raises(ValueError, match="matmul_precision"):
+        M.uniformity(x, matmul_precision="low")
