@@ -13,7 +13,7 @@ import base64
 import html
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,10 +128,12 @@ def eigenspectrum_figure(results: Sequence[AnalysisResult], task: str, pooling: 
 
 
 def alignment_uniformity_figure(results: Sequence[AnalysisResult], task: str, *, layer: int = -1, ax: Any = None,
-                                trajectory: Sequence[AnalysisResult] | None = None) -> Any:
+                                trajectory: Sequence[AnalysisResult] | Mapping[str, Sequence[AnalysisResult]]
+                                | None = None, trajectory_pooling: str = "mean") -> Any:
     """Alignment (y) vs uniformity (x) for one task: one point per model x pooling with 95% interval
     whiskers on both axes; colour = model, marker = pooling (legends, no point labels). ``trajectory``: results
-    of successive checkpoints of one run, joined by arrows (mean pooling). Lower-left is better."""
+    of successive checkpoints of one run (or ``{label: results}`` for several runs), drawn as small points
+    joined by arrows for ``trajectory_pooling``, first checkpoint hollow. Lower-left is better."""
     own = ax is None
     fig, ax = _axes(ax, (6.4, 4.2))
     plotted_pools: dict[str, None] = {}
@@ -146,24 +148,37 @@ def alignment_uniformity_figure(results: Sequence[AnalysisResult], task: str, *,
             ax.errorbar(u["value"], a["value"], xerr=_half_width(u), yerr=_half_width(a), color=_colour(i),
                         marker=MARKERS.get(pooling, "o"), ms=6, capsize=2, lw=1, ls="none")
             plotted_pools.setdefault(pooling)
-    if trajectory:
+    runs = {"": trajectory} if isinstance(trajectory, Sequence) else dict(trajectory or {})
+    names = [r.name for r in results]
+    traj_handles = []
+    for j, (label, seq) in enumerate(runs.items()):
+        colour = _colour(names.index(label)) if label in names else _colour(len(results) + j)
         pts = []
-        for res in trajectory:
+        for res in seq:
             try:
                 lay = _layer(res, layer)
-                pts.append((res.value(task, "mean", lay, "uniformity")["value"],
-                            res.value(task, "mean", lay, "alignment")["value"]))
+                pts.append((res.value(task, trajectory_pooling, lay, "uniformity")["value"],
+                            res.value(task, trajectory_pooling, lay, "alignment")["value"]))
             except KeyError:
                 continue
+        if not pts:
+            continue
+        xs, ys = zip(*pts, strict=True)
+        ax.plot(xs[1:], ys[1:], ls="none", marker=".", color=colour, ms=5)
+        ax.plot(xs[:1], ys[:1], ls="none", marker="o", mfc="white", color=colour, ms=6)
         for (x0, y0), (x1, y1) in itertools.pairwise(pts):
-            ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops={"arrowstyle": "->", "color": "0.4"})
+            ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops={"arrowstyle": "->", "color": colour, "lw": 1})
+        if label:
+            from matplotlib.lines import Line2D
+
+            traj_handles.append(Line2D([], [], color=colour, marker=".", label=f"{label}: checkpoints"))
     if not plotted_pools:
         ax.text(0.5, 0.5, f"no positive pairs for alignment in {task}", ha="center", va="center",
                 transform=ax.transAxes, fontsize=9)
     from matplotlib.lines import Line2D
 
     model_handles = [Line2D([], [], color=_colour(i), marker="o", ls="none", label=r.name)
-                     for i, r in enumerate(results)]
+                     for i, r in enumerate(results)] + traj_handles
     pool_handles = [Line2D([], [], color="0.3", marker=MARKERS.get(p, "o"), ls="none", label=p) for p in plotted_pools]
     if own:  # legends outside the axes, laid out by constrained layout
         fig.legend(handles=model_handles, title="model", fontsize=7, title_fontsize=8, loc="outside right upper",
