@@ -30,9 +30,11 @@ class Call:
 
 @dataclass
 class Recorder:
-    """Collects the attention calls of one forward pass, in call (= layer) order."""
+    """Collects the attention calls of one forward pass, in call (= layer) order. Only the calls whose
+    1-based position is in ``keep`` hold tensors (the others are None), so unrequested layers cost nothing."""
 
-    calls: list[Call] = field(default_factory=list)
+    keep: frozenset[int] = frozenset()
+    calls: list[Call | None] = field(default_factory=list)
 
     def __enter__(self) -> Recorder:
         _state.recorder = self
@@ -48,10 +50,13 @@ def _capturing_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
 
     rec = getattr(_state, "recorder", None)
     if rec is not None:
-        scaling = kwargs.get("scaling")
-        if scaling is None:
-            scaling = query.shape[-1] ** -0.5
-        rec.calls.append(Call(query, key, attention_mask, float(scaling), kwargs.get("position_bias")))
+        if len(rec.calls) + 1 in rec.keep:
+            scaling = kwargs.get("scaling")
+            if scaling is None:
+                scaling = query.shape[-1] ** -0.5
+            rec.calls.append(Call(query, key, attention_mask, float(scaling), kwargs.get("position_bias")))
+        else:
+            rec.calls.append(None)
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 

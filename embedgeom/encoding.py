@@ -20,6 +20,7 @@ Choices that change numbers (all recorded in ``Embeddings.meta``):
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import warnings
@@ -378,7 +379,8 @@ def _forward_batches(encoder: Encoder, texts: list[str], toks: _Tokens, order: n
         if pos is not None:
             inputs["position_ids"] = pos
         try:
-            with torch.inference_mode(), autocast, _capture.Recorder() as rec:
+            recorder = _capture.Recorder(frozenset(attn_layers)) if capture else contextlib.nullcontext()
+            with torch.inference_mode(), autocast, recorder as rec:
                 outputs = model(**inputs, output_hidden_states=need_hidden, output_attentions=eager_attn,
                                 return_dict=True)
         except (torch.OutOfMemoryError, RuntimeError) as err:
@@ -400,6 +402,7 @@ def _forward_batches(encoder: Encoder, texts: list[str], toks: _Tokens, order: n
                     raise RuntimeError(f"attention pooling: expected {L} attention calls (one per layer), saw "
                                        f"{len(rec.calls)}; this architecture is not supported.")
                 c = rec.calls[lay - 1]
+                assert c is not None
                 weights[lay] = first_token_attention(c.query, c.key, c.mask, first, c.scaling, c.position_bias)
             else:
                 weights[lay] = outputs.attentions[lay - 1][torch.arange(len(idx), device=dev), :, first] \
