@@ -80,6 +80,10 @@ class Encoder:
     content_hash: str
     native: NativePooling | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    #: "auto" when the compute dtype was chosen by ``dtype="auto"``: :func:`embedgeom.encode` then checks on a
+    #: probe of the texts that the reduced precision is harmless for this model and falls back to float32 when
+    #: it is not (recorded per call in ``Embeddings.meta["precision_check"]``); "fixed" when it was requested.
+    dtype_policy: Literal["auto", "fixed"] = "fixed"
 
     @property
     def num_layers(self) -> int:
@@ -103,6 +107,7 @@ class Encoder:
             "hidden_size": self.hidden_size,
             "device": str(self.device),
             "compute_dtype": str(self.compute_dtype).replace("torch.", ""),
+            "dtype_policy": self.dtype_policy,
             "max_length": self.max_length,
             "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
             "native_pooling": self.native.describe() if self.native else None,
@@ -291,7 +296,11 @@ def resolve_compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
     Measured on MiniLM over 2,000 BBC sentences (CPU): bfloat16 autocast vectors have cosine >= 0.9999 to
     float32 ones and move uniformity / effective rank / IsoScore by about 0.1 of their jackknife standard
-    error, at about twice the speed. Pass ``dtype="float32"`` for bit-for-bit float32 numbers.
+    error, at about twice the speed. That is not true of every model: in a strongly anisotropic encoder (all
+    vectors a large shared component plus a small residual, as in briefly trained ones) bfloat16 rounding can
+    exceed the residual the metrics measure, so with ``auto`` :func:`embedgeom.encode` verifies each call on a
+    probe of the texts and recomputes in float32 when bfloat16 is not accurate enough (see
+    ``embedgeom.encoding.PRECISION_TOLERANCE``). Pass ``dtype="float32"`` for float32 numbers without the check.
     """
     if dtype not in COMPUTE_DTYPES:
         raise ValueError(f"dtype: expected one of {COMPUTE_DTYPES}, got {dtype!r}.")
@@ -418,4 +427,4 @@ def load_encoder(
         info["native_unavailable"] = reason
     return Encoder(model=model, tokenizer=tokenizer, spec=spec_s, path=model_dir, kind=kind, device=dev,
                    compute_dtype=cdtype, max_length=default_max, content_hash=content_hash(model_dir),
-                   native=native, info=info)
+                   native=native, info=info, dtype_policy="auto" if dtype == "auto" else "fixed")

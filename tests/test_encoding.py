@@ -234,3 +234,93 @@ def test_concurrent_cache_writers_leave_one_valid_file(tmp_path):
     assert not errors
     np.testing.assert_array_equal(cache.get(key), arr)
     assert len(list((tmp_path / "c").rglob("*.npz"))) == 1  # no stray temporary files
+
+
+# --- dtype="auto": reduced precision is verified on a probe of the texts, float32 when it is not accurate ---
+
+WORDS = ("the cat dog sat ran on a mat road city car red big fast long world sun one two three four five six "
+         "seven eight nine ten words hello and more than first").split()
+
+
+def _many_texts(n: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(3, 12)))) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def anisotropic_dir(tmp_path_factory):
+    """A tiny BERT whose last layer adds a large shared vector to every token (as in briefly trained encoders,
+    whose vectors are one big common component plus a small residual): bfloat16 rounding of that component
+    is larger than the residual."""
+    from transformers import BertModel
+
+    from tests.fixtures import make_tiny_bert
+
+    d = make_tiny_bert(tmp_path_factory.mktemp("anisotropic"))
+    model = BertModel.from_pretrained(d)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(3)
+        model.encoder.layer[-1].output.dense.bias.copy_(300.0 * torch.randn(model.config.hidden_size, generator=g))
+    model.save_pretrained(d, safe_serialization=True)
+    return d
+
+
+def _auto(encoder, dtype=torch.bfloat16):
+    import dataclasses
+
+    return dataclasses.replace(encoder, compute_dtype=dtype, dtype_policy="auto")
+
+
+def _rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    """median per-text error relative to the median spread of b about its mean"""
+    return float(np.median(np.linalg.norm(a - b, axis=1)) / np.median(np.linalg.norm(b - b.mean(0), axis=1)))
+
+
+@pytest.mark.parametrize("n", [20, 150])
+def test_auto_dtype_falls_back_to_float32_where_bfloat16_loses_the_signal(anisotropic_dir, n):
+    texts = _many_texts(n)
+    f32 = eg.load_encoder(anisotropic_dir, device="cpu", dtype="float32")
+    bf16 = eg.load_encoder(anisotropic_dir, device="cpu", dtype="bfloat16")
+    ref = eg.encode(f32, texts, poolings=("mean", "max", "cls"))
+    fixed = eg.encode(bf16, texts, poolings=("mean", "max", "cls"))
+    # the model really is a case where bfloat16 fails: its error exceeds the spread the metrics measure
+    assert max(_rel_err(fixed.vectors[k], ref.vectors[k]) for k in ref.vectors) > 0.1
+    got = eg.encode(_auto(bf16), texts, poolings=("mean", "max", "cls"))
+    check = got.meta["precision_check"]
+    assert got.meta["compute_dtype"] == "float32"
+    assert check["passed"] is False and check["used"] == "float32" and check["dtype"] == "bfloat16"
+    assert check["texts"] == min(n, 64) and check["worst_ratio"] > check["tolerance"]
+    for k in ref.vectors:
+        np.testing.assert_allclose(got.vectors[k], ref.vectors[k], rtol=1e-5, atol=1e-5)
+
+
+def test_auto_dtype_keeps_bfloat16_where_it_is_accurate(minilm_dir):
+    texts = _many_texts(80, seed=1)
+    bf16 = eg.load_encoder(minilm_dir, device="cpu", dtype="bfloat16")
+    fixed = eg.encode(bf16, texts, poolings=("mean", "max"))
+    got = eg.encode(_auto(bf16), texts, poolings=("mean", "max"))
+    check = got.meta["precision_check"]
+    assert got.meta["compute_dtype"] == "bfloat16" and check["passed"] is True and check["used"] == "bfloat16"
+    assert 0 < check["worst_ratio"] <= check["tolerance"]
+    for k in fixed.vectors:  # the full pass is the same bfloat16 computation a fixed bfloat16 encoder does
+        np.testing.assert_array_equal(got.vectors[k], fixed.vectors[k])
+
+
+def test_auto_dtype_check_is_skipped_for_float32_and_fixed_dtypes(tiny_encoder, minilm_dir):
+    assert eg.encode(_auto(tiny_encoder, torch.float32), TEXTS, poolings=("mean",)).meta["precision_check"] is None
+    bf16 = eg.load_encoder(minilm_dir, device="cpu", dtype="bfloat16")
+    assert bf16.dtype_policy == "fixed" and bf16.card()["dtype_policy"] == "fixed"
+    assert eg.encode(bf16, TEXTS, poolings=("mean",)).meta["precision_check"] is None
+
+
+def test_auto_dtype_fallback_is_cached_under_float32(anisotropic_dir, tmp_path, monkeypatch):
+    texts = _many_texts(100, seed=2)
+    enc = _auto(eg.load_encoder(anisotropic_dir, device="cpu", dtype="bfloat16"))
+    first = eg.encode(enc, texts, poolings=("mean",), cache=tmp_path)
+    assert first.meta["cache"]["misses"] == 1 and first.meta["compute_dtype"] == "float32"
+    # a float32 encoder finds the same entry: it was stored under the dtype actually used
+    f32 = eg.load_encoder(anisotropic_dir, device="cpu", dtype="float32")
+    monkeypatch.setattr(f32.model, "forward", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    again = eg.encode(f32, texts, poolings=("mean",), cache=tmp_path)
+    assert again.meta["cache"]["hits"] == 1
+    np.testing.assert_array_equal(again.get("mean"), first.get("mean"))

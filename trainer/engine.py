@@ -259,10 +259,13 @@ class Engine:
 
     @torch.no_grad()
     def embed(self, batch: HostBatch) -> torch.Tensor:
-        """Mean-pooled last-layer student embeddings of every segment of ``batch`` (n_segments, H) float32."""
+        """Mean-pooled last-layer student embeddings of every segment of ``batch`` (n_segments, H) float32.
+
+        Computed in float32 whatever the training precision: in a briefly trained, strongly anisotropic encoder
+        bfloat16 rounding of the shared component exceeds the spread the geometry snapshot measures."""
         self.student.eval()
         ids, seg, mask, positions = self._to_device(batch)
-        with self._autocast():
+        with torch.autocast(self.device.type, enabled=False):
             h = self.student.encode(ids, mask, positions)
         self.student.train()
         return mean_pool_segments(h.float(), seg)

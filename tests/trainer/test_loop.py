@@ -214,6 +214,34 @@ def test_bf16_autocast_path_runs_on_cpu(corpus_file, tmp_path):
     assert all(t.dtype == torch.float32 for t in state.values())  # bf16 only in autocast, master weights fp32
 
 
+
+def test_geometry_snapshot_is_computed_in_float32_under_bf16_training(corpus_file, tmp_path, monkeypatch):
+    import trainer.engine as engine_mod
+
+    seen: list[tuple[bool, bool]] = []  # (inside Engine.embed, autocast enabled) per student forward
+    inside = [False]
+    real_encode, real_embed = model_mod.Student.encode, engine_mod.Engine.embed
+
+    def encode(self, *args, **kwargs):
+        seen.append((inside[0], torch.is_autocast_enabled("cpu")))
+        return real_encode(self, *args, **kwargs)
+
+    def embed(self, batch):
+        inside[0] = True
+        try:
+            return real_embed(self, batch)
+        finally:
+            inside[0] = False
+
+    monkeypatch.setattr(model_mod.Student, "encode", encode)
+    monkeypatch.setattr(engine_mod.Engine, "embed", embed)
+    trainer.run("mlm", "tiny", corpus_file, tmp_path / "run", steps=2, device="cpu",
+                overrides=[*SMALL, "train.precision=bf16", "train.eval_every=2"])
+    in_embed = [amp for where, amp in seen if where]
+    elsewhere = [amp for where, amp in seen if not where]
+    assert in_embed and not any(in_embed)  # the snapshot ran, in float32
+    assert elsewhere and all(elsewhere)  # training and held-out loss stayed in bf16 autocast
+
 def test_sample_corpus_and_the_library_never_prints(tmp_path, capsys):
     s = trainer.run("mlm", "tiny", "sample:polarity", tmp_path / "run", steps=2, device="cpu", overrides=SMALL)
     assert s.final_checkpoint.is_dir()
