@@ -294,7 +294,12 @@ def encode(
         return EmbeddingCache.key({**{f: meta[f] for f in ("model_hash", "texts_hash", "max_length",
                                                            "compute_dtype", "special_tokens", "pair_mode")},
                                    "pooling": k[0], "layer": k[1], "num_layers": L,
-                                   "custom": custom[k[0]].fingerprint if k[0] in custom else None})
+                                   "custom": custom[k[0]].fingerprint if k[0] in custom else None,
+                                   # reduced-precision vectors are reused under "auto" only if they passed its check
+                                   "precision_checked": checked_low()})
+
+    def checked_low() -> bool:
+        return encoder.dtype_policy == "auto" and meta["compute_dtype"] != "float32"
 
     def lookup(ks: list[tuple[str, int]]) -> list[tuple[str, int]]:
         if store is not None:

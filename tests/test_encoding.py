@@ -324,3 +324,14 @@ def test_auto_dtype_fallback_is_cached_under_float32(anisotropic_dir, tmp_path, 
     again = eg.encode(f32, texts, poolings=("mean",), cache=tmp_path)
     assert again.meta["cache"]["hits"] == 1
     np.testing.assert_array_equal(again.get("mean"), first.get("mean"))
+
+
+def test_auto_dtype_never_reuses_unchecked_reduced_precision_cache_entries(anisotropic_dir, tmp_path):
+    texts = _many_texts(100, seed=4)
+    bf16 = eg.load_encoder(anisotropic_dir, device="cpu", dtype="bfloat16")
+    stale = eg.encode(bf16, texts, poolings=("mean",), cache=tmp_path)  # fixed bf16: stored unchecked
+    assert stale.meta["cache"]["misses"] == 1
+    got = eg.encode(_auto(bf16), texts, poolings=("mean",), cache=tmp_path)
+    assert got.meta["cache"]["hits"] == 0 and got.meta["compute_dtype"] == "float32"
+    ref = eg.encode(eg.load_encoder(anisotropic_dir, device="cpu", dtype="float32"), texts, poolings=("mean",))
+    np.testing.assert_allclose(got.get("mean"), ref.get("mean"), rtol=1e-5, atol=1e-5)
