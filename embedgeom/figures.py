@@ -137,13 +137,18 @@ def alignment_uniformity_figure(results: Sequence[AnalysisResult], task: str, *,
     own = ax is None
     fig, ax = _axes(ax, (6.4, 4.2))
     plotted_pools: dict[str, None] = {}
+    unpaired: list[tuple[int, str, Any]] = []  # (model, pooling, uniformity) where the task has no positive pairs
     for i, res in enumerate(results):
         lay = _layer(res, layer)
         for pooling in _poolings([res], task):
             try:
                 u = res.value(task, pooling, lay, "uniformity")
+            except KeyError:
+                continue
+            try:
                 a = res.value(task, pooling, lay, "alignment")
             except KeyError:
+                unpaired.append((i, pooling, u))
                 continue
             ax.errorbar(u["value"], a["value"], xerr=_half_width(u), yerr=_half_width(a), color=_colour(i),
                         marker=MARKERS.get(pooling, "o"), ms=6, capsize=2, lw=1, ls="none")
@@ -172,8 +177,18 @@ def alignment_uniformity_figure(results: Sequence[AnalysisResult], task: str, *,
             from matplotlib.lines import Line2D
 
             traj_handles.append(Line2D([], [], color=colour, marker=".", label=f"{label}: checkpoints"))
-    if not plotted_pools:
-        ax.text(0.5, 0.5, f"no positive pairs for alignment in {task}", ha="center", va="center",
+    uniformity_only = not plotted_pools and bool(unpaired)
+    if uniformity_only:  # no alignment without positive pairs: uniformity per model (rows) and pooling (marker)
+        pools = list(dict.fromkeys(p for _, p, _ in unpaired))
+        for i, pooling, u in unpaired:
+            y = i + 0.5 * (pools.index(pooling) - (len(pools) - 1) / 2) / max(1, len(pools))
+            ax.errorbar(u["value"], y, xerr=_half_width(u), color=_colour(i), marker=MARKERS.get(pooling, "o"), ms=6,
+                        capsize=2, lw=1, ls="none")
+            plotted_pools.setdefault(pooling)
+        ax.set_yticks(range(len(results)), [r.name for r in results], fontsize=7)
+        ax.invert_yaxis()
+    elif not plotted_pools:
+        ax.text(0.5, 0.5, f"no alignment or uniformity for {task}", ha="center", va="center",
                 transform=ax.transAxes, fontsize=9)
     from matplotlib.lines import Line2D
 
@@ -192,10 +207,27 @@ def alignment_uniformity_figure(results: Sequence[AnalysisResult], task: str, *,
         if pool_handles:
             ax.legend(handles=pool_handles, title="pooling", fontsize=6, title_fontsize=7, loc="lower right")
     ax.set_xlabel("uniformity  (log E exp(-2‖z-z'‖²); lower = more uniform)")
+    if uniformity_only:
+        ax.set_title(f"{task}: uniformity (95% CI); no pairs, no alignment")
+        ax.grid(True, axis="x", alpha=0.3)
+        _plain_ticks(ax, y=False)
+        return fig
     ax.set_ylabel("alignment  (E‖z-z⁺‖²; lower = closer positives)")
     ax.set_title(f"{task}: alignment vs uniformity (95% CI)")
     ax.grid(True, alpha=0.3)
+    _plain_ticks(ax)
     return fig
+
+
+def _plain_ticks(ax: Any, *, y: bool = True) -> None:
+    """Each tick shows its own value (e.g. -2.5e-07) instead of a shared offset/scale note, which matplotlib
+    places where it collides with the axis label; near-collapsed encoders have uniformities of ~1e-7."""
+    from matplotlib.ticker import FuncFormatter
+
+    fmt = FuncFormatter(lambda v, _pos: f"{v:.3g}")
+    ax.xaxis.set_major_formatter(fmt)
+    if y:
+        ax.yaxis.set_major_formatter(fmt)
 
 
 def metric_by_pooling_figure(results: Sequence[AnalysisResult], task: str, metric: str = "effective_rank", *,

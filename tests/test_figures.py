@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.image as mpimg
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 
 import embedgeom as eg
@@ -61,3 +62,17 @@ def test_axes_are_reused_and_intervals_drawn(results):
 def test_report_needs_results(tmp_path):
     with pytest.raises(ValueError, match="results"):
         F.build_report([], tmp_path)
+
+
+def test_task_without_positive_pairs_shows_uniformity_per_model(results):
+    fig, ax = plt.subplots()
+    F.alignment_uniformity_figure(results, "polarity", ax=ax)
+    # one errorbar per model x pooling, placed at that result's uniformity
+    assert len(ax.containers) >= len(results)
+    xs = sorted(float(c.lines[0].get_xdata()[0]) for c in ax.containers)
+    want = sorted(float(r.value("polarity", p, r.checkpoint["num_layers"], "uniformity")["value"])
+                  for r in results for p in ("mean", "cls", "max", "attention"))
+    np.testing.assert_allclose(xs, want, rtol=1e-12)
+    assert [t.get_text() for t in ax.get_yticklabels()] == [r.name for r in results]
+    assert "no alignment" in ax.get_title()
+    _non_blank(fig)
