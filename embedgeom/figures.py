@@ -405,6 +405,22 @@ def _save(fig: Any, out: Path, stem: str, formats: Sequence[str]) -> list[Path]:
     return paths
 
 
+def compute_dtype_note(result: AnalysisResult) -> str:
+    """The forward-pass dtype(s) a result's embeddings were computed in, and the outcome of ``auto``'s check."""
+    used: dict[str, None] = {}
+    rejected: dict[str, None] = {}
+    for card in result.tasks.values():
+        enc = card.get("encode", {})
+        used.setdefault(str(enc.get("compute_dtype", "?")))
+        check = enc.get("precision_check")
+        if check and not check.get("passed"):
+            rejected.setdefault(str(check.get("dtype")))
+    note = "computed in " + " and ".join(used)
+    if rejected:
+        note += f" ({' and '.join(rejected)} failed the precision check)"
+    return note
+
+
 def build_report(results: Sequence[AnalysisResult], out: str | Path, *,
                  comparisons: Sequence[ComparisonResult] = (), title: str = "embedgeom report",
                  formats: Sequence[str] = ("png", "pdf")) -> Path:
@@ -416,7 +432,8 @@ def build_report(results: Sequence[AnalysisResult], out: str | Path, *,
     sections: list[tuple[str, str | None, str]] = []  # (heading, png path, markdown body)
     intro = ["Models: " + ", ".join(f"**{r.name}** (`{r.checkpoint.get('spec')}`, "
                                     f"{r.checkpoint.get('num_parameters', 0) / 1e6:.1f}M params, "
-                                    f"{r.options.get('protocol', 'default')} protocol)" for r in results),
+                                    f"{r.options.get('protocol', 'default')} protocol, {compute_dtype_note(r)})"
+                                    for r in results),
              "", "Intervals are 95% jackknife intervals over texts (see each result's `method`); n is the number of "
              "texts (positive pairs for alignment)."]
     sections.append((title, None, "\n".join(intro)))

@@ -76,3 +76,13 @@ def test_task_without_positive_pairs_shows_uniformity_per_model(results):
     assert [t.get_text() for t in ax.get_yticklabels()] == [r.name for r in results]
     assert "no alignment" in ax.get_title()
     _non_blank(fig)
+
+
+def test_compute_dtype_note_reports_the_dtype_used_and_a_failed_check(results):
+    import copy
+
+    r = copy.deepcopy(results[0])
+    assert F.compute_dtype_note(r) == "computed in float32"
+    for card in r.tasks.values():
+        card["encode"]["precision_check"] = {"dtype": "bfloat16", "passed": False}
+    assert F.compute_dtype_note(r) == "computed in float32 (bfloat16 failed the precision check)"
