@@ -311,6 +311,9 @@ def encode(
 
     vectors: dict[tuple[str, int], np.ndarray] = {}
     missing = lookup(wanted)
+    if not missing and checked_low():  # every vector came from the cache, stored after passing the check
+        meta["precision_check"] = {"dtype": meta["compute_dtype"], "passed": True, "used": meta["compute_dtype"],
+                                   "from_cache": True}
     run_args = (mlen, special_tokens, padding_side, batch_size)
     run_meta: dict[str, Any] | None = None
     if missing and encoder.dtype_policy == "auto" and cdtype != torch.float32:

@@ -294,16 +294,19 @@ def test_auto_dtype_falls_back_to_float32_where_bfloat16_loses_the_signal(anisot
         np.testing.assert_allclose(got.vectors[k], ref.vectors[k], rtol=1e-5, atol=1e-5)
 
 
-def test_auto_dtype_keeps_bfloat16_where_it_is_accurate(minilm_dir):
+def test_auto_dtype_keeps_bfloat16_where_it_is_accurate(minilm_dir, tmp_path):
     texts = _many_texts(80, seed=1)
     bf16 = eg.load_encoder(minilm_dir, device="cpu", dtype="bfloat16")
     fixed = eg.encode(bf16, texts, poolings=("mean", "max"))
-    got = eg.encode(_auto(bf16), texts, poolings=("mean", "max"))
+    got = eg.encode(_auto(bf16), texts, poolings=("mean", "max"), cache=tmp_path)
     check = got.meta["precision_check"]
     assert got.meta["compute_dtype"] == "bfloat16" and check["passed"] is True and check["used"] == "bfloat16"
     assert 0 < check["worst_ratio"] <= check["tolerance"]
     for k in fixed.vectors:  # the full pass is the same bfloat16 computation a fixed bfloat16 encoder does
         np.testing.assert_array_equal(got.vectors[k], fixed.vectors[k])
+    again = eg.encode(_auto(bf16), texts, poolings=("mean", "max"), cache=tmp_path)
+    assert again.meta["cache"]["hits"] == 2 and again.meta["precision_check"]["from_cache"] is True
+    np.testing.assert_array_equal(again.get("max"), got.get("max"))
 
 
 def test_auto_dtype_check_is_skipped_for_float32_and_fixed_dtypes(tiny_encoder, minilm_dir):
