@@ -211,6 +211,7 @@ def analyze(
     glue_dir: str | os.PathLike | None = None,
     save_embeddings: bool = True,
     progress: Progress | None = None,
+    name: str | None = None,
 ) -> AnalysisResult:
     """Measure the embedding geometry of ``checkpoint`` on each data spec in ``data``.
 
@@ -220,8 +221,12 @@ def analyze(
     layer indices or ``"all"`` (a layer profile). ``max_texts``/``seed``: seeded subsample per task.
     ``protocol="paper"`` reproduces the reference study's choices (see :mod:`embedgeom.protocols`).
     Intervals: jackknife with ``groups`` groups at ``confidence``. ``progress(stage, done, total)`` is called
-    as work proceeds. Returns an :class:`~embedgeom.results.AnalysisResult`.
+    as work proceeds. ``name``: the model's label in tables, comparisons and figures (default: from the
+    checkpoint path). Returns an :class:`~embedgeom.results.AnalysisResult`.
     """
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise ValueError(f"name: expected a non-empty label such as 'MiniLM', got {name!r}. Omit it to use the "
+                         "checkpoint's directory name.")
     cfg = _config(data, poolings, layers, metrics, max_texts=max_texts, seed=seed, protocol=protocol,
                   probes=probes, groups=groups, confidence=confidence, device=device, dtype=dtype,
                   batch_size=batch_size, max_length=max_length, special_tokens=special_tokens,
@@ -304,7 +309,7 @@ def analyze(
                "pooling_definitions": _POOLING_DEFINITIONS, "histogram": {"bins": HIST_BINS, "range": [-1, 1],
                                                                          "pairs": HIST_PAIRS}}
     return AnalysisResult(enc.card(), tasks, options, metric_rows, probe_rows, arrays,
-                          reproducibility_card(cfg.seed))
+                          reproducibility_card(cfg.seed), name.strip() if name else "")
 
 
 _POOLING_DEFINITIONS = {

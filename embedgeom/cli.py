@@ -243,6 +243,8 @@ def analyze(
     embeddings: Annotated[bool, typer.Option(help="Save embeddings with --out (needed by compare).")] = True,
     groups: GroupsOpt = 20,
     confidence: ConfOpt = 0.95,
+    name: Annotated[str | None, typer.Option(help="The model's label in tables, comparisons and figures "
+                                             "(default: the checkpoint's directory name).")] = None,
 ) -> None:
     """Measure one checkpoint: every geometry metric with a 95% jackknife interval, per task, pooling and layer.
 
@@ -254,7 +256,7 @@ def analyze(
         kw = _analysis_kwargs(data, pooling, layer, max_texts, seed, protocol, device, dtype, batch_size, max_length,
                               special_tokens, glue_dir, no_cache, cache_dir, probes, embeddings, groups, confidence)
         with _progress() as cb:
-            res = run(checkpoint, progress=cb, **kw)
+            res = run(checkpoint, progress=cb, name=name, **kw)
         if out is not None:
             res.save(out, embeddings=embeddings)
             _err().print(f"saved to {out}")

@@ -106,3 +106,10 @@ def test_layer_profile_and_bad_input(tiny_encoder):
         eg.analyze(tiny_encoder, "sample:polarity", metrics=["linear_cka"])
     with pytest.raises(ValueError, match="data"):
         eg.analyze(tiny_encoder, [])
+
+
+def test_analyze_rejects_an_empty_name(tiny_encoder):
+    import embedgeom as eg
+
+    with pytest.raises(ValueError, match="name: expected a non-empty label"):
+        eg.analyze(tiny_encoder, data="sample:polarity", max_texts=20, name="  ")

@@ -18,7 +18,8 @@ def saved(tmp_path_factory, tiny_bert_dir, minilm_dir):
     root = tmp_path_factory.mktemp("cli")
     args = ["--data", "sample:polarity,sample:lee", "--max-texts", "80", "--pooling", "mean,cls", "--no-cache",
             "--dtype", "float32"]
-    a = runner.invoke(app, ["analyze", str(minilm_dir), *args, "--out", str(root / "a"), "--format", "json"])
+    a = runner.invoke(app, ["analyze", str(minilm_dir), *args, "--out", str(root / "a"), "--format", "json",
+                            "--name", "MiniLM"])
     assert a.exit_code == 0, a.output
     b = runner.invoke(app, ["analyze", str(tiny_bert_dir), *args, "--out", str(root / "b")])
     assert b.exit_code == 0, b.output
@@ -29,6 +30,10 @@ def test_analyze_json_is_parseable_and_complete(saved):
     root, stdout = saved
     data = json.loads(stdout)
     assert data["checkpoint"]["model_type"] == "bert"
+    assert data["name"] == "MiniLM"
+    from embedgeom.results import AnalysisResult
+
+    assert AnalysisResult.load(root / "a").name == "MiniLM"  # the label survives save/load
     assert {r["metric"] for r in data["metrics"]} >= {"uniformity", "effective_rank", "alignment"}
     assert (root / "a" / "result.json").is_file() and (root / "a" / "arrays.npz").is_file()
 

@@ -16,7 +16,8 @@ for objective in mlm hybrid; do
   embedgeom analyze "$RUNS/$objective" --data "$DATA" --protocol paper --out "$A/$objective-paper" \
       --format csv > /dev/null
 done
-embedgeom analyze "$MINILM" --data "$DATA" --max-texts 1000 --pooling all --out "$A/minilm" --format csv > /dev/null
+embedgeom analyze "$MINILM" --data "$DATA" --max-texts 1000 --pooling all --name MiniLM --out "$A/minilm" \
+    --format csv > /dev/null
 embedgeom compare "$A/mlm" "$A/hybrid" --out "$RUNS/comparisons" --format csv > "$OUT/tables/differences.csv"
 embedgeom compare "$A/mlm-paper" "$A/hybrid-paper" --out "$RUNS/comparisons-paper" --format csv \
     > "$OUT/tables/differences-paper-protocol.csv"
