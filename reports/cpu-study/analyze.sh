@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-runs/cpu-study}
-OUT=reports/cpu-study
+OUT=${OUT:-reports/cpu-study}
+mkdir -p "$OUT/tables"
 DATA=sample:polarity,sample:lee,sample:bbc,sample:wiki
 MINILM=$(python -c "from embedgeom.samples import minilm_path; print(minilm_path())")
 A=$RUNS/analyses
@@ -32,4 +33,4 @@ embedgeom report "$A/mlm" "$A/hybrid" "$A/minilm" "$RUNS/comparisons"/* --out "$
     --title "CPU study: paper-preset MLM vs hybrid (MLM + JEPA), default protocol"
 embedgeom report "$A/mlm-paper" "$A/hybrid-paper" "$RUNS/comparisons-paper"/* --out "$OUT/report-paper-protocol" \
     --title "CPU study: paper-preset MLM vs hybrid, reference study's protocol"
-python "$OUT/make_tables.py" --analyses "$A" --out "$OUT"
+python reports/cpu-study/make_tables.py --analyses "$A" --out "$OUT"
