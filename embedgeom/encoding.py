@@ -280,26 +280,25 @@ def encode(
     # input embedding, identical for every text), native below the last layer
     wanted = [(p, lay) for lay in lays for p in pools
               if not (p in ("attention", "cls") and lay == 0) and not (p == "native" and lay != L)]
-    cdtype = encoder.compute_dtype
     meta = {
         "model_hash": encoder.content_hash, "model_spec": encoder.spec, "texts_hash": texts_hash(texts, pairs),
-        "n": len(texts), "max_length": mlen, "compute_dtype": _dtype_name(cdtype),
+        "n": len(texts), "max_length": mlen, "compute_dtype": _dtype_name(encoder.compute_dtype),
         "special_tokens": special_tokens, "pair_mode": "joined" if pairs is not None else "single",
         "padding_side": padding_side, "native": encoder.native.describe() if encoder.native else None,
         "precision_check": None,
     }
     store = _cache_for(cache)
 
+    def checked_low() -> bool:
+        """Reduced precision chosen by ``auto``: verified by the precision check before it is used or reused."""
+        return encoder.dtype_policy == "auto" and meta["compute_dtype"] != "float32"
+
     def cache_key(k: tuple[str, int]) -> str:
         return EmbeddingCache.key({**{f: meta[f] for f in ("model_hash", "texts_hash", "max_length",
                                                            "compute_dtype", "special_tokens", "pair_mode")},
                                    "pooling": k[0], "layer": k[1], "num_layers": L,
                                    "custom": custom[k[0]].fingerprint if k[0] in custom else None,
-                                   # reduced-precision vectors are reused under "auto" only if they passed its check
                                    "precision_checked": checked_low()})
-
-    def checked_low() -> bool:
-        return encoder.dtype_policy == "auto" and meta["compute_dtype"] != "float32"
 
     def lookup(ks: list[tuple[str, int]]) -> list[tuple[str, int]]:
         if store is not None:
@@ -311,20 +310,19 @@ def encode(
 
     vectors: dict[tuple[str, int], np.ndarray] = {}
     missing = lookup(wanted)
-    if not missing and checked_low():  # every vector came from the cache, stored after passing the check
-        meta["precision_check"] = {"dtype": meta["compute_dtype"], "passed": True, "used": meta["compute_dtype"],
-                                   "from_cache": True}
     run_args = (mlen, special_tokens, padding_side, batch_size)
     run_meta: dict[str, Any] | None = None
-    if missing and encoder.dtype_policy == "auto" and cdtype != torch.float32:
+    if checked_low() and not missing:  # every vector came from the cache, stored after passing the check
+        meta["precision_check"] = {"dtype": meta["compute_dtype"], "passed": True, "used": meta["compute_dtype"],
+                                   "from_cache": True}
+    elif checked_low():
         check, probe_out = _check_precision(encoder, texts, pairs, missing, run_args, custom)
         meta["precision_check"] = check
+        meta["compute_dtype"] = check["used"]
         if not check["passed"]:
-            cdtype = torch.float32
-            meta["compute_dtype"] = _dtype_name(cdtype)
-            missing = lookup(missing)
+            missing = lookup(missing)  # float32 vectors may already be cached
         if probe_out is not None and missing:  # the probe was every text: its vectors are the answer
-            chosen, run_meta = probe_out[_dtype_name(cdtype)]
+            chosen, run_meta = probe_out[check["used"]]
             vectors.update({k: chosen[k] for k in missing})
             if progress is not None:
                 progress(len(texts), len(texts))
@@ -333,7 +331,8 @@ def encode(
     meta["cache"] = {"hits": len(wanted) - len(computed), "misses": len(computed),
                      "dir": str(store.root) if store else None}
     if missing:
-        run_meta = _run_forward(encoder, texts, pairs, missing, *run_args, progress, vectors, custom, cdtype)
+        run_meta = _run_forward(encoder, texts, pairs, missing, *run_args, progress, vectors, custom,
+                                getattr(torch, meta["compute_dtype"]))
     if run_meta is not None:
         meta.update(run_meta)
     if store is not None:
