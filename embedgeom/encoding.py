@@ -349,8 +349,9 @@ def encode(
 PRECISION_CHECK_TEXTS = 64
 #: Largest accepted ratio, for every requested (pooling, layer), of the median distance between a text's
 #: reduced-precision and float32 vectors to the median distance of the float32 vectors from their mean (the
-#: spread the metrics measure). Measured in bfloat16 on CPU: 0.006-0.009 for MiniLM's last layer; 2-3,000 for
-#: a paper-preset MLM encoder after 500 steps, whose vectors share one large component.
+#: spread the metrics measure). Measured in bfloat16 on CPU: 0.009 for MiniLM's last layer
+#: (reports/benchmarks/encode_cpu.md); 1,800-7,100 for a paper-preset MLM encoder after 500 steps, whose vectors share
+#: one large component (reports/cpu-study/tables/tables.md).
 PRECISION_TOLERANCE = 0.02
 
 

@@ -126,6 +126,17 @@ def main() -> None:
         checks.append(f"* Max pooling has a higher effective rank than mean pooling (reference: all 10 task x model "
                       f"cells). Ours: {len(erank)} of {2 * len(our_tasks)}.")
         md += ["### Directions", "", *checks, ""]
+    md += ["## Compute dtype (`--dtype auto`'s precision check, per analysis and task)", "",
+           ("worst ratio = the largest, over poolings, of the median per-text bfloat16 error over the median spread "
+            "of the float32 vectors about their mean, on 64 probe texts; above the tolerance the analysis ran in "
+            "float32."), "", "| analysis | task | worst ratio | at | dtype used |", "|---|---|---|---|---|"]
+    for name in ("mlm", "hybrid", "mlm-paper", "hybrid-paper"):
+        for task, card in load(a / name).tasks.items():
+            enc = card.get("encode", {})
+            chk = enc.get("precision_check") or {}
+            md.append(f"| {name} | {task} | {fmt(chk.get('worst_ratio', math.nan))} | {chk.get('worst', '–')} | "
+                      f"{enc.get('compute_dtype', '?')} |")
+    md.append("")
     (tables / "tables.md").write_text("\n".join(md) + "\n")
 
     # trajectories of mean-pooling alignment/uniformity over the saved checkpoints

@@ -68,7 +68,7 @@ def run_device(device: str, texts: list[str], repeat: int) -> dict:
         "speedup": min(st_times) / min(times), "ours_float32_s": fp32_s,
         "ours_float32_texts_per_s": len(texts) / fp32_s, "ours_compute_dtype": emb.meta["compute_dtype"],
         "ours_batch_size": emb.meta["batch_size"], "min_cosine_vs_float32_ours": cos,
-        "min_cosine_mean_vs_sentence_transformers": cos_st,
+        "min_cosine_mean_vs_sentence_transformers": cos_st, "ours_precision_check": emb.meta["precision_check"],
     }
 
 
@@ -121,6 +121,11 @@ def main() -> None:
     for dev in ("cpu", "cuda"):
         if dev in res:
             r = res[dev]
+            chk = r["ours_precision_check"]
+            if chk:
+                lines.append(f"`dtype=auto` precision check ({dev}, timed with the rest): worst median {chk['dtype']} "
+                             f"error / spread {chk['worst_ratio']:.4f} at {chk['worst']} over {chk['texts']} texts "
+                             f"(tolerance {chk['tolerance']}) -> {chk['used']}.")
             lines.append(f"Same comparison with ours forced to float32 ({dev}): {r['ours_float32_texts_per_s']:.0f} "
                          f"texts/s = {r['st_s'] / r['ours_float32_s']:.2f}x (the rest of the gain is autocast).")
     lines.append(f"Our mean pooling vs sentence-transformers' own (normalised mean) output: min cosine "
