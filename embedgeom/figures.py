@@ -219,13 +219,14 @@ def alignment_uniformity_figure(results: Sequence[AnalysisResult], task: str, *,
     return fig
 
 
-def _plain_ticks(ax: Any, *, y: bool = True) -> None:
+def _plain_ticks(ax: Any, *, x: bool = True, y: bool = True) -> None:
     """Each tick shows its own value (e.g. -2.5e-07) instead of a shared offset/scale note, which matplotlib
     places where it collides with the axis label; near-collapsed encoders have uniformities of ~1e-7."""
     from matplotlib.ticker import FuncFormatter
 
     fmt = FuncFormatter(lambda v, _pos: f"{v:.3g}")
-    ax.xaxis.set_major_formatter(fmt)
+    if x:
+        ax.xaxis.set_major_formatter(fmt)
     if y:
         ax.yaxis.set_major_formatter(fmt)
 
@@ -253,6 +254,7 @@ def metric_by_pooling_figure(results: Sequence[AnalysisResult], task: str, metri
     ax.set_title(f"{task}: {metric.replace('_', ' ')} by pooling (95% CI)")
     ax.legend(fontsize=7, frameon=False)
     ax.grid(True, axis="y", alpha=0.3)
+    _plain_ticks(ax, x=False)
     return fig
 
 
@@ -308,6 +310,7 @@ def layer_profile_figure(results: Sequence[AnalysisResult], task: str, metric: s
     ax.set_title(f"{task}: {metric.replace('_', ' ')} by layer ({pooling})")
     ax.legend(fontsize=7, frameon=False)
     ax.grid(True, alpha=0.3)
+    _plain_ticks(ax, x=False)
     return fig
 
 

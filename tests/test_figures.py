@@ -86,3 +86,27 @@ def test_compute_dtype_note_reports_the_dtype_used_and_a_failed_check(results):
     for card in r.tasks.values():
         card["encode"]["precision_check"] = {"dtype": "bfloat16", "passed": False}
     assert F.compute_dtype_note(r) == "computed in float32 (bfloat16 failed the precision check)"
+
+
+def test_metric_axes_label_each_tick_without_a_shared_offset_note(results):
+    import copy
+
+    tiny = copy.deepcopy(results)  # a near-collapsed encoder's scale: uniformities of ~1e-7, offset + 1e-3 spread
+    for r in tiny:
+        for row in r.metrics:
+            if row["metric"] in ("uniformity", "alignment"):
+                for key in ("value", "low", "high", "stderr"):
+                    row[key] = row[key] * 1e-5 + (1e-3 if key != "stderr" else 0.0)
+    results = tiny
+    fig, axes = plt.subplots(1, 3)
+    F.alignment_uniformity_figure(results, "lee", ax=axes[0])
+    F.metric_by_pooling_figure(results, "lee", "uniformity", ax=axes[1])
+    F.layer_profile_figure(results, "lee", "uniformity", ax=axes[2])
+    fig.canvas.draw()
+    for ax in axes:
+        assert ax.yaxis.get_offset_text().get_text() == ""
+        ticks = [(t.get_text(), t.get_position()[1]) for t in ax.get_yticklabels() if t.get_text()]
+        assert ticks  # every label states its own tick's value
+        for text, value in ticks:
+            assert float(text.replace("−", "-")) == pytest.approx(value, rel=1e-2, abs=1e-12)
+    plt.close(fig)
