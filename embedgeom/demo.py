@@ -121,8 +121,7 @@ def run_demo(
     results: dict[str, AnalysisResult] = {}
     for name, ckpt in models.items():
         res = analyze(ckpt, list(tasks), poolings="all", max_texts=max_texts, seed=seed, device=device,
-                      progress=progress)
-        res.name = name
+                      progress=progress, name=name)
         analyses[name] = res.save(out / "analyses" / name)
         results[name] = res
     cmp: ComparisonResult = compare(results["tiny-mlm"], results["tiny-hybrid"], seed=seed, progress=progress)

@@ -13,10 +13,11 @@ import json
 import math
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+
 from embedgeom.figures import alignment_uniformity_figure
 from embedgeom.results import AnalysisResult, ComparisonResult
 
-PAPER_TASKS = ("sst2", "mrpc", "mnli", "cola", "stsb")
 PAPER_POOLINGS = {"mean": "mean", "max": "max", "paper_attention": "attention"}
 
 
@@ -146,12 +147,15 @@ def main() -> None:
         traj[objective] = [load(d) for d in dirs]
     report = args.out / "report"
     report.mkdir(parents=True, exist_ok=True)
+    finals = []  # each run's last checkpoint, labelled by objective so it matches its trajectory
+    for objective, seq in traj.items():
+        if seq:
+            seq[-1].name = objective
+            finals.append(seq[-1])
     for task in ("lee", "wiki"):
-        finals = [traj[o][-1] for o in ("mlm", "hybrid") if traj[o]]
-        for r, o in zip(finals, ("mlm", "hybrid"), strict=False):
-            r.name = o
         fig = alignment_uniformity_figure(finals, task, trajectory=traj)
         fig.savefig(report / f"trajectory-{task}.png", dpi=150)
+        plt.close(fig)
     print((tables / "tables.md").read_text())
 
 
