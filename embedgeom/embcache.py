@@ -1,9 +1,17 @@
 """On-disk embedding cache: analyze -> compare -> report never re-encode the same texts.
 
-One file per (model content hash, texts hash, pooling, layer, max_length, compute dtype, token options),
-named by the sha256 of that key. Files are written to a temporary name and atomically renamed, so
-concurrent writers and interrupted writes never leave a partial file under the real name; each file
-stores a checksum of its array and is treated as a miss (and removed) if it does not verify.
+One file per key, named by the sha256 of the key. :func:`embedgeom.encode` builds the key from everything that
+changes a vector: the weights and config (content hash), the tokenizer (:func:`embedgeom.loading.
+tokenizer_fingerprint`), a sentence-transformers checkpoint's Pooling/Dense/Normalize modules (for ``native``), the
+texts and pairs, pooling, layer and layer count, max length, special-token and padding options, the compute dtype
+and whether ``auto`` checked it, a custom pooler's fingerprint, and the pooling code's version
+(:data:`embedgeom.pooling.POOLING_VERSION`).
+
+Files are written to a temporary name and atomically renamed, so concurrent writers and interrupted writes
+never leave a partial file under the real name. Each file stores a checksum of its array; an entry that cannot
+be read or does not verify (truncated, bit-flipped, not a zip) is a miss: it is removed, recomputed, and a
+:class:`CacheWarning` says so once per cache directory. A cache that cannot be written (read-only, full disk)
+never fails the computation: the vectors are returned and a warning says they were not stored.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import hashlib
 import json
 import os
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +29,19 @@ import numpy as np
 
 from .cache import cache_root
 
-FORMAT_VERSION = 1
+#: Bumped whenever the key's fields change, so entries written under an older, less complete key are never read.
+FORMAT_VERSION = 2
+_warned: set[tuple[str, str]] = set()
+
+
+class CacheWarning(UserWarning):
+    """A cache entry was unreadable (and recomputed), or the cache could not be written."""
+
+
+def _warn_once(root: Path, what: str, message: str) -> None:
+    if (str(root), what) not in _warned:
+        _warned.add((str(root), what))
+        warnings.warn(message, CacheWarning, stacklevel=4)
 
 
 def texts_hash(texts: list[str], pairs: list[str] | None = None) -> str:
@@ -60,20 +81,27 @@ class EmbeddingCache:
             if meta.get("sha256") != hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest():
                 raise ValueError("checksum mismatch")
             return arr
-        except (OSError, ValueError, KeyError, EOFError):
+        except Exception as err:  # any unreadable entry (bad zip, CRC, truncation, bad JSON) is a miss
             with contextlib.suppress(OSError):
                 path.unlink()
+            _warn_once(self.root, "corrupt", f"embedding cache: an unreadable entry in {self.root} was removed and "
+                       f"is being recomputed ({type(err).__name__}: {str(err)[:80]}).")
             return None
 
-    def put(self, key: str, vectors: np.ndarray, meta: dict[str, Any]) -> Path:
+    def put(self, key: str, vectors: np.ndarray, meta: dict[str, Any]) -> Path | None:
+        """Store ``vectors`` under ``key``; returns the file, or None (with a warning) if it could not be written."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arr = np.ascontiguousarray(vectors, dtype=np.float32)
         full = {**meta, "sha256": hashlib.sha256(arr.tobytes()).hexdigest()}
         tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp.npz")  # unique per writer, thread or process
         try:
-            np.savez(tmp, vectors=arr, meta=np.array(json.dumps(full)))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(tmp, vectors=arr, meta=np.array(json.dumps(full, default=str)))
             os.replace(tmp, path)
+        except OSError as err:
+            _warn_once(self.root, "write", f"embedding cache: cannot write to {self.root} ({err.strerror or err}); "
+                       "results are unaffected but will be recomputed next time. Pass --cache-dir or --no-cache.")
+            return None
         finally:
             with contextlib.suppress(OSError):
                 tmp.unlink()

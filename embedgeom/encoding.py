@@ -37,8 +37,18 @@ import torch
 
 from . import _capture
 from .embcache import EmbeddingCache, texts_hash
-from .loading import Encoder, NativePooling, _quiet_transformers
-from .pooling import ALL_POOLINGS, POOLINGS, attention_pool, cls_pool, first_token_attention, max_pool, mean_pool
+from .loading import Encoder, NativePooling, _quiet_transformers, tokenizer_fingerprint
+from .options import parse_layers
+from .pooling import (
+    ALL_POOLINGS,
+    POOLING_VERSION,
+    POOLINGS,
+    attention_pool,
+    cls_pool,
+    first_token_attention,
+    max_pool,
+    mean_pool,
+)
 
 SpecialTokens = Literal["include", "exclude"]
 PaddingSide = Literal["right", "left"]
@@ -129,25 +139,17 @@ def _normalise_poolings(poolings: str | Sequence[str], encoder: Encoder,
 
 
 def _normalise_layers(layers: str | int | Sequence[int], num_layers: int) -> tuple[int, ...]:
-    if isinstance(layers, str):
-        if layers == "all":
-            return tuple(range(num_layers + 1))
-        try:
-            layers = [int(v) for v in layers.split(",")]
-        except ValueError:
-            raise ValueError(f"layers: expected 'all' or comma-separated integers, got {layers!r}.") from None
-    if isinstance(layers, (int, np.integer)):
-        layers = (int(layers),)
-    out = tuple(dict.fromkeys(normalise_layer(lay, num_layers) for lay in layers))
-    if not out:
-        raise ValueError("layers: expected at least one layer index, got none.")
-    return out
+    spec = parse_layers(layers)
+    if spec == "all":
+        return tuple(range(num_layers + 1))
+    return tuple(dict.fromkeys(normalise_layer(lay, num_layers) for lay in spec))
 
 
 def _check_texts(texts: Any, name: str) -> list[str]:
-    if isinstance(texts, str) or not isinstance(texts, Sequence):
-        raise ValueError(f"{name}: expected a list of strings, got {type(texts).__name__}. Wrap a single text "
-                         "in a list.")
+    if isinstance(texts, str):
+        return [texts]
+    if not isinstance(texts, Sequence):
+        raise ValueError(f"{name}: expected a string or a list of strings, got {type(texts).__name__}.")
     if len(texts) == 0:
         raise ValueError(f"{name}: expected at least one text, got an empty list.")
     for i, t in enumerate(texts):
@@ -280,8 +282,11 @@ def encode(
     # input embedding, identical for every text), native below the last layer
     wanted = [(p, lay) for lay in lays for p in pools
               if not (p in ("attention", "cls") and lay == 0) and not (p == "native" and lay != L)]
+    tokenizer_hash = encoder.tokenizer_hash or tokenizer_fingerprint(encoder.tokenizer)
+    native_hash = encoder.native.fingerprint() if encoder.native is not None else None
     meta = {
-        "model_hash": encoder.content_hash, "model_spec": encoder.spec, "texts_hash": texts_hash(texts, pairs),
+        "model_hash": encoder.weights_hash(), "tokenizer_hash": tokenizer_hash, "model_spec": encoder.spec,
+        "texts_hash": texts_hash(texts, pairs),
         "n": len(texts), "max_length": mlen, "compute_dtype": _dtype_name(encoder.compute_dtype),
         "special_tokens": special_tokens, "pair_mode": "joined" if pairs is not None else "single",
         "padding_side": padding_side, "native": encoder.native.describe() if encoder.native else None,
@@ -294,11 +299,13 @@ def encode(
         return encoder.dtype_policy == "auto" and meta["compute_dtype"] != "float32"
 
     def cache_key(k: tuple[str, int]) -> str:
-        return EmbeddingCache.key({**{f: meta[f] for f in ("model_hash", "texts_hash", "max_length",
-                                                           "compute_dtype", "special_tokens", "pair_mode")},
-                                   "pooling": k[0], "layer": k[1], "num_layers": L,
+        """Everything that changes the vector of pooling k[0] at layer k[1] (see :mod:`embedgeom.embcache`)."""
+        return EmbeddingCache.key({**{f: meta[f] for f in ("model_hash", "texts_hash", "max_length", "compute_dtype",
+                                                           "special_tokens", "pair_mode", "padding_side")},
+                                   "tokenizer_hash": tokenizer_hash, "pooling": k[0], "layer": k[1],
+                                   "num_layers": L, "native": native_hash if k[0] == "native" else None,
                                    "custom": custom[k[0]].fingerprint if k[0] in custom else None,
-                                   "precision_checked": checked_low()})
+                                   "precision_checked": checked_low(), "pooling_version": POOLING_VERSION})
 
     def lookup(ks: list[tuple[str, int]]) -> list[tuple[str, int]]:
         if store is not None:

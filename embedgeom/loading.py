@@ -64,6 +64,16 @@ class NativePooling:
             parts.append("L2-normalize")
         return " -> ".join(parts)
 
+    def fingerprint(self) -> str:
+        """sha256 over everything that changes a native vector: modes, each Dense layer's weights, bias and
+        activation, Normalize and include_prompt (the embedding cache keys ``native`` vectors by it)."""
+        h = hashlib.sha256(json.dumps([self.modes, self.normalize, self.include_prompt]).encode())
+        for d in self.dense:
+            h.update(d.activation.encode())
+            for t in (d.weight, d.bias):
+                h.update(b"|" if t is None else t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return h.hexdigest()
+
 
 @dataclass
 class Encoder:
@@ -79,11 +89,32 @@ class Encoder:
     max_length: int
     content_hash: str
     native: NativePooling | None = None
+    #: sha256 of how the tokenizer turns text into ids (see :func:`tokenizer_fingerprint`).
+    tokenizer_hash: str = ""
     info: dict[str, Any] = field(default_factory=dict)
     #: "auto" when the compute dtype was chosen by ``dtype="auto"``: :func:`embedgeom.encode` then checks on a
     #: probe of the texts that the reduced precision is harmless for this model and falls back to float32 when
     #: it is not (recorded per call in ``Embeddings.meta["precision_check"]``); "fixed" when it was requested.
     dtype_policy: Literal["auto", "fixed"] = "fixed"
+
+    def __post_init__(self) -> None:
+        self._loaded_versions = _param_versions(self.model)
+        self._memory_hash: tuple[tuple[int, ...], str] | None = None
+
+    def weights_hash(self) -> str:
+        """The hash that identifies this encoder's weights in the embedding cache: ``content_hash`` (of the files it
+        was loaded from) while the in-memory weights are unchanged; once any parameter or buffer has been modified
+        in place (fine-tuning, ``load_state_dict``), a sha256 of the in-memory tensors instead."""
+        now = _param_versions(self.model)
+        if now == self._loaded_versions:
+            return self.content_hash
+        if self._memory_hash is None or self._memory_hash[0] != now:
+            h = hashlib.sha256()
+            for name, t in self.model.state_dict().items():
+                h.update(name.encode())
+                h.update(t.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+            self._memory_hash = (now, "mem-" + h.hexdigest())
+        return self._memory_hash[1]
 
     @property
     def num_layers(self) -> int:
@@ -100,6 +131,7 @@ class Encoder:
             "path": str(self.path) if self.path else None,
             "kind": self.kind,
             "content_hash": self.content_hash,
+            "tokenizer_hash": self.tokenizer_hash,
             "model_class": type(self.model).__name__,
             "model_type": self.model.config.model_type,
             "num_parameters": int(sum(p.numel() for p in self.model.parameters())),
@@ -113,6 +145,14 @@ class Encoder:
             "native_pooling": self.native.describe() if self.native else None,
             **self.info,
         }
+
+
+def _param_versions(model: Any) -> tuple[int, ...]:
+    """In-place modification counters of every parameter and buffer (cheap; no data is read)."""
+    try:
+        return tuple(t._version for t in (*model.parameters(), *model.buffers()))
+    except (AttributeError, TypeError):
+        return ()
 
 
 # --- locating the checkpoint ----------------------------------------------------------------------------
@@ -242,14 +282,17 @@ def _read_native(root: Path, modules: tuple[dict, ...]) -> tuple[NativePooling |
 # --- hashing and loading --------------------------------------------------------------------------------
 
 def content_hash(model_dir: Path) -> str:
-    """sha256 over config.json and the weight files (name + bytes), cached on disk by size and mtime."""
+    """sha256 over config.json and the weight files (name + bytes). The digest is memoised on disk under a key of
+    each file's resolved path, inode, size, mtime and ctime: rewriting, replacing or copying over a file (even with
+    its size and mtime preserved, as ``cp -p`` does) changes its ctime, so a stale digest is never reused."""
     from .cache import atomic_write_text, cache_root
 
     files = [model_dir / "config.json", *[model_dir / f for f in _WEIGHT_FILES if (model_dir / f).is_file()]]
     files += sorted(p for p in model_dir.glob("model-*.safetensors"))
-    stamp = json.dumps([(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files])
+    stats = [(f, f.stat()) for f in files]
+    stamp = json.dumps([(str(f.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) for f, st in stats])
     key = hashlib.sha256(stamp.encode()).hexdigest()[:32]
-    memo = cache_root() / "hashes" / f"{key}.txt"
+    memo = cache_root() / "hashes" / f"v2-{key}.txt"
     with contextlib.suppress(OSError):
         return memo.read_text().strip()
     h = hashlib.sha256()
@@ -262,6 +305,29 @@ def content_hash(model_dir: Path) -> str:
     with contextlib.suppress(OSError):
         atomic_write_text(memo, digest)
     return digest
+
+
+#: ``init_kwargs`` entries that name where a tokenizer was read from, not how it tokenises.
+_TOKENIZER_PATH_KEYS = ("name_or_path", "vocab_file", "merges_file", "tokenizer_file", "special_tokens_map_file",
+                        "added_tokens_file", "spm_file", "sp_model_file")
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """sha256 of how ``tokenizer`` turns text into ids: its class, its full serialisation (fast tokenizers: the
+    vocabulary, normaliser, pre-tokeniser, model and post-processor) or its vocabulary (slow ones), its special and
+    added tokens, and its init options (lower-casing, accent stripping, ...) other than file locations. Two
+    checkpoints with the same weights and different tokenizers never share cached embeddings."""
+    parts: list[Any] = [type(tokenizer).__name__]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        parts.append(backend.to_str())
+    else:
+        parts.append(sorted(tokenizer.get_vocab().items()))
+    parts.append(sorted((str(k), str(v)) for k, v in getattr(tokenizer, "added_tokens_encoder", {}).items()))
+    parts.append(str(getattr(tokenizer, "all_special_tokens", "")))
+    init = {k: v for k, v in getattr(tokenizer, "init_kwargs", {}).items() if k not in _TOKENIZER_PATH_KEYS}
+    parts.append(json.dumps(init, sort_keys=True, default=str))
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -427,4 +493,5 @@ def load_encoder(
         info["native_unavailable"] = reason
     return Encoder(model=model, tokenizer=tokenizer, spec=spec_s, path=model_dir, kind=kind, device=dev,
                    compute_dtype=cdtype, max_length=default_max, content_hash=content_hash(model_dir),
-                   native=native, info=info, dtype_policy="auto" if dtype == "auto" else "fixed")
+                   native=native, info=info, dtype_policy="auto" if dtype == "auto" else "fixed",
+                   tokenizer_hash=tokenizer_fingerprint(tokenizer))

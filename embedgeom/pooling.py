@@ -21,6 +21,9 @@ Pooling = Literal["mean", "cls", "max", "attention", "native"]
 POOLINGS: tuple[str, ...] = ("mean", "cls", "max", "attention")
 #: Also valid where a sentence-transformers checkpoint declares its own pooling.
 ALL_POOLINGS: tuple[str, ...] = (*POOLINGS, "native")
+#: Version of the pooling code, part of every embedding-cache key: bump it whenever a change here (or in how
+#: :mod:`embedgeom.encoding` feeds these functions) changes a vector, so no cached vector from older code is served.
+POOLING_VERSION = 1
 
 
 def _check(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -137,7 +137,7 @@ def test_bad_inputs(tiny_encoder):
     with pytest.raises(ValueError, match="at least one text"):
         eg.encode(tiny_encoder, [])
     with pytest.raises(ValueError, match="list of strings"):
-        eg.encode(tiny_encoder, "just one string")
+        eg.encode(tiny_encoder, 42)
     with pytest.raises(ValueError, match="index 1"):
         eg.encode(tiny_encoder, ["ok", 3])
     with pytest.raises(ValueError, match=r"tokenise to nothing \(first: 1"):
@@ -146,6 +146,13 @@ def test_bad_inputs(tiny_encoder):
         eg.encode(tiny_encoder, ["a"], poolings=("median",))
     with pytest.raises(ValueError, match="text_pairs"):
         eg.encode(tiny_encoder, ["a", "b"], text_pairs=["c"])
+
+
+def test_single_string_is_one_text(tiny_encoder):
+    one = eg.encode(tiny_encoder, "just one string", poolings=("mean",))
+    many = eg.encode(tiny_encoder, ["just one string", "and another"], poolings=("mean",))
+    assert one.n == 1 and one.get("mean").shape == (1, many.get("mean").shape[1])
+    np.testing.assert_allclose(one.get("mean")[0], many.get("mean")[0], rtol=1e-5, atol=1e-6)
 
 
 def test_cache_hit_miss_and_corruption(tiny_encoder, tmp_path, monkeypatch):
