@@ -22,8 +22,9 @@ import numpy as np
 from . import metrics as M
 from .data import TextSet, load_texts
 from .encoding import encode
-from .loading import Encoder, load_encoder
-from .pooling import POOLINGS
+from .loading import COMPUTE_DTYPES, Encoder, load_encoder, resolve_device
+from .options import check_bool, check_choice, check_confidence, check_groups, check_int, check_seed, parse_layers
+from .pooling import ALL_POOLINGS, POOLINGS
 from .probes import (
     ProbeScore,
     classification_probe,
@@ -39,6 +40,7 @@ from .protocols import (
     paper_classes,
 )
 from .results import AnalysisResult, ComparisonResult, array_key, reproducibility_card
+from .storage import unique_name
 
 #: Single-set metrics measured by default (every "set" metric of the registry).
 SET_METRICS: tuple[str, ...] = M.names("set")
@@ -79,16 +81,19 @@ def _as_tuple(v: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def _config(data: Any, poolings: Any, layers: Any, metrics: Any, **kw: Any) -> AnalyzeConfig:
+    """Validate every option (one clear error naming it) and freeze them into the recorded config."""
+    if not isinstance(data, (str, Sequence)) or not all(isinstance(d, str) for d in _as_tuple(data)):
+        raise ValueError(f"data: expected data specs as a comma-separated string or a list of strings, got "
+                         f"{data!r}. Pass e.g. 'glue:sst2,sample:wiki'.")
     data_t = _as_tuple(data)
     if not data_t:
         raise ValueError("data: expected at least one data spec (e.g. glue:sst2 or sample:wiki), got none.")
     pool_t = POOLINGS if poolings in ("all", None) else _as_tuple(poolings)
-    if isinstance(layers, str) and layers != "all":
-        layers = tuple(int(v) for v in layers.split(","))
-    elif isinstance(layers, int):
-        layers = (layers,)
-    elif not isinstance(layers, str):
-        layers = tuple(layers)
+    if not pool_t:
+        raise ValueError(f"poolings: expected names from {', '.join(ALL_POOLINGS)} or 'all', got none.")
+    for p in pool_t:
+        check_choice(p, "poolings", (*ALL_POOLINGS, "all"))
+    layers = parse_layers(layers)
     met_t = SET_METRICS if metrics is None else _as_tuple(metrics)
     for m in met_t:
         info = M.get_metric(m)
@@ -96,6 +101,19 @@ def _config(data: Any, poolings: Any, layers: Any, metrics: Any, **kw: Any) -> A
             raise ValueError(f"metrics: expected single-set metrics {SET_METRICS}, got {m!r} ({info.kind}; alignment "
                              "is computed from each task's positives and cross metrics by compare()).")
     get_protocol(kw.get("protocol", "default"))
+    kw["max_texts"] = check_int(kw.get("max_texts"), "max_texts", minimum=2, optional=True,
+                                fix="Omit it (--max-texts) to use every item.")
+    kw["seed"] = check_seed(kw.get("seed", 0))
+    kw["groups"] = check_groups(kw.get("groups", M.uncertainty.DEFAULT_GROUPS))
+    kw["confidence"] = check_confidence(kw.get("confidence", 0.95))
+    kw["batch_size"] = check_int(kw.get("batch_size"), "batch_size", minimum=1, optional=True,
+                                 fix="Omit it for the default (32 on CPU, 128 on GPU).")
+    kw["max_length"] = check_int(kw.get("max_length"), "max_length", minimum=2, optional=True,
+                                 fix="Omit it to use the model's limit.")
+    check_choice(kw.get("special_tokens", "include"), "special_tokens", ("include", "exclude"))
+    check_choice(kw.get("dtype", "auto"), "dtype", COMPUTE_DTYPES)
+    for flag in ("probes", "save_embeddings"):
+        check_bool(kw.get(flag, True), flag)
     return AnalyzeConfig(data=data_t, poolings=pool_t, layers=layers, metrics=met_t, **kw)
 
 
@@ -181,14 +199,6 @@ def _metric_rows(base: dict, x: np.ndarray, cfg: AnalyzeConfig, metric_opts: dic
     return rows
 
 
-def _unique_task_name(name: str, used: set[str]) -> str:
-    out, k = name, 2
-    while out in used:
-        out, k = f"{name}-{k}", k + 1
-    used.add(out)
-    return out
-
-
 def analyze(
     checkpoint: str | os.PathLike | Encoder,
     data: str | Sequence[str] = ("sample:wiki",),
@@ -233,6 +243,14 @@ def analyze(
                   cache=cache if isinstance(cache, bool) else str(cache),
                   glue_dir=None if glue_dir is None else str(glue_dir), save_embeddings=save_embeddings)
     proto = get_protocol(cfg.protocol)
+    if not isinstance(checkpoint, Encoder):
+        resolve_device(cfg.device)  # a bad --device fails before any data or model is read
+    text_sets = []
+    for spec in cfg.data:  # every data spec is read (and checked) before the model is loaded
+        _emit(progress, f"load {spec}", 0, 1)
+        text_sets.append(load_texts(spec, max_texts=cfg.max_texts or proto.max_texts, seed=cfg.seed,
+                                    glue_dir=cfg.glue_dir))
+        _emit(progress, f"load {spec}", 1, 1)
     enc = checkpoint if isinstance(checkpoint, Encoder) else load_encoder(checkpoint, device=cfg.device,
                                                                          dtype=cfg.dtype, max_length=cfg.max_length)
     pools = proto.poolings or cfg.poolings
@@ -244,10 +262,8 @@ def analyze(
     probe_rows: list[dict] = []
     tasks: dict[str, dict] = {}
     used: set[str] = set()
-    for spec in cfg.data:
-        _emit(progress, f"load {spec}", 0, 1)
-        ts = load_texts(spec, max_texts=cfg.max_texts or proto.max_texts, seed=cfg.seed, glue_dir=cfg.glue_dir)
-        task = _unique_task_name(ts.name, used)
+    for spec, ts in zip(cfg.data, text_sets, strict=True):
+        task = unique_name(ts.name, used)
         joined = proto.pair_text == "joined" and ts.pairs is not None
         if joined:
             assert ts.pairs is not None
@@ -385,6 +401,8 @@ def compare(
     between the two models' embeddings per (task, pooling, layer). With many rows, expect about 5% of
     intervals to exclude zero by chance at 95% confidence.
     """
+    groups, seed, confidence = check_groups(groups), check_seed(seed), check_confidence(confidence)
+    knn_k = check_int(knn_k, "knn_k", minimum=1, fix="Pass e.g. knn_k=10.")
     ra, rb = _resolve(a, analyze_kwargs), _resolve(b, analyze_kwargs)
     if ra.options.get("protocol") != rb.options.get("protocol"):
         raise ValueError(f"b: expected the same protocol as a ({ra.options.get('protocol')}), got "

@@ -180,7 +180,9 @@ def _analysis_kwargs(data: str, pooling: str, layer: str, max_texts: int | None,
                      device: str, dtype: str, batch_size: int | None, max_length: int | None,
                      special_tokens: SpecialTokens, glue_dir: Path | None, no_cache: bool, cache_dir: Path | None,
                      probes: bool, embeddings: bool, groups: int, confidence: float) -> dict[str, Any]:
-    layers: Any = "all" if layer.strip() == "all" else tuple(int(v) for v in layer.split(","))
+    from .options import parse_layers
+
+    layers = parse_layers(layer, "--layer")
     cache: Any = False if no_cache else (str(cache_dir) if cache_dir else True)
     return {"data": data, "poolings": pooling, "layers": layers, "max_texts": max_texts, "seed": seed,
             "protocol": protocol.value, "device": device, "dtype": dtype, "batch_size": batch_size,
@@ -252,7 +254,10 @@ def analyze(
     """
     with _guard():
         from .analysis import analyze as run
+        from .storage import check_writable
 
+        if out is not None:
+            check_writable(out)
         kw = _analysis_kwargs(data, pooling, layer, max_texts, seed, protocol, device, dtype, batch_size, max_length,
                               special_tokens, glue_dir, no_cache, cache_dir, probes, embeddings, groups, confidence)
         with _progress() as cb:
@@ -303,7 +308,10 @@ def compare(
             _fail(f"models: expected at least two checkpoints or analysis dirs, got {len(models)}.")
         from .analysis import compare as run
         from .results import AnalysisResult
+        from .storage import check_writable, safe_name, unique_name
 
+        if out is not None:
+            check_writable(out)
         kw = _analysis_kwargs(data, pooling, layer, max_texts, seed, protocol, device, dtype, batch_size, max_length,
                               special_tokens, glue_dir, no_cache, cache_dir, True, True, groups, confidence)
         results = []
@@ -318,9 +326,11 @@ def compare(
                     results.append(run_analyze(m, progress=cb, **kw))
             comparisons = [run(results[0], r, groups=groups, seed=seed, confidence=confidence, progress=cb)
                            for r in results[1:]]
+        used: set[str] = set()
         for cmp in comparisons:
             if out is not None:
-                target = out / f"{_slug(cmp.a)}-vs-{_slug(cmp.b)}"
+                stem = f"{safe_name(cmp.a, default='a')}-vs-{safe_name(cmp.b, default='b')}"
+                target = out / unique_name(stem, used)
                 cmp.save(target)
                 _err().print(f"saved to {target}")
             if fmt is Format.json:
@@ -330,10 +340,6 @@ def compare(
                 cmp.to_frame().to_csv(sys.stdout, index=False)
             else:
                 _print_comparison(cmp, significant)
-
-
-def _slug(s: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in s).strip("-")[:60] or "model"
 
 
 @app.command()
@@ -348,6 +354,9 @@ def report(
     with _guard():
         from .figures import build_report
         from .results import AnalysisResult, ComparisonResult
+        from .storage import check_writable
+
+        check_writable(out)
 
         analyses, comparisons = [], []
         for p in results:

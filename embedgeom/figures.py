@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .results import AnalysisResult, ComparisonResult, array_key
+from .storage import inside, safe_name, unique_name
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 MARKERS = {"mean": "o", "cls": "s", "max": "^", "attention": "D", "native": "P", "paper_attention": "v"}
@@ -401,7 +402,7 @@ def _save(fig: Any, out: Path, stem: str, formats: Sequence[str]) -> list[Path]:
     plt = _plt()
     paths = []
     for ext in formats:
-        path = out / f"{stem}.{ext}"
+        path = inside(out, f"{stem}.{ext}")
         fig.savefig(path, dpi=150 if ext == "png" else None)
         paths.append(path)
     plt.close(fig)
@@ -440,13 +441,15 @@ def build_report(results: Sequence[AnalysisResult], out: str | Path, *,
              "", "Intervals are 95% jackknife intervals over texts (see each result's `method`); n is the number of "
              "texts (positive pairs for alignment)."]
     sections.append((title, None, "\n".join(intro)))
+    used: set[str] = set()
     for task in tasks_of(results):
+        tstem = unique_name(safe_name(task, default="task"), used)  # task names come from data: never a path
         header, rows = summary_rows(results, task)
         card = next((r.tasks[task] for r in results if task in r.tasks), {})
         desc = (f"{card.get('description', '')}. {card.get('n_texts', '?')} texts; positives: "
                 f"{card.get('positive_rule')}.")
         sections.append((f"Task {task}", None, desc + "\n\n" + _table_md(rows, header)))
-        stem = f"{task}-eigenspectrum"
+        stem = f"{tstem}-eigenspectrum"
         pools = _poolings(results, task)
         plt = _plt()
         fig, axes = plt.subplots(1, len(pools), figsize=(4.2 * len(pools), 3.6), layout="constrained", squeeze=False)
@@ -455,19 +458,20 @@ def build_report(results: Sequence[AnalysisResult], out: str | Path, *,
         _save(fig, out, stem, formats)
         sections.append((f"{task}: eigenspectra (normalised, log-log)", f"{stem}.png", ""))
         for stem, fig, heading in (
-            (f"{task}-alignment-uniformity", alignment_uniformity_figure(results, task), "alignment vs uniformity"),
-            (f"{task}-effective-rank", metric_by_pooling_figure(results, task, "effective_rank"), "effective rank"),
-            (f"{task}-cosines", cosine_histogram_figure(results, task), "pairwise cosine similarity"),
+            (f"{tstem}-alignment-uniformity", alignment_uniformity_figure(results, task), "alignment vs uniformity"),
+            (f"{tstem}-effective-rank", metric_by_pooling_figure(results, task, "effective_rank"), "effective rank"),
+            (f"{tstem}-cosines", cosine_histogram_figure(results, task), "pairwise cosine similarity"),
         ):
             _save(fig, out, stem, formats)
             sections.append((f"{task}: {heading}", f"{stem}.png", ""))
         if any(len({int(r["layer"]) for r in res.metrics if r["task"] == task}) > 1 for res in results):
-            stem = f"{task}-layer-profile"
+            stem = f"{tstem}-layer-profile"
             _save(layer_profile_figure(results, task), out, stem, formats)
             sections.append((f"{task}: effective rank by layer", f"{stem}.png", ""))
         for cmp in comparisons:
             if any(r["task"] == task for r in cmp.differences):
-                stem = f"{task}-differences-{_slug(cmp.a)}-vs-{_slug(cmp.b)}"
+                stem = (f"{tstem}-differences-{safe_name(cmp.a, default='a')}-vs-"
+                        f"{safe_name(cmp.b, default='b')}")
                 _save(difference_figure(cmp, task), out, stem, formats)
                 top = max(int(r["layer"]) for r in cmp.differences if r["task"] == task)
                 sig = [r for r in cmp.differences if r["task"] == task and r["significant"] and r["pooling"] == "mean"
@@ -489,10 +493,6 @@ def build_report(results: Sequence[AnalysisResult], out: str | Path, *,
     (out / "index.md").write_text("\n".join(md))
     (out / "index.html").write_text(_html(sections, out, title))
     return out / "index.md"
-
-
-def _slug(s: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in s).strip("-")[:40] or "model"
 
 
 def _md_table_to_html(body: str) -> str:

@@ -1,12 +1,15 @@
 """Result objects of analyze() and compare(): tidy tables, arrays, a reproducibility card, JSON round trip.
 
-A saved analysis directory holds:
+A saved analysis directory is written atomically (:func:`embedgeom.storage.write_result_dir`) and holds:
 
 * ``result.json``: checkpoint card, task cards, options, reproducibility card, metric and probe rows;
 * ``metrics.csv`` (and ``metrics.parquet`` when pyarrow is installed): the tidy table of :meth:`to_frame`;
 * ``arrays.npz``: embeddings (unless saved without them), eigenspectra, cosine histograms, task structure
   (labels, pairs, positives) and per-item probe scores - everything compare() and report need, loaded
   without pickle.
+
+``result.json`` (``comparison.json`` for a comparison) lists the sha256 of every other file; ``load`` refuses a
+directory whose files do not match it, so a result is never read from files of two different runs.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import os
 import platform
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,10 +27,12 @@ from typing import Any
 import numpy as np
 
 from .cache import atomic_write_text
+from .storage import verify_files, write_result_dir
 
 ANALYSIS_FORMAT = "embedgeom-analysis"
 COMPARISON_FORMAT = "embedgeom-comparison"
-VERSION = 1
+#: 2: the manifest lists each file's sha256 (version-1 directories are still read, without that check).
+VERSION = 2
 _SEP = "|"
 
 
@@ -68,19 +72,41 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def _read_json(path: Path, fmt: str) -> dict[str, Any]:
+    what = "analyze" if fmt == ANALYSIS_FORMAT else "compare"
     if not path.is_file():
-        raise FileNotFoundError(f"result: {path} does not exist; expected a directory written by "
-                                f"{'analyze' if fmt == ANALYSIS_FORMAT else 'compare'} --out.")
+        raise FileNotFoundError(f"result: {path} does not exist; expected a directory written by {what} --out.")
     try:
-        data = json.loads(path.read_text())
-    except ValueError as err:
-        raise ValueError(f"result: {path} is not valid JSON ({err}).") from None
-    if data.get("format") != fmt:
-        raise ValueError(f"result: {path} is a {data.get('format')!r} file, expected {fmt!r}.")
-    if int(data.get("version", 0)) > VERSION:
-        raise ValueError(f"result: {path} has format version {data['version']}; this embedgeom reads up to "
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"result: {path} is not valid JSON ({err}). Re-run {what} --out to rewrite it.") from None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        got = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"result: {path} is a {got!r} file, expected {fmt!r}. Point at a directory written by "
+                         f"{what} --out.")
+    try:
+        version = int(data.get("version", 0))
+    except (TypeError, ValueError):
+        raise ValueError(f"result: {path} has an unreadable format version {data.get('version')!r}. Re-run {what} "
+                         "--out.") from None
+    if version > VERSION:
+        raise ValueError(f"result: {path} has format version {version}; this embedgeom reads up to "
                          f"{VERSION}. Upgrade embedgeom.")
+    files = data.get("files")
+    if files is not None and not isinstance(files, dict):
+        raise ValueError(f"result: {path} has a malformed 'files' entry. Re-run {what} --out.")
+    verify_files(path.parent, path.name, files)
     return data
+
+
+def _field(data: dict[str, Any], key: str, kind: type, path: Path) -> Any:
+    """A required manifest entry of the expected JSON type, or one clear error naming the file."""
+    if key not in data:
+        raise ValueError(f"result: {path} has no {key!r} entry (malformed or truncated). Re-run the command that "
+                         "wrote it.")
+    if not isinstance(data[key], kind):
+        raise ValueError(f"result: {path}: expected {key!r} to be a {kind.__name__}, got "
+                         f"{type(data[key]).__name__}. Re-run the command that wrote it.")
+    return data[key]
 
 
 def _save_table(frame: Any, directory: Path, stem: str) -> None:
@@ -159,30 +185,36 @@ class AnalysisResult:
 
     # --- persistence ----------------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike, *, embeddings: bool = True) -> Path:
-        """Write result.json, metrics.csv(/.parquet) and arrays.npz to ``directory`` (created if needed)."""
-        d = Path(directory).expanduser()
-        d.mkdir(parents=True, exist_ok=True)
+        """Write result.json, metrics.csv(/.parquet) and arrays.npz to ``directory``, atomically (see
+        :mod:`embedgeom.storage`): an earlier result there is replaced whole; a directory holding other files is
+        refused."""
         arrays = {k: v for k, v in self.arrays.items() if embeddings or not k.startswith("emb" + _SEP)}
-        tmp = d / f".arrays.{uuid.uuid4().hex}.tmp.npz"
-        np.savez(tmp, **arrays)
-        os.replace(tmp, d / "arrays.npz")
-        _save_table(self.to_frame(), d, "metrics")
-        _write_json(d / "result.json", {"format": ANALYSIS_FORMAT, "version": VERSION, "name": self.name,
-                                        "checkpoint": self.checkpoint, "tasks": self.tasks,
-                                        "options": self.options, "card": self.card, "metrics": self.metrics,
-                                        "probes": self.probes, "embeddings_saved": embeddings})
-        return d
+
+        def write(tmp: Path) -> dict[str, Any]:
+            np.savez(tmp / "arrays.npz", **arrays)
+            _save_table(self.to_frame(), tmp, "metrics")
+            return {"format": ANALYSIS_FORMAT, "version": VERSION, "name": self.name, "checkpoint": self.checkpoint,
+                    "tasks": self.tasks, "options": self.options, "card": self.card, "metrics": self.metrics,
+                    "probes": self.probes, "embeddings_saved": embeddings}
+
+        return write_result_dir(directory, "result.json", write, _write_json)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> AnalysisResult:
         d = Path(directory).expanduser()
-        data = _read_json(d / "result.json", ANALYSIS_FORMAT)
+        path = d / "result.json"
+        data = _read_json(path, ANALYSIS_FORMAT)
         arrays: dict[str, np.ndarray] = {}
         if (d / "arrays.npz").is_file():
-            with np.load(d / "arrays.npz", allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        return cls(data["checkpoint"], data["tasks"], data["options"], data["metrics"], data["probes"], arrays,
-                   data.get("card", {}), data.get("name", ""))
+            try:
+                with np.load(d / "arrays.npz", allow_pickle=False) as npz:
+                    arrays = {k: npz[k] for k in npz.files}
+            except Exception as err:  # a damaged archive: name it
+                raise ValueError(f"result: {d / 'arrays.npz'} is unreadable ({type(err).__name__}: {err}). Re-run "
+                                 "analyze --out.") from None
+        return cls(_field(data, "checkpoint", dict, path), _field(data, "tasks", dict, path),
+                   _field(data, "options", dict, path), _field(data, "metrics", list, path),
+                   _field(data, "probes", list, path), arrays, data.get("card") or {}, str(data.get("name") or ""))
 
 
 @dataclass
@@ -211,18 +243,19 @@ class ComparisonResult:
         return pd.DataFrame([{"a": self.a, "b": self.b, **r} for r in rows])
 
     def save(self, directory: str | os.PathLike) -> Path:
-        d = Path(directory).expanduser()
-        d.mkdir(parents=True, exist_ok=True)
-        _save_table(self.to_frame("differences"), d, "differences")
-        _save_table(self.to_frame("similarity"), d, "similarity")
-        _write_json(d / "comparison.json", {"format": COMPARISON_FORMAT, "version": VERSION, "a": self.a,
-                                            "b": self.b, "options": self.options, "cards": self.cards,
-                                            "differences": self.differences, "similarity": self.similarity})
-        return d
+        """Write comparison.json, differences.csv and similarity.csv to ``directory``, atomically."""
+        def write(tmp: Path) -> dict[str, Any]:
+            _save_table(self.to_frame("differences"), tmp, "differences")
+            _save_table(self.to_frame("similarity"), tmp, "similarity")
+            return {"format": COMPARISON_FORMAT, "version": VERSION, "a": self.a, "b": self.b, "options": self.options,
+                    "cards": self.cards, "differences": self.differences, "similarity": self.similarity}
+
+        return write_result_dir(directory, "comparison.json", write, _write_json)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> ComparisonResult:
-        d = Path(directory).expanduser()
-        data = _read_json(d / "comparison.json", COMPARISON_FORMAT)
-        return cls(data["a"], data["b"], data["differences"], data["similarity"], data["options"],
-                   data.get("cards", {}))
+        path = Path(directory).expanduser() / "comparison.json"
+        data = _read_json(path, COMPARISON_FORMAT)
+        return cls(str(_field(data, "a", str, path)), str(_field(data, "b", str, path)),
+                   _field(data, "differences", list, path), _field(data, "similarity", list, path),
+                   _field(data, "options", dict, path), data.get("cards") or {})
