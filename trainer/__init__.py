@@ -14,16 +14,18 @@ import os
 from collections.abc import Callable, Sequence
 
 from .config import OBJECTIVES, PRESETS, TrainerConfig, preset_config, resolve_config, valid_keys
-from .errors import CheckpointWriteError, TrainerError, TrainingDiverged
+from .errors import CheckpointWriteError, PartialRunWarning, TrainerError, TrainerWarning, TrainingDiverged
 from .summary import TrainSummary
 
 __all__ = [
     "OBJECTIVES",
     "PRESETS",
     "CheckpointWriteError",
+    "PartialRunWarning",
     "TrainSummary",
     "TrainerConfig",
     "TrainerError",
+    "TrainerWarning",
     "TrainingDiverged",
     "preset_config",
     "resolve_config",

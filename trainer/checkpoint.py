@@ -10,9 +10,17 @@ Layout of ``OUT``::
         config.json                BertForMaskedLM, "attn_implementation": "sdpa"
         model.safetensors          encoder + MLM head + (untrained) pooler
         tokenizer.json, tokenizer_config.json, vocab.txt, ...
-        trainer_config.json        the resolved TrainerConfig, "format": "embedgeom-trainer-checkpoint"
+        trainer_config.json        the resolved TrainerConfig, "format": "embedgeom-trainer-checkpoint", corpus + digest
         trainer_state.safetensors  optimizer moments, teacher, predictor, balance (tensors only)
         trainer_state.json         step, tokens seen, data position, schedule values, RNG seed, replica check
+
+What counts as what in ``OUT`` (:func:`inspect_out`): a *run* has a trainer ``run.json`` and at least one
+complete checkpoint (the one ``run.json`` names, else the newest complete ``checkpoints/step-*``); a *partial*
+run is one that stopped before its first checkpoint — a trainer ``run.json`` naming no checkpoint, or (killed
+before ``run.json`` was written) nothing but ``tokenizer/``, the trainer's log files and checkpoint temporaries.
+A partial run has nothing to lose and may be overwritten (:func:`clear_partial_run` deletes only the paths above,
+never anything else). A run.json naming a checkpoint that is gone, or checkpoints without a run.json, is *broken*;
+any other non-empty directory is *foreign*; neither is ever written into.
 
 Nothing is pickled: tensors go to safetensors, everything else to JSON. A checkpoint is written into
 ``checkpoints/.tmp-step-…`` and renamed when complete; ``run.json`` is then replaced atomically; only then are
@@ -27,6 +35,7 @@ import json
 import os
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +51,10 @@ MODEL_FILE = "model.safetensors"
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
 CONFIG_JSON = "trainer_config.json"
+RUN_JSON = "run.json"
+TOKENIZER_DIR = "tokenizer"
+LOGS_DIR = "logs"
+LOG_ENTRIES = ("train.jsonl", "train.csv", "eval.jsonl", "tensorboard")
 
 
 def checkpoint_name(step: int) -> str:
@@ -232,3 +245,93 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: Mapping[str,
         restored = {k: (tuple(v) if k == "betas" else v) for k, v in g_saved.items()}
         groups.append({**restored, "params": ids})
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+# -- what an --out directory holds ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OutState:
+    """What :func:`inspect_out` found. ``kind``: ``new`` (missing or empty), ``run`` (a run with a complete
+    checkpoint, ``checkpoint``), ``partial`` (a run that stopped before its first checkpoint), ``broken`` (a run
+    whose checkpoint is gone) or ``foreign`` (files the trainer did not write); ``detail`` says what was seen."""
+
+    kind: str
+    checkpoint: Path | None = None
+    detail: str = ""
+
+
+def _own_temporary(name: str) -> bool:
+    """Top-level files the trainer writes for a moment (write probe, atomic run.json)."""
+    return name.startswith(".write-test-") or (name.startswith(f".{RUN_JSON}.") and name.endswith(".tmp"))
+
+
+def _checkpoint_leftover(name: str) -> bool:
+    """Entries of ``checkpoints/`` a killed checkpoint write leaves behind (never a complete checkpoint)."""
+    return name.startswith((".tmp-step-", ".old-step-"))
+
+
+def _foreign_entries(out_dir: Path) -> list[str]:
+    """Paths under ``out_dir`` (relative) that a trainer run does not write."""
+    foreign = []
+    for p in sorted(out_dir.iterdir()):
+        name = p.name
+        if _own_temporary(name) or name == RUN_JSON or (name == TOKENIZER_DIR and p.is_dir()):
+            continue
+        if name == LOGS_DIR and p.is_dir():
+            foreign += [f"{name}/{q.name}" for q in sorted(p.iterdir()) if q.name not in LOG_ENTRIES]
+        elif name == CHECKPOINT_DIR and p.is_dir():
+            foreign += [f"{name}/{q.name}" for q in sorted(p.iterdir()) if not _checkpoint_leftover(q.name)]
+        else:
+            foreign.append(name)
+    return foreign
+
+
+def _quote_some(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def inspect_out(out_dir: Path) -> OutState:
+    """Classify ``out_dir`` for a fresh start or a resumption (see the module docstring); raises
+    :class:`TrainerError` for an unreadable ``run.json`` or one the trainer did not write."""
+    if not out_dir.is_dir():
+        return OutState("new", detail="no such directory")
+    entries = [p.name for p in out_dir.iterdir() if not _own_temporary(p.name)]
+    if not entries:
+        return OutState("new", detail="an empty directory")
+    run = read_run_json(out_dir)
+    complete = list_checkpoints(out_dir)
+    if run is not None:
+        ckpt = latest_checkpoint(out_dir) or (complete[-1] if complete else None)
+        if ckpt is not None:
+            return OutState("run", ckpt, f"checkpoint {ckpt.relative_to(out_dir).as_posix()}")
+        if run.get("latest"):
+            return OutState("broken", detail=f"whose run.json names {run['latest']}, which is missing or incomplete")
+        return OutState("partial", detail="run.json names no checkpoint yet")
+    if complete:
+        return OutState("broken", detail=f"which holds {_quote_some([p.name for p in complete])} but no run.json")
+    foreign = _foreign_entries(out_dir)
+    if foreign or TOKENIZER_DIR not in entries:
+        return OutState("foreign", detail=f"which holds {_quote_some(foreign or entries)} (no run.json)")
+    return OutState("partial", detail="no run.json yet, only the trainer's tokenizer/logs")
+
+
+def clear_partial_run(out_dir: Path) -> None:
+    """Delete what a run that stopped before its first checkpoint wrote: ``run.json``, ``tokenizer/``, the log
+    files, checkpoint temporaries. Only for an ``OutState`` of kind ``partial``; nothing else is touched."""
+    for name in (RUN_JSON, *(p.name for p in out_dir.iterdir() if _own_temporary(p.name))):
+        (out_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(out_dir / TOKENIZER_DIR, ignore_errors=True)
+    for sub, owned in ((LOGS_DIR, lambda n: n in LOG_ENTRIES), (CHECKPOINT_DIR, _checkpoint_leftover)):
+        d = out_dir / sub
+        if not d.is_dir():
+            continue
+        for p in d.iterdir():
+            if not owned(p.name):
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink()
+        if not any(d.iterdir()):
+            d.rmdir()

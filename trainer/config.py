@@ -198,7 +198,7 @@ class TrainerConfig:
         """Inverse of :meth:`to_dict`; unknown sections/keys raise :class:`TrainerError`."""
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
-            if key in ("format", "version", "corpus"):
+            if key in ("format", "version", "corpus", "corpus_digest"):
                 continue
             if key not in _SECTIONS and key != "preset":
                 raise fail("trainer config", f"keys from {sorted((*_SECTIONS, 'preset'))}", repr(key),

@@ -8,8 +8,12 @@
 * ``hf:NAME[:CONFIG]`` — a Hugging Face ``datasets`` dataset, split ``train``, streamed (needs the hub: offline
   it fails with a clear error). ``data.max_documents`` caps how many documents are read.
 
-A :class:`Corpus` carries a content digest: sha256 of the file bytes (local files), of the documents (samples),
-or of the spec, config and document cap (``hf:``, whose content cannot be hashed before streaming it).
+A :class:`Corpus` carries a content digest, which is what identifies the corpus of a run (``--resume`` compares
+it, not the spelling of the path): sha256 of the file bytes plus format, text field and document cap (local
+files: a relative path, an absolute path or a symlink to the same bytes give the same digest; any edit changes
+it), of the documents (samples), or of the dataset name, config, text field and document cap (``hf:``, whose
+content cannot be hashed before streaming it — so a dataset re-published on the hub under the same name and
+config is not detected; pin a local copy when that matters).
 """
 
 from __future__ import annotations
@@ -171,5 +175,11 @@ def _hf_corpus(spec: str, text_field: str, cap: int | None) -> Corpus:
             if text.strip():
                 yield text
 
-    digest = hashlib.sha256(f"{spec}|{text_field}|{cap}".encode()).hexdigest()
-    return Corpus(spec, digest, documents)
+    return Corpus(spec, hf_digest(name, config, text_field, cap), documents)
+
+
+def hf_digest(name: str, config: str | None, text_field: str, cap: int | None) -> str:
+    """The identity of an ``hf:`` corpus: its canonical spec (``hf:NAME`` or ``hf:NAME:CONFIG``, so ``hf:x:`` is
+    ``hf:x``), text field and document cap — not its content, which is only known after streaming it."""
+    canonical = f"hf:{name}:{config}" if config else f"hf:{name}"
+    return hashlib.sha256(f"{canonical}|{text_field}|{cap}".encode()).hexdigest()

@@ -1,4 +1,5 @@
-"""The trainer's one exception type: bad input or an unrecoverable training state, in one clear line."""
+"""The trainer's one exception type (bad input or an unrecoverable training state, in one clear line) and its
+warning categories (the library never prints: what the user should know but that needs no action is a warning)."""
 
 from __future__ import annotations
 
@@ -31,3 +32,13 @@ class CheckpointWriteError(TrainerError):
     def __init__(self, message: str, *, previous: Path | None):
         super().__init__(message)
         self.previous = previous
+
+
+class TrainerWarning(UserWarning):
+    """Base category of the trainer's warnings (``warnings.simplefilter("error", trainer.TrainerWarning)`` turns
+    them all into errors)."""
+
+
+class PartialRunWarning(TrainerWarning):
+    """``--out`` held a run that stopped before its first checkpoint: having nothing to resume, it was overwritten
+    (or, under ``--resume``, started again from step 0)."""

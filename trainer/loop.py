@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,10 @@ from .checkpoint import (
     CHECKPOINT_DIR,
     FORMAT_VERSION,
     STATE_FORMAT,
+    TOKENIZER_DIR,
+    clear_partial_run,
     hf_config_dict,
+    inspect_out,
     latest_checkpoint,
     prune_checkpoints,
     read_checkpoint,
@@ -41,16 +45,15 @@ from .config import (
     predictor_width,
     resolve_config,
 )
-from .data import PackedData, RowSampler, check_sizes, holdout_every, prepare_data
+from .data import PackedData, RowSampler, check_sizes, data_key, holdout_every, prepare_data
 from .distributed import DistInfo, barrier, init_from_env, shutdown
 from .engine import Engine
-from .errors import TrainerError, TrainingDiverged, fail
+from .errors import PartialRunWarning, TrainerError, TrainerWarning, TrainingDiverged, fail
 from .logs import TRAIN_COLUMNS_HYBRID, TRAIN_COLUMNS_MLM, RunLog
 from .model import bert_config
 from .summary import TrainSummary
 from .tokenizer import SpecialIds, encoder_for, load_tokenizer, save_tokenizer, special_ids, tokenizer_digest
 
-TOKENIZER_DIR = "tokenizer"
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -94,25 +97,48 @@ def engine_from_config(config: TrainerConfig, special: SpecialIds, *, device: to
 
 # -- run directory ----------------------------------------------------------------------------------------------
 
-def _prepare_out(out: Path, *, resume: bool, is_main: bool) -> Path | None:
-    """Check ``out`` for a fresh run or a resumption; returns the checkpoint to resume from (or None)."""
+def _prepare_out(out: Path, *, resume: bool, dist: DistInfo) -> Path | None:
+    """Check ``out`` for a fresh run or a resumption; returns the checkpoint to resume from (or None).
+
+    A run that stopped before its first checkpoint has nothing to lose: it is overwritten, with a
+    :class:`PartialRunWarning`, with or without ``resume``. A directory holding files the trainer did not write is
+    refused either way, and nothing in it is deleted."""
     if out.exists() and not out.is_dir():
         raise fail("out", "a directory", f"{str(out)!r}, which is a file", "Choose another --out.")
-    run = read_run_json(out) if out.is_dir() else None
-    if resume:
-        ckpt = latest_checkpoint(out) if run else None
-        if ckpt is None:
+    state = inspect_out(out)
+    barrier(dist)  # every rank has looked before rank 0 changes anything
+    name = "resume" if resume else "out"
+    if state.kind == "broken":
+        raise fail(name, "a run directory with an intact checkpoint", f"{str(out)!r}, {state.detail}",
+                   "Restore the checkpoint (or run.json), or start a new run in another --out.")
+    if state.kind == "foreign":
+        if resume:
             raise fail("resume", "an --out holding a run with at least one checkpoint",
-                       f"{str(out)!r} ({'no run.json' if run is None else 'no complete checkpoint yet'})",
-                       "Start it without --resume, or point --out at the run to continue.")
-        if is_main:  # half-written checkpoints of the killed process
+                       f"{str(out)!r}, {state.detail}", "Point --out at the run to continue.")
+        raise fail("out", "a new or empty directory (or a trainer run)", f"{str(out)!r}, {state.detail}",
+                   "Choose another --out (the trainer never deletes files it did not write).")
+    if state.kind == "run":
+        if not resume:
+            raise fail("out", "a new or empty directory", f"{str(out)!r}, which already holds a run (run.json, "
+                       f"{state.detail})", "Pass --resume to continue it, or choose another --out.")
+        if dist.is_main:  # half-written checkpoints of the killed process
             for stale in (out / CHECKPOINT_DIR).glob(".tmp-step-*"):
                 shutil.rmtree(stale, ignore_errors=True)
-        return ckpt
-    if run is not None:
-        raise fail("out", "a new or empty directory", f"{str(out)!r}, which already holds a run (run.json)",
-                   "Pass --resume to continue it, or choose another --out.")
-    if is_main:
+        return state.checkpoint
+    if state.kind == "new" and resume:
+        raise fail("resume", "an --out holding a run with at least one checkpoint", f"{str(out)!r} ({state.detail})",
+                   "Point --out at the run to continue, or start it without --resume.")
+    if state.kind == "partial" and dist.is_main:
+        if resume:
+            warnings.warn(f"resume: {str(out)!r} holds a run that stopped before its first checkpoint "
+                          f"({state.detail}), so there is nothing to resume; starting it again from step 0.",
+                          PartialRunWarning, stacklevel=5)
+        else:
+            warnings.warn(f"out: {str(out)!r} holds a run that stopped before its first checkpoint "
+                          f"({state.detail}); it has nothing to lose, so a new run replaces it.",
+                          PartialRunWarning, stacklevel=5)
+        clear_partial_run(out)
+    if dist.is_main:
         try:
             out.mkdir(parents=True, exist_ok=True)
             probe = out / f".write-test-{os.getpid()}"
@@ -234,7 +260,10 @@ def run(objective: str, preset: str, corpus: str | os.PathLike, out: str | os.Pa
     into the run directory ``out`` (see :mod:`trainer.checkpoint` for its layout).
 
     ``overrides`` are ``"section.field=value"`` strings; ``steps`` overrides ``train.steps``; ``resume``
-    continues the newest checkpoint in ``out`` (the config must match, apart from logging/checkpoint cadence);
+    continues the newest checkpoint in ``out`` (the config must match, apart from logging/checkpoint cadence, and
+    the corpus content must be the same — its digest, however its path is spelled); a run in ``out`` that stopped
+    before its first checkpoint is replaced by a new one, with or without ``resume``, with a
+    :class:`trainer.PartialRunWarning`;
     ``progress`` is called on rank 0 with every logged row. Raises :class:`TrainerError` on bad input.
     Under torchrun (``WORLD_SIZE`` > 1) joins the process group and trains with DDP; rank 0 writes.
     """
@@ -257,19 +286,51 @@ def run(objective: str, preset: str, corpus: str | os.PathLike, out: str | os.Pa
         shutdown(info)
 
 
-def _resume_state(ckpt: Path, config: TrainerConfig, spec: str, out: Path, dist: DistInfo) -> tuple:
-    """Read the checkpoint to resume and refuse it when the config that changes the numbers differs."""
+def _short(digest: str) -> str:
+    return digest[:12]
+
+
+def _resume_state(ckpt: Path, config: TrainerConfig, corpus: Any, out: Path, dist: DistInfo) -> tuple:
+    """Read the checkpoint to resume and refuse it when the corpus content or the config that changes the numbers
+    differs. The corpus is identified by its content digest (:attr:`trainer.corpus.Corpus.digest`), not by how
+    its path is spelled."""
     state = read_checkpoint(ckpt)
-    diffs = config_differences(TrainerConfig.from_dict(state[1]), config)
-    if state[1].get("corpus") != spec:
-        diffs.insert(0, f"corpus: {state[1].get('corpus')!r} -> {spec!r}")
+    saved = state[1]
+    diffs = config_differences(TrainerConfig.from_dict(saved), config)
     saved_world = state[3].get("world_size", 1)
     if saved_world != dist.world_size:
         diffs.append(f"world_size: {saved_world} -> {dist.world_size}")
+    old = saved.get("corpus_digest")
+    if old is not None and old != corpus.digest:
+        if not diffs:
+            raise fail("corpus", f"the corpus {str(out)!r} was trained on (sha256 {_short(old)}..., given as "
+                       f"{saved.get('corpus')!r})", f"{corpus.spec!r} with sha256 {_short(corpus.digest)}... "
+                       "(its content differs)", "Restore the original corpus to resume, or start a new run in "
+                       "another --out.")
+        diffs.insert(0, f"corpus sha256: {_short(old)}... -> {_short(corpus.digest)}...")
     if diffs:
         raise TrainerError(f"resume: {out} was trained with a different config ({'; '.join(diffs)}). Resume with "
                            "the original settings, or start a new --out.")
     return state
+
+
+def _check_legacy_corpus(out: Path, config: TrainerConfig, corpus: Any, tokenizer: Any) -> None:
+    """A checkpoint written before corpus digests were saved: compare the packed-data cache key recorded in
+    run.json (it covers the corpus digest) with the current corpus's, or warn that the content is unverified."""
+    d = config.data
+    cache = ((read_run_json(out) or {}).get("data") or {}).get("cache")
+    if not cache:
+        warnings.warn(f"resume: the checkpoint in {str(out)!r} records no corpus digest, so the content of "
+                      f"{corpus.spec!r} cannot be checked against the run's; make sure it is unchanged.",
+                      TrainerWarning, stacklevel=5)
+        return
+    key = data_key(corpus_digest=corpus.digest, tokenizer_digest=tokenizer_digest(tokenizer), seq_len=d.seq_len,
+                   holdout=d.holdout, min_piece=d.min_piece)
+    if Path(cache).name != key:
+        raise fail("corpus", f"the corpus {str(out)!r} was trained on (packed-data key {Path(cache).name}, which "
+                   "covers its sha256)", f"{corpus.spec!r} with sha256 {_short(corpus.digest)}... (key {key}: "
+                   "its content differs)", "Restore the original corpus to resume, or start a new run in another "
+                   "--out.")
 
 
 def _run(config: TrainerConfig, corpus_spec: str | os.PathLike, out: Path, *, resume: bool, device: torch.device,
@@ -278,14 +339,16 @@ def _run(config: TrainerConfig, corpus_spec: str | os.PathLike, out: Path, *, re
 
     t, d = config.train, config.data
     spec = os.fspath(corpus_spec) if isinstance(corpus_spec, os.PathLike) else corpus_spec
-    resume_from = _prepare_out(out, resume=resume, is_main=dist.is_main)
-    ckpt_state = _resume_state(resume_from, config, spec, out, dist) if resume_from is not None else None
+    resume_from = _prepare_out(out, resume=resume, dist=dist)
     corpus = open_corpus(spec, text_field=d.text_field, max_documents=d.max_documents)
+    ckpt_state = _resume_state(resume_from, config, corpus, out, dist) if resume_from is not None else None
     if resume_from is None and next(iter(corpus.documents()), None) is None:
         raise fail("corpus", f"at least {t.batch_size * (d.seq_len - 2):,} training tokens (one batch of "
                    f"train.batch_size {t.batch_size} rows x {d.seq_len - 2} tokens) plus held-out text",
                    f"{spec!r} with 0 tokens in 0 documents", "Check the corpus is not empty.")
     tokenizer = _setup_tokenizer(config, corpus, out, resume=resume_from is not None, dist=dist)
+    if ckpt_state is not None and "corpus_digest" not in ckpt_state[1]:
+        _check_legacy_corpus(out, config, corpus, tokenizer)
     special = special_ids(tokenizer)
     data = prepare_data(corpus.documents, encoder_for(tokenizer), _cache_dir(config), corpus_spec=spec,
                         corpus_digest=corpus.digest, tokenizer_digest=tokenizer_digest(tokenizer),
@@ -293,9 +356,9 @@ def _run(config: TrainerConfig, corpus_spec: str | os.PathLike, out: Path, *, re
                         vocab_size=special.vocab_size, holdout=d.holdout, min_piece=d.min_piece)
     check_sizes(data, corpus=spec, batch_size=t.batch_size, seq_len=d.seq_len)
     engine = engine_from_config(config, special, device=device, dist=dist)
-    session = _Session(config, spec, out, data, engine, dist, progress)
+    session = _Session(config, spec, corpus.digest, out, data, engine, dist, progress)
     if ckpt_state is not None:
-        session.restore(ckpt_state)
+        session.restore(ckpt_state, resume_from)
     session.write_run_json(device, fresh=ckpt_state is None)
     return session.train(t_start, device)
 
@@ -303,9 +366,11 @@ def _run(config: TrainerConfig, corpus_spec: str | os.PathLike, out: Path, *, re
 class _Session:
     """The state of one ``run`` call: counters, logs, evaluation, checkpoints and the loop."""
 
-    def __init__(self, config: TrainerConfig, spec: str, out: Path, data: PackedData, engine: Engine,
-                 dist: DistInfo, progress: Callable[[dict], None] | None):
+    def __init__(self, config: TrainerConfig, spec: str, corpus_digest: str, out: Path, data: PackedData,
+                 engine: Engine, dist: DistInfo, progress: Callable[[dict], None] | None):
         self.config, self.t, self.spec, self.out = config, config.train, spec, out
+        self.corpus_digest = corpus_digest
+        self.resumed_from: Path | None = None
         self.data, self.engine, self.dist, self.progress = data, engine, dist, progress
         self.sampler = RowSampler(data.train.rows, global_batch=self.t.batch_size, seed=self.t.seed)
         self.start_step, self.tokens_seen, self.seconds_before = 0, 0, 0.0
@@ -314,13 +379,15 @@ class _Session:
         self.latest_eval: dict[str, Any] = {}
         self.geometry: dict[str, Any] = {}
         self.eval_batches = _eval_batches(data, engine, self.t.eval_batches, dist)
-        self.trainer_config = {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, **config.to_dict(), "corpus": spec}
+        self.trainer_config = {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, **config.to_dict(), "corpus": spec,
+                               "corpus_digest": corpus_digest}
         self.hf_config = hf_config_dict(engine.student.mlm.config)
         self.log: RunLog | None = None
         self.t_loop = time.perf_counter()
 
-    def restore(self, state: tuple) -> None:
+    def restore(self, state: tuple, checkpoint: Path) -> None:
         model_state, _, tensors, meta = state
+        self.resumed_from = checkpoint
         self.engine.load_state(model_state, tensors, meta["optimizer"])
         self.start_step, self.tokens_seen = int(meta["step"]), int(meta["tokens_seen"])
         self.seconds_before = float(meta.get("train_seconds", 0.0))
@@ -334,9 +401,12 @@ class _Session:
             return
         self.log = RunLog(self.out, columns, resume_step=None if fresh else self.start_step)
         data = self.data
+        latest = (self.resumed_from.relative_to(self.out).as_posix() if self.resumed_from is not None
+                  else (read_run_json(self.out) or {}).get("latest"))
         update_run_json(self.out, {
-            "latest": (read_run_json(self.out) or {}).get("latest"), "objective": self.config.objective.name,
-            "preset": self.config.preset, "corpus": self.spec, "total_steps": self.t.steps,
+            "latest": latest, "objective": self.config.objective.name,
+            "preset": self.config.preset, "corpus": self.spec, "corpus_digest": self.corpus_digest,
+            "total_steps": self.t.steps,
             "world_size": self.dist.world_size, "device": device.type, "precision": self.engine.precision,
             "tokenizer": TOKENIZER_DIR,
             "logs": {"train": "logs/train.jsonl", "train_csv": "logs/train.csv", "eval": "logs/eval.jsonl"},
@@ -420,7 +490,7 @@ class _Session:
             self.evaluate(0, True)
         since = (time.perf_counter(), self.tokens_seen)
         tokens_start = self.tokens_seen
-        final_ckpt = latest_checkpoint(self.out) if self.resumed else None
+        final_ckpt = self.resumed_from
         geo_every = t.geometry_every or t.eval_every
         try:
             for step in range(self.start_step, t.steps):

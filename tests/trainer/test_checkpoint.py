@@ -68,6 +68,10 @@ def test_trainer_files_are_json_and_safetensors_only(run_dir):
     latest = run_dir / "checkpoints" / "step-0000004"
     cfg = json.loads((latest / "trainer_config.json").read_text())
     assert cfg["format"] == CONFIG_FORMAT and cfg["corpus"].endswith("toy.jsonl")
+    from trainer.corpus import open_corpus
+
+    digest = open_corpus(cfg["corpus"]).digest  # the corpus's identity on resume: its content, not its path
+    assert cfg["corpus_digest"] == digest == json.loads((run_dir / "run.json").read_text())["corpus_digest"]
     assert TrainerConfig.from_dict(cfg).objective.name == "hybrid"
     state = json.loads((latest / "trainer_state.json").read_text())
     assert state["format"] == "embedgeom-trainer-state" and state["step"] == 4

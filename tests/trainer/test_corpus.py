@@ -74,3 +74,23 @@ def test_hf_offline_is_a_clear_error(monkeypatch):
 def test_bad_specs(spec, match):
     with pytest.raises(TrainerError, match=match):
         open_corpus(spec)
+
+
+def test_same_file_by_any_path_has_one_digest_and_hf_specs_are_canonical(tmp_path, monkeypatch):
+    import hashlib
+
+    from trainer.corpus import hf_digest
+
+    p = tmp_path / "c.jsonl"
+    p.write_text(json.dumps({"text": "alpha"}) + "\n")
+    (tmp_path / "link.jsonl").symlink_to(p)
+    monkeypatch.chdir(tmp_path)
+    digests = {open_corpus(s).digest for s in (p, str(p), "c.jsonl", "./c.jsonl", "link.jsonl", f"../{tmp_path.name}"
+                                               "/c.jsonl")}
+    assert len(digests) == 1
+    assert open_corpus(p, max_documents=1).digest not in digests  # the cap is part of what was trained on
+    # hf: identity is the canonical spec, text field and cap (unchanged for canonical specs: caches stay valid)
+    assert hf_digest("org/set", None, "text", None) == hashlib.sha256(b"hf:org/set|text|None").hexdigest()
+    assert hf_digest("org/set", "", "text", None) == hf_digest("org/set", None, "text", None)
+    assert hf_digest("org/set", "en", "text", 100) == hashlib.sha256(b"hf:org/set:en|text|100").hexdigest()
+    assert len({hf_digest("org/set", c, f, n) for c in (None, "en") for f in ("text", "body") for n in (None, 5)}) == 8

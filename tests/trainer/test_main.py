@@ -37,3 +37,25 @@ def test_parser_choices_and_help_lists_keys():
     args = parser.parse_args(["--objective", "hybrid", "--preset", "base", "--corpus", "sample:wiki", "--out", "o",
                               "--resume", "--set", "a=1", "--set", "b=2"])
     assert args.resume and args.overrides == ["a=1", "b=2"] and args.device == "auto"
+
+
+def test_cli_restarts_a_run_killed_before_its_first_checkpoint_with_a_one_line_warning(corpus_file, tmp_path,
+                                                                                        capsys):
+    import trainer
+
+    out = tmp_path / "run"
+
+    def killed(row):
+        raise KeyboardInterrupt  # as Ctrl-C at step 1, before the first checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run("mlm", "tiny", corpus_file, out, steps=2, device="cpu", overrides=SMALL, progress=killed)
+    argv = ["--objective", "mlm", "--preset", "tiny", "--corpus", str(corpus_file), "--out", str(out), "--steps",
+            "2", "--device", "cpu", "--quiet", "--resume"]
+    for item in SMALL:
+        argv += ["--set", item]
+    assert main(argv) == 0
+    err = capsys.readouterr().err.strip()
+    assert err == (f"warning: resume: {str(out)!r} holds a run that stopped before its first checkpoint (run.json "
+                   "names no checkpoint yet), so there is nothing to resume; starting it again from step 0.")
+    assert json.loads((out / "run.json").read_text())["latest"] == "checkpoints/step-0000002"
