@@ -24,6 +24,7 @@ from .data import TextSet, load_texts
 from .encoding import encode
 from .loading import COMPUTE_DTYPES, Encoder, load_encoder, resolve_device
 from .options import check_bool, check_choice, check_confidence, check_groups, check_int, check_seed, parse_layers
+from .paper import PAPER_MAX_SAMPLES, PAPER_METRICS, PAPER_POOLINGS, PaperItems, analyze_paper_task, paper_items
 from .pooling import ALL_POOLINGS, POOLINGS
 from .probes import (
     ProbeScore,
@@ -33,12 +34,7 @@ from .probes import (
     pair_features,
     ridge_probe,
 )
-from .protocols import (
-    RandomAttentionHead,
-    class_conditional_alignment,
-    get_protocol,
-    paper_classes,
-)
+from .protocols import PAPER_DEVIATIONS, PAPER_PROTOCOL_DEPARTURES, PROTOCOL_CHOICES
 from .results import AnalysisResult, ComparisonResult, array_key, reproducibility_card
 from .storage import unique_name
 
@@ -100,7 +96,7 @@ def _config(data: Any, poolings: Any, layers: Any, metrics: Any, **kw: Any) -> A
         if info.kind != "set":
             raise ValueError(f"metrics: expected single-set metrics {SET_METRICS}, got {m!r} ({info.kind}; alignment "
                              "is computed from each task's positives and cross metrics by compare()).")
-    get_protocol(kw.get("protocol", "default"))
+    check_choice(kw.get("protocol", "default"), "protocol", PROTOCOL_CHOICES)
     kw["max_texts"] = check_int(kw.get("max_texts"), "max_texts", minimum=2, optional=True,
                                 fix="Omit it (--max-texts) to use every item.")
     kw["seed"] = check_seed(kw.get("seed", 0))
@@ -144,16 +140,9 @@ def _probe_rows(task: str, pooling: str, layer: int, scores: list[ProbeScore], a
     return rows
 
 
-def _run_probes(ts: TextSet, x: np.ndarray, items: str, seed: int, lexical: bool) -> list[ProbeScore]:
-    """Probes for one embedding set. ``items`` is 'texts' (x rows = ts.texts) or 'joined' (rows = pairs)."""
+def _run_probes(ts: TextSet, x: np.ndarray, seed: int, lexical: bool) -> list[ProbeScore]:
+    """Probes for one embedding set (rows = ts.texts)."""
     out: list[ProbeScore] = []
-    if items == "joined":
-        assert ts.pair_labels is not None
-        if ts.pair_task == "classification":
-            out += classification_probe(x, ts.pair_labels, seed=seed, positive=1 if ts.name == "mrpc" else None)
-        elif ts.pair_task == "regression":
-            out.append(ridge_probe(x, ts.pair_labels, seed=seed))
-        return out
     if ts.labels is not None and (ts.labels >= 0).all() and len(np.unique(ts.labels)) > 1:
         out += classification_probe(x, ts.labels, seed=seed)
     if ts.pairs is not None and ts.pair_labels is not None:
@@ -178,19 +167,19 @@ def _run_probes(ts: TextSet, x: np.ndarray, items: str, seed: int, lexical: bool
     return out
 
 
-def _metric_rows(base: dict, x: np.ndarray, cfg: AnalyzeConfig, metric_opts: dict) -> list[dict]:
+def _metric_rows(base: dict, x: np.ndarray, cfg: AnalyzeConfig) -> list[dict]:
     """Every requested metric with its interval; a metric undefined on this set (e.g. a spectral metric of a
     constant set) becomes a NaN row that says why, instead of stopping the analysis."""
     kw = {"confidence": cfg.confidence, "groups": min(cfg.groups, len(x)), "seed": cfg.seed}
     try:
-        cis = M.confidence_intervals(list(cfg.metrics), x, options=metric_opts, **kw)
+        cis = M.confidence_intervals(list(cfg.metrics), x, **kw)
         return [{**base, "metric": name, **ci.as_dict()} for name, ci in cis.items()]
     except ValueError:
         pass
     rows = []
     for name in cfg.metrics:
         try:
-            ci = M.confidence_interval(name, x, **kw, **metric_opts.get(name, {}))
+            ci = M.confidence_interval(name, x, **kw)
             rows.append({**base, "metric": name, **ci.as_dict()})
         except ValueError as err:
             rows.append({**base, "metric": name, "value": math.nan, "stderr": math.nan, "low": math.nan,
@@ -242,21 +231,27 @@ def analyze(
                   batch_size=batch_size, max_length=max_length, special_tokens=special_tokens,
                   cache=cache if isinstance(cache, bool) else str(cache),
                   glue_dir=None if glue_dir is None else str(glue_dir), save_embeddings=save_embeddings)
-    proto = get_protocol(cfg.protocol)
+    if cfg.protocol == "both":  # the default analysis, with the reference protocol's as its companion
+        enc = _encoder(checkpoint, cfg)
+        common = {k: v for k, v in asdict(cfg).items() if k not in ("data", "poolings", "metrics", "extra",
+                                                                   "protocol", "cache", "glue_dir")}
+        kw = {**common, "data": cfg.data, "metrics": cfg.metrics, "cache": cfg.cache, "glue_dir": cfg.glue_dir,
+              "progress": progress, "name": name}
+        paper = analyze(enc, protocol="paper", **{**kw, "max_texts": None})
+        res = analyze(enc, protocol="default", poolings=cfg.poolings, **kw)
+        res.paper = paper
+        return res
+    if cfg.protocol == "paper":
+        return _analyze_paper(checkpoint, cfg, progress, name)
     if not isinstance(checkpoint, Encoder):
         resolve_device(cfg.device)  # a bad --device fails before any data or model is read
     text_sets = []
     for spec in cfg.data:  # every data spec is read (and checked) before the model is loaded
         _emit(progress, f"load {spec}", 0, 1)
-        text_sets.append(load_texts(spec, max_texts=cfg.max_texts or proto.max_texts, seed=cfg.seed,
-                                    glue_dir=cfg.glue_dir))
+        text_sets.append(load_texts(spec, max_texts=cfg.max_texts, seed=cfg.seed, glue_dir=cfg.glue_dir))
         _emit(progress, f"load {spec}", 1, 1)
-    enc = checkpoint if isinstance(checkpoint, Encoder) else load_encoder(checkpoint, device=cfg.device,
-                                                                         dtype=cfg.dtype, max_length=cfg.max_length)
-    pools = proto.poolings or cfg.poolings
-    custom = {"paper_attention": RandomAttentionHead(enc.hidden_size, cfg.seed)} if "paper_attention" in pools \
-        else {}
-    metric_opts = {"spectral_entropy": {"normalize": proto.spectral_entropy_normalized}}
+    enc = _encoder(checkpoint, cfg)
+    pools = cfg.poolings
     arrays: dict[str, np.ndarray] = {}
     metric_rows: list[dict] = []
     probe_rows: list[dict] = []
@@ -264,22 +259,14 @@ def analyze(
     used: set[str] = set()
     for spec, ts in zip(cfg.data, text_sets, strict=True):
         task = unique_name(ts.name, used)
-        joined = proto.pair_text == "joined" and ts.pairs is not None
-        if joined:
-            assert ts.pairs is not None
-            texts = [ts.texts[i] for i in ts.pairs[:, 0]]
-            pairs = [ts.texts[i] for i in ts.pairs[:, 1]]
-        else:
-            texts, pairs = list(ts.texts), None
+        texts = list(ts.texts)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            emb = encode(enc, texts, text_pairs=pairs, poolings=pools, layers=cfg.layers,
-                         batch_size=cfg.batch_size, max_length=cfg.max_length, special_tokens=cfg.special_tokens,
-                         cache=cfg.cache, custom_poolers=custom,
+            emb = encode(enc, texts, poolings=pools, layers=cfg.layers, batch_size=cfg.batch_size,
+                         max_length=cfg.max_length, special_tokens=cfg.special_tokens, cache=cfg.cache,
                          progress=lambda d, t, s=spec: _emit(progress, f"encode {s}", d, t))
-        for w in caught:  # say which model and task a warning is about
-            warnings.warn(f"{task} ({Path(enc.spec).name or enc.spec}): {w.message}", w.category, stacklevel=2)
-        tasks[task] = {**ts.card(), "items": "joined pairs" if joined else "texts", "n_items": emb.n,
+        _rewarn(caught, task, enc)
+        tasks[task] = {**ts.card(), "items": "texts", "n_items": emb.n,
                        "encode": {k: v for k, v in emb.meta.items() if k not in ("model_spec",)}}
         for what in ("labels", "pairs", "pair_labels", "positives"):
             val = getattr(ts, what)
@@ -291,34 +278,24 @@ def analyze(
             _emit(progress, f"metrics {task}", k_i, len(keys))
             x = emb.vectors[(pooling, layer)]
             base = {"task": task, "pooling": pooling, "layer": layer}
-            metric_rows += _metric_rows(base, x, cfg, metric_opts)
-            if proto.alignment == "positives" and not joined and len(ts.positives) >= 2:
+            metric_rows += _metric_rows(base, x, cfg)
+            if len(ts.positives) >= 2:
                 p = ts.positives
                 ci = M.confidence_interval("alignment", x[p[:, 0]], x[p[:, 1]], confidence=cfg.confidence)
                 metric_rows.append({**base, "metric": "alignment", **ci.as_dict()})
-            elif proto.alignment == "class-conditional":
-                labels = ts.pair_labels if joined else ts.labels
-                if labels is not None:
-                    cls = paper_classes(labels, regression=joined and ts.pair_task == "regression")
-                    val = class_conditional_alignment(x, cls)
-                    metric_rows.append({**base, "metric": "alignment_class_conditional", "value": val,
-                                        "stderr": math.nan, "low": math.nan, "high": math.nan, "n": len(x),
-                                        "confidence": cfg.confidence, "method": "reference-study definition",
-                                        "replicates": 0})
             arrays[array_key("spectrum", task, pooling, layer)] = M.eigenspectrum(x)
             arrays[array_key("hist", task, pooling, layer)] = _cosine_histogram(x, cfg.seed)
             if cfg.save_embeddings:
                 arrays[array_key("emb", task, pooling, layer)] = x
             if cfg.probes:
                 _emit(progress, f"probes {task}", k_i, len(keys))
-                scores = _run_probes(ts, x, "joined" if joined else "texts", cfg.seed,
-                                     lexical=layer == last and not joined)
+                scores = _run_probes(ts, x, cfg.seed, lexical=layer == last)
                 probe_rows += _probe_rows(task, pooling, layer, scores, arrays)
         _emit(progress, f"metrics {task}", len(keys), len(keys))
-    options = {**asdict(cfg), "poolings": list(pools), "protocol": proto.name,
-               "protocol_deviations": proto.deviations,
+    options = {**asdict(cfg), "poolings": list(pools), "protocol": "default",
+               "protocol_deviations": PAPER_DEVIATIONS,
                "metric_definitions": {n: {"description": M.REGISTRY[n].description,
-                                          "options": {**M.REGISTRY[n].kwargs, **metric_opts.get(n, {})},
+                                          "options": dict(M.REGISTRY[n].kwargs),
                                           "reference": M.REGISTRY[n].reference,
                                           "higher_is_better": M.REGISTRY[n].higher_is_better}
                                       for n in (*cfg.metrics, "alignment")},
@@ -328,6 +305,68 @@ def analyze(
                           reproducibility_card(cfg.seed), name.strip() if name else "")
 
 
+def _encoder(checkpoint: str | os.PathLike | Encoder, cfg: AnalyzeConfig) -> Encoder:
+    if isinstance(checkpoint, Encoder):
+        return checkpoint
+    return load_encoder(checkpoint, device=cfg.device, dtype=cfg.dtype, max_length=cfg.max_length)
+
+
+def _rewarn(caught: list, task: str, enc: Encoder) -> None:
+    """Re-issue warnings caught while encoding a task, saying which model and task they are about."""
+    for w in caught:
+        warnings.warn(f"{task} ({Path(enc.spec).name or enc.spec}): {w.message}", w.category, stacklevel=3)
+
+
+def _analyze_paper(checkpoint: str | os.PathLike | Encoder, cfg: AnalyzeConfig, progress: Progress | None,
+                   name: str | None) -> AnalysisResult:
+    """The reference study's protocol (:mod:`embedgeom.paper`): the first ``max_texts`` (default 2,000) rows of
+    each source in order, its own tokenisation, forward pass, poolings, metrics and probes; point values only."""
+    if not isinstance(checkpoint, Encoder):
+        resolve_device(cfg.device)
+    max_samples = cfg.max_texts or PAPER_MAX_SAMPLES
+    items = []
+    for spec in cfg.data:
+        _emit(progress, f"load {spec}", 0, 1)
+        items.append(paper_items(spec, max_samples=max_samples, glue_dir=cfg.glue_dir))
+        _emit(progress, f"load {spec}", 1, 1)
+    enc = _encoder(checkpoint, cfg)
+    arrays: dict[str, np.ndarray] = {}
+    metric_rows: list[dict] = []
+    probe_rows: list[dict] = []
+    tasks: dict[str, dict] = {}
+    used: set[str] = set()
+    for spec, it in zip(cfg.data, items, strict=True):
+        task = unique_name(it.name, used)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            r = analyze_paper_task(enc, it, seed=cfg.seed, batch_size=cfg.batch_size, task=task, probes=cfg.probes,
+                                   progress=lambda d, t, s=spec: _emit(progress, f"encode {s}", d, t))
+        _rewarn(caught, task, enc)
+        metric_rows += r.metric_rows
+        probe_rows += r.probe_rows
+        arrays.update({k: v for k, v in r.arrays.items() if cfg.save_embeddings or not k.startswith("emb|")})
+        tasks[task] = {**r.card, "items": "joined pairs" if it.pair else "texts", "n_texts": it.n,
+                       "content_hash": _items_hash(it)}
+    options = {**asdict(cfg), "max_texts": max_samples, "poolings": list(PAPER_POOLINGS), "protocol": "paper",
+               "protocol_departures": PAPER_PROTOCOL_DEPARTURES, "protocol_deviations": PAPER_DEVIATIONS,
+               "not_applicable": ["layers", "dtype", "max_length", "special_tokens", "cache", "metrics", "groups",
+                                  "confidence"],
+               "metric_definitions": {m: "paper_protocol.md" for m in PAPER_METRICS}}
+    return AnalysisResult(enc.card(), tasks, options, metric_rows, probe_rows, arrays,
+                          reproducibility_card(cfg.seed), name.strip() if name else "")
+
+
+def _items_hash(items: PaperItems) -> str:
+    """Content hash of the reference protocol's items (texts in order and their labels), for compare()."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in items.texts:
+        h.update(t.encode("utf-8", errors="surrogatepass") + b"\x00")
+    h.update(b"|" if items.labels is None else np.ascontiguousarray(items.labels).tobytes())
+    return h.hexdigest()
+
+
 _POOLING_DEFINITIONS = {
     "mean": "average of the hidden states of real tokens (special tokens included unless special_tokens=exclude)",
     "cls": "raw hidden state of the first real token (not BERT's pooler)",
@@ -335,7 +374,6 @@ _POOLING_DEFINITIONS = {
     "attention": "the encoder's own first-token attention at that layer, head-averaged, renormalised over real "
                  "tokens (parameter-free)",
     "native": "the sentence-transformers checkpoint's declared Pooling/Dense/Normalize",
-    "paper_attention": "reference study: untrained seeded linear scoring head, softmax over real tokens",
 }
 
 
@@ -423,15 +461,19 @@ def compare(
     if not pairs:
         raise ValueError(f"b: expected (task, pooling, layer) combinations in common with a, got none (a: "
                          f"{ra.measured()[:4]}..., b: {rb.measured()[:4]}...). Use the same --pooling and --layer.")
+    paper = ra.options.get("protocol") == "paper"
     metric_names = [m for m in M.names("set") if any(r["metric"] == m for r in ra.metrics)]
-    opts = {"spectral_entropy": {"normalize": ra.options.get("protocol") == "paper"}}
     diffs: list[dict] = []
     sims: list[dict] = []
     for i, ((task, pooling, layer), layer_b) in enumerate(pairs):
         _emit(progress, "compare", i, len(pairs))
         xa, xb = ra.embedding(task, pooling, layer), rb.embedding(task, pooling, layer_b)
         base = {"task": task, "pooling": pooling, "layer": layer, "layer_b": layer_b}
-        diffs += _metric_differences(base, metric_names, xa, xb, groups, seed, confidence, opts)
+        if paper:  # the reference protocol's own numbers, as it reports them: point values, no interval
+            diffs += _point_differences(base, ra, rb, layer_b)
+            sims += _similarities(base, xa, xb, groups, seed, confidence, knn_k)
+            continue
+        diffs += _metric_differences(base, metric_names, xa, xb, groups, seed, confidence)
         pos = ra.structure(task, "positives")
         if pos is not None and len(pos) >= 2 and ra.tasks[task].get("items") == "texts":
             pdiff = M.paired_difference("alignment", xb[pos[:, 0]], xa[pos[:, 0]], y_a=xb[pos[:, 1]],
@@ -441,11 +483,7 @@ def compare(
                           "high": pdiff.high, "significant": pdiff.significant, "n": pdiff.n,
                           "method": pdiff.method})
         diffs += _probe_differences(ra, rb, task, pooling, layer, layer_b, groups, seed, confidence)
-        for name in ("linear_cka", "linear_cka_debiased", "knn_overlap"):
-            kwargs = {"k": min(knn_k, len(xa) - 1)} if name == "knn_overlap" else {}
-            ci = M.confidence_interval(name, xa, xb, confidence=confidence, groups=min(groups, len(xa)), seed=seed,
-                                       **kwargs)
-            sims.append({**base, "name": name, **ci.as_dict(), **({"k": kwargs["k"]} if kwargs else {})})
+        sims += _similarities(base, xa, xb, groups, seed, confidence, knn_k)
     _emit(progress, "compare", len(pairs), len(pairs))
     return ComparisonResult(ra.name, rb.name, diffs, sims,
                             {"groups": groups, "seed": seed, "confidence": confidence, "knn_k": knn_k,
@@ -454,18 +492,48 @@ def compare(
                              "b": {"checkpoint": rb.checkpoint, "card": rb.card}})
 
 
+def _similarities(base: dict, xa: np.ndarray, xb: np.ndarray, groups: int, seed: int, confidence: float,
+                  knn_k: int) -> list[dict]:
+    """Linear CKA (plain, debiased) and k-NN overlap between the two models' embeddings of the same items."""
+    rows = []
+    for name in ("linear_cka", "linear_cka_debiased", "knn_overlap"):
+        kwargs = {"k": min(knn_k, len(xa) - 1)} if name == "knn_overlap" else {}
+        ci = M.confidence_interval(name, xa, xb, confidence=confidence, groups=min(groups, len(xa)), seed=seed,
+                                   **kwargs)
+        rows.append({**base, "name": name, **ci.as_dict(), **({"k": kwargs["k"]} if kwargs else {})})
+    return rows
+
+
+def _point_differences(base: dict, ra: AnalysisResult, rb: AnalysisResult, layer_b: int) -> list[dict]:
+    """b - a of every number both results report for this (task, pooling), without an interval (the reference
+    protocol reports point values only)."""
+    task, pooling, layer = base["task"], base["pooling"], base["layer"]
+    rows = []
+    for kind, recs_a, recs_b, key in (("metric", ra.metrics, rb.metrics, lambda r: r["metric"]),
+                                      ("probe", ra.probes, rb.probes, lambda r: f"{r['probe']}:{r['metric']}")):
+        vals_b = {key(r): r for r in recs_b if (r["task"], r["pooling"], int(r["layer"])) == (task, pooling, layer_b)}
+        for r in recs_a:
+            if (r["task"], r["pooling"], int(r["layer"])) != (task, pooling, layer) or key(r) not in vals_b:
+                continue
+            va, vb = float(r["value"]), float(vals_b[key(r)]["value"])
+            rows.append({**base, "kind": kind, "name": key(r), "value_a": va, "value_b": vb, "diff": vb - va,
+                         "stderr": math.nan, "low": math.nan, "high": math.nan, "significant": False,
+                         "n": r.get("n"), "method": "reference protocol: point values, no interval"})
+    return rows
+
+
 def _metric_differences(base: dict, names: list[str], xa: np.ndarray, xb: np.ndarray, groups: int, seed: int,
-                        confidence: float, opts: dict) -> list[dict]:
+                        confidence: float) -> list[dict]:
     """Paired b - a differences of the single-set metrics; a metric undefined for either model's set becomes
     a NaN row saying why."""
     kw = {"groups": min(groups, len(xa)), "seed": seed, "confidence": confidence}
     try:
-        got = M.paired_differences(names, xb, xa, options=opts, **kw)
+        got = M.paired_differences(names, xb, xa, **kw)
     except ValueError:
         got = {}
         for name in names:
             try:
-                got[name] = M.paired_difference(name, xb, xa, **kw, **opts.get(name, {}))
+                got[name] = M.paired_difference(name, xb, xa, **kw)
             except ValueError as err:
                 got[name] = str(err).split(". ")[0]
     rows = []

@@ -54,6 +54,7 @@ class Format(str, Enum):
 class Protocol(str, Enum):
     default = "default"
     paper = "paper"
+    both = "both"
 
 
 class SpecialTokens(str, Enum):
@@ -200,11 +201,13 @@ PoolOpt = Annotated[str, typer.Option("--pooling", "-p", help="mean,cls,max,atte
 LayerOpt = Annotated[str, typer.Option("--layer", "-l", help="Hidden layer(s): -1 = last, 0 = embeddings, "
                                        "comma-separated, or 'all' for a layer profile.")]
 MaxOpt = Annotated[int | None, typer.Option("--max-texts", "-n", help="Seeded random subset of at most N items "
-                                            "per task (texts; pairs for pair tasks).")]
+                                            "per task (texts; pairs for pair tasks); with --protocol paper, the "
+                                            "first N rows in order (default 2,000).")]
 SeedOpt = Annotated[int, typer.Option(help="Seed for subsets, jackknife groups and probe folds.")]
-ProtoOpt = Annotated[Protocol, typer.Option(help="'paper' reproduces the reference study's analysis choices "
-                                            "(<=1,000 items, joined pairs, class-conditional alignment, random "
-                                            "attention head, no CLS); see embedgeom.protocols.PAPER_DEVIATIONS.")]
+ProtoOpt = Annotated[Protocol, typer.Option(help="'paper' computes what the reference study's released code "
+                                            "computes (first 2,000 rows in order, joined pairs, no attention mask, "
+                                            "its metrics and probes; see paper_protocol.md and embedgeom.protocols); "
+                                            "'both' saves the paper numbers beside the default ones (OUT/paper).")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 DtypeOpt = Annotated[str, typer.Option(help="Autocast compute dtype: auto (bf16 where native), float32, bfloat16, "
                                        "float16. Pooling and results are float32 either way.")]

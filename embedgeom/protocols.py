@@ -1,8 +1,13 @@
-"""Analysis protocols: our default, and the reference study's choices reproduced by name.
+"""Analysis protocols: our default, and the reference study's protocol reproduced by name (``paper``).
 
-Every way the ``paper`` protocol deviates from the default is listed in :data:`PAPER_DEVIATIONS` (and shown
-by ``embedgeom analyze --help`` and the README), so its table can be regenerated on any checkpoint without
-mistaking its choices for ours.
+``paper`` follows ``paper_protocol.md`` - what the reference study's released code computes ("Predict and
+Reconstruct", arXiv 2606.05173; aymen-000/predict-reconstruct-language-models at bc6dc05,
+``src/scripts/representation_analysis.py``) - step by step; it is implemented in :mod:`embedgeom.paper`.
+
+* :data:`PAPER_DEVIATIONS`: every way our *default* protocol departs from the reference, one line each, phrased
+  "reference: X; default: Y; why: Z".
+* :data:`PAPER_PROTOCOL_DEPARTURES`: where the ``paper`` protocol itself cannot follow the reference code (its
+  unseeded draws are seeded; its encoders are not public). Recorded in every paper-protocol result.
 """
 
 from __future__ import annotations
@@ -10,96 +15,123 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
-import torch
-
 ProtocolName = Literal["default", "paper"]
 PROTOCOLS: tuple[str, ...] = ("default", "paper")
 
-#: The reference study ("Predict and Reconstruct", arXiv 2606.05173) vs our default, one line per choice.
+#: The reference study's code vs our default protocol, one line per choice that changes numbers.
 PAPER_DEVIATIONS: dict[str, str] = {
-    "subset": "at most 1,000 items per task (ours: all, or --max-texts); it drew them unseeded, we seed them",
-    "pair_text": "pair tasks encode the two sentences joined by the tokenizer's pair template ([CLS] a [SEP] b [SEP]) "
-                 "as one item (ours: each unique sentence separately, pairs kept for alignment and probes)",
-    "alignment": "class-conditional: mean over all pairs of items with the same label of ||z_i - z_j||^4 "
-                 "(regression scores rounded to integer classes) - a within-class spread, not alignment of "
-                 "positive pairs (ours: Wang & Isola alignment, alpha=2, over the task's positive pairs)",
-    "attention": "attention pooling by an untrained, randomly initialised (here seeded) linear scoring head "
-                 "softmax(h.w + b) over real tokens (ours: the encoder's own last-layer first-token attention)",
-    "poolings": "mean, max and attention; no CLS (its 'weighted' pooling equals mean and is not repeated)",
-    "spectral_entropy": "reported normalised by log(d) (ours: nats, unnormalised)",
+    "items": "reference: the first 2,000 rows of each GLUE validation split in dataset order, duplicates kept, "
+             "no shuffling (uniformity alone on a random 1,000 of them); default: every unique text, or a seeded "
+             "random --max-texts subset; why: a duplicate sits at distance 0 from its copy and biases distance "
+             "and rank metrics, and a split's first rows are not a random sample of it",
+    "pair_text": "reference: a pair is one string '{first} [SEP] {second}' tokenised as one segment (one item "
+                 "per pair; the literal [SEP] becomes BERT's separator token); default: each unique sentence is "
+                 "embedded on its own, the pairs are kept for alignment and the probes; why: one vector of two "
+                 "sentences measures neither sentence, and the literal '[SEP]' depends on a BERT vocabulary",
+    "tokenization": "reference: max_length=128, truncation, padding='max_length' (every row 128 tokens); "
+                    "default: padding to the longest item of each batch, truncation at the model's limit "
+                    "(--max-length); why: with the padding mask applied, padding does not change a vector, and "
+                    "the model's whole context is used",
+    "attention_mask": "reference: no attention mask is passed, so every position, padding included, is attended "
+                      "(pad positions are only excluded inside pooling, by input_ids == pad id); default: the "
+                      "padding mask is passed to the encoder; why: attending to padding makes an item's vector "
+                      "depend on how much padding it got",
+    "dtype": "reference: float32 forward pass; default: --dtype auto (bfloat16 autocast where the hardware runs "
+             "it natively and a precision check on the texts passes, else float32); why: speed, with the check "
+             "guarding the numbers",
+    "poolings": "reference: mean, max, 'weighted' (a softmax of untrained all-ones weights over non-pad "
+                "positions, numerically the mean) and an untrained attention head; no CLS; default: mean, CLS, "
+                "max and parameter-free attention (+ native for sentence-transformers checkpoints); why: "
+                "'weighted' repeats mean, and CLS is what many encoders are trained to use",
+    "attention": "reference: an untrained, unseeded head: query ~ N(0, I_D), bias-free D x D key projection with "
+                 "Xavier-uniform init, score q.(W h_l)/sqrt(D) over non-pad positions, softmax, weighted sum of "
+                 "the hidden states; default: the encoder's own last-layer attention from the first token, "
+                 "head-averaged and renormalised over real tokens; why: a random head's weights are noise, so "
+                 "its numbers change with every draw and say nothing about the encoder",
+    "spectrum": "reference: eigenvalues S^2 of the centred embeddings (S from a thin SVD, not divided by n - 1), "
+                "explained variance S^2 / (sum S^2 + 1e-12); default: covariance eigenvalues S^2 / (n - 1) in "
+                "float64 with numerically-zero values set to 0; why: the covariance is the standard spectrum; "
+                "ratios (entropy, ranks) are unchanged by the 1 / (n - 1) scale",
+    "spectral_entropy": "reference: entropy (nats) of the explained variance divided by log(min(n, D)); "
+                        "default: entropy in nats, unnormalised; why: the normaliser changes with the number of "
+                        "items whenever n < D, so normalised values are not comparable across sample sizes",
+    "effective_rank": "reference: exp(-sum p log p), p = S / (sum S + 1e-12) on the singular values, p <= 1e-12 "
+                      "dropped; default: the same Roy & Vetterli definition on the singular values of the centred "
+                      "data, without the epsilons, numerically-zero values dropped; why: same quantity, float64",
+    "rank_90": "reference: searchsorted(cumulative explained variance, 0.90) + 1 (a component landing exactly on "
+               "0.90 counts); default: rank_at_variance with the same rule and a 1e-12 tolerance, capped at the "
+               "rank; why: rounding at the boundary",
+    "stable_rank": "reference: sum S^2 / (S_1^2 + 1e-12); default: sum(lambda) / max(lambda) of the covariance "
+                   "eigenvalues; why: the same ratio without the epsilon",
+    "uniformity": "reference: log of the mean over pairs i<j of exp(-2 ||z_i - z_j||^2) on unit rows of an "
+                  "unseeded random subset of min(n, 1,000) rows; default: the same quantity exact over all pairs "
+                  "of the full set, with a jackknife interval; why: a subset adds sampling noise the reference "
+                  "does not report",
+    "alignment": "reference: 'alignment' is class-conditional: on unit rows, for each class with >= 2 members "
+                 "the mean over its pairs of (||z_i - z_j||^2)^2, then the unweighted mean of the per-class means "
+                 "(STS-B scores binned by numpy.digitize at 1, 2, 3, 4); default: Wang & Isola alignment "
+                 "(alpha=2) over the task's positive pairs; why: the reference's number is a within-class spread, "
+                 "not the alignment of positive pairs its name refers to",
+    "intra_inter_ratio": "reference: mean Euclidean distance over same-class pairs / (mean over different-class "
+                         "pairs + 1e-12) on unit rows; default: not reported; why: class separability is measured "
+                         "by the probes, with intervals",
+    "probes": "reference: StandardScaler fitted on all items before any split; LogisticRegression(C=1, saga, "
+              "max_iter=500, unseeded), cv=5 without shuffling (stratified), mean of fold accuracies and of fold "
+              "macro-F1, MCC from out-of-fold predictions for binary tasks only; STS-B: Ridge() (alpha=1), "
+              "out-of-fold Spearman; default: scaler fitted inside each fold, LogisticRegression(C=1, lbfgs, "
+              "max_iter=2000), shuffled seeded stratified 5-fold, pooled out-of-fold accuracy, macro-F1 and MCC "
+              "with binomial standard errors; pair tasks from SentEval features of the two sentences; scored "
+              "pairs: cosine Spearman (no training) plus RidgeCV; why: a scaler fitted on the test folds leaks, "
+              "unshuffled folds follow the split's order, and saga at 500 iterations often stops unconverged",
+    "token_probe": "reference: target = each item's most frequent non-special token id (ties to the smallest id, "
+                   "0 for none), targets seen fewer than 5 times dropped, the same logistic regression with 3-fold "
+                   "CV, gap = semantic - token accuracy; default: a lexical probe (does each of 20 words of "
+                   "mid-range document frequency occur in the text; balanced accuracy, 5-fold); why: the most "
+                   "frequent token is mostly a stop word or punctuation mark",
+    "uncertainty": "reference: point values only; default: jackknife intervals on every number and paired "
+                   "intervals for differences; why: a difference without an interval cannot be read",
+}
+
+#: Where ``--protocol paper`` itself departs from the reference code (recorded in every paper result).
+PAPER_PROTOCOL_DEPARTURES: dict[str, str] = {
+    "seeded_attention_head": "the reference draws the attention head's query and key weights unseeded; here "
+                             "they come from a dedicated torch.Generator seeded with the analysis seed (query "
+                             "first, then key), so the numbers can be regenerated",
+    "seeded_uniformity_subset": "the reference draws the uniformity subset with an unseeded permutation; here "
+                                "numpy.random.default_rng(seed).permutation(n)[:1000], the same rows for every "
+                                "pooling",
+    "seeded_probe_solver": "the reference leaves saga's random_state unset; here random_state=seed",
+    "encoders": "the study's own MLM and hybrid encoders are not public; any checkpoint stands in for them, run "
+                "through its Hugging Face model with an all-ones attention mask (the equivalent of no mask)",
+    "float64_metrics": "spectra, distances and uniformity are computed in float64 from the float32 embeddings "
+                       "(the reference's precision for these steps is not stated); differences are at float32 "
+                       "rounding level",
 }
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """The analysis choices that change numbers."""
+    """An analysis protocol: its name, a one-line description, how our default departs from the reference
+    (``deviations``) and where the protocol itself cannot follow the reference code (``departures``)."""
 
     name: str
-    max_texts: int | None
-    poolings: tuple[str, ...] | None  # None = whatever the caller asked for
-    pair_text: Literal["separate", "joined"]
-    alignment: Literal["positives", "class-conditional"]
-    attention: Literal["first-token", "random-head"]
-    spectral_entropy_normalized: bool
+    description: str
     deviations: dict[str, str] = field(default_factory=dict)
+    departures: dict[str, str] = field(default_factory=dict)
 
 
-DEFAULT = Protocol("default", None, None, "separate", "positives", "first-token", False)
-PAPER = Protocol("paper", 1000, ("mean", "max", "paper_attention"), "joined", "class-conditional", "random-head",
-                 True, PAPER_DEVIATIONS)
+DEFAULT = Protocol("default", "embedgeom's default: unique texts, padding masked, exact metrics with intervals",
+                   PAPER_DEVIATIONS)
+PAPER = Protocol("paper", "the reference study's released analysis code, step by step (paper_protocol.md)",
+                 PAPER_DEVIATIONS, PAPER_PROTOCOL_DEPARTURES)
+#: What ``analyze(protocol=...)`` accepts: a protocol, or ``both`` (the default analysis with the reference
+#: protocol's analysis of the same data as its companion, ``result.paper``).
+PROTOCOL_CHOICES: tuple[str, ...] = (*PROTOCOLS, "both")
 
 
 def get_protocol(name: str) -> Protocol:
+    """The protocol called ``name`` (``default`` or ``paper``)."""
     if name not in PROTOCOLS:
-        raise ValueError(f"protocol: expected one of {PROTOCOLS}, got {name!r}.")
+        raise ValueError(f"protocol: expected one of {', '.join(PROTOCOLS)}, got {name!r}. Pass --protocol default "
+                         "or --protocol paper.")
     return PAPER if name == "paper" else DEFAULT
-
-
-class RandomAttentionHead:
-    """The reference study's attention pooling: an *untrained* linear scorer ``s_t = h_t . w + b`` with
-    PyTorch's default ``nn.Linear(d, 1)`` initialisation under ``torch.manual_seed(seed)``, softmax over the
-    real tokens, weighted sum of hidden states. Seeded here so the numbers can be regenerated."""
-
-    def __init__(self, dim: int, seed: int = 0) -> None:
-        gen_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-        layer = torch.nn.Linear(dim, 1)
-        torch.random.set_rng_state(gen_state)
-        self.weight = layer.weight.detach()[0].to(torch.float32)
-        self.bias = float(layer.bias.detach()[0])
-        self.fingerprint = f"paper-random-attention-head(d={dim},seed={seed})"
-
-    def __call__(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        scores = hidden.to(torch.float32) @ self.weight.to(hidden.device) + self.bias
-        scores = scores.masked_fill(~mask.bool(), float("-inf"))
-        w = scores.softmax(dim=1)
-        return torch.einsum("bl,bld->bd", w, hidden.to(torch.float32))
-
-
-def class_conditional_alignment(x: np.ndarray, labels: np.ndarray) -> float:
-    """The reference study's 'alignment': mean over all pairs i < j with ``labels[i] == labels[j]`` of
-    ``||z_i - z_j||^4`` on L2-normalised rows (``(2 - 2 cos)^2``). Exact, O(n_c^2 d) per class."""
-    x = np.asarray(x, dtype=np.float64)
-    labels = np.asarray(labels)
-    if len(x) != len(labels):
-        raise ValueError(f"labels: expected {len(x)} labels, got {len(labels)}.")
-    z = x / np.linalg.norm(x, axis=1, keepdims=True)
-    total, count = 0.0, 0
-    for c in np.unique(labels):
-        zc = z[labels == c]
-        m = len(zc)
-        if m < 2:
-            continue
-        d2 = np.clip(2.0 - 2.0 * (zc @ zc.T), 0.0, None)
-        iu = np.triu_indices(m, k=1)
-        total += float((d2[iu] ** 2).sum())
-        count += len(iu[0])
-    if count == 0:
-        raise ValueError("labels: expected at least one class with two items, got none.")
-    return total / count
-
-
-def paper_classes(labels: np.ndarray, regression: bool) -> np.ndarray:
-    """Classes for the class-conditional alignment: the labels, or regression scores rounded to integers."""
-    return np.rint(labels).astype(np.int64) if regression else np.asarray(labels, dtype=np.int64)

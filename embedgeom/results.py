@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .cache import atomic_write_text
-from .storage import verify_files, write_result_dir
+from .storage import PAPER_DIR, file_digest, verify_files, write_result_dir
 
 ANALYSIS_FORMAT = "embedgeom-analysis"
 COMPARISON_FORMAT = "embedgeom-comparison"
@@ -131,6 +131,9 @@ class AnalysisResult:
     arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     card: dict[str, Any] = field(default_factory=dict)
     name: str = ""
+    #: The same checkpoint and data analysed with the reference study's protocol (``analyze(protocol="both")``),
+    #: saved in the ``paper/`` subdirectory and shown beside the default numbers in reports.
+    paper: AnalysisResult | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -193,9 +196,13 @@ class AnalysisResult:
         def write(tmp: Path) -> dict[str, Any]:
             np.savez(tmp / "arrays.npz", **arrays)
             _save_table(self.to_frame(), tmp, "metrics")
-            return {"format": ANALYSIS_FORMAT, "version": VERSION, "name": self.name, "checkpoint": self.checkpoint,
-                    "tasks": self.tasks, "options": self.options, "card": self.card, "metrics": self.metrics,
-                    "probes": self.probes, "embeddings_saved": embeddings}
+            content = {"format": ANALYSIS_FORMAT, "version": VERSION, "name": self.name,
+                       "checkpoint": self.checkpoint, "tasks": self.tasks, "options": self.options, "card": self.card,
+                       "metrics": self.metrics, "probes": self.probes, "embeddings_saved": embeddings}
+            if self.paper is not None:
+                self.paper.save(tmp / PAPER_DIR, embeddings=embeddings)
+                content["paper_manifest"] = file_digest(tmp / PAPER_DIR / "result.json")
+            return content
 
         return write_result_dir(directory, "result.json", write, _write_json)
 
@@ -212,9 +219,17 @@ class AnalysisResult:
             except Exception as err:  # a damaged archive: name it
                 raise ValueError(f"result: {d / 'arrays.npz'} is unreadable ({type(err).__name__}: {err}). Re-run "
                                  "analyze --out.") from None
+        paper = None
+        if data.get("paper_manifest"):
+            companion = d / PAPER_DIR / "result.json"
+            if not companion.is_file() or file_digest(companion) != data["paper_manifest"]:
+                raise ValueError(f"result: {companion} is missing or does not belong to {path} (content hash "
+                                 "differs). Re-run analyze --protocol both --out.")
+            paper = cls.load(d / PAPER_DIR)
         return cls(_field(data, "checkpoint", dict, path), _field(data, "tasks", dict, path),
                    _field(data, "options", dict, path), _field(data, "metrics", list, path),
-                   _field(data, "probes", list, path), arrays, data.get("card") or {}, str(data.get("name") or ""))
+                   _field(data, "probes", list, path), arrays, data.get("card") or {}, str(data.get("name") or ""),
+                   paper)
 
 
 @dataclass

@@ -23,9 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-#: Files a result directory may hold besides its manifest (a previous result's are replaced, others are kept).
+#: Subdirectory of an analysis that holds its reference-protocol companion (``analyze --protocol both``).
+PAPER_DIR = "paper"
+#: Entries a result directory may hold (a previous result's are replaced as a whole; anything else is kept).
 RESULT_FILES = ("result.json", "comparison.json", "arrays.npz", "metrics.csv", "metrics.parquet",
-                "differences.csv", "differences.parquet", "similarity.csv", "similarity.parquet")
+                "differences.csv", "differences.parquet", "similarity.csv", "similarity.parquet", PAPER_DIR)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 

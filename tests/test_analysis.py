@@ -8,7 +8,6 @@ import pytest
 import embedgeom as eg
 from embedgeom import metrics as M
 from embedgeom.data import load_texts
-from embedgeom.protocols import class_conditional_alignment
 
 
 @pytest.fixture(scope="module")
@@ -86,16 +85,71 @@ def test_compare_refuses_different_texts(res_minilm, minilm):
         eg.compare(res_minilm, other)
 
 
-def test_paper_protocol(tiny_encoder):
-    res = eg.analyze(tiny_encoder, ["sample:lee", "sample:polarity"], protocol="paper", max_texts=60, cache=False)
-    assert {p for _, p, _ in res.measured()} == {"mean", "max", "paper_attention"}
+@pytest.fixture(scope="module")
+def tiny128(tmp_path_factory):
+    from tests.fixtures import make_tiny_bert
+
+    return eg.load_encoder(make_tiny_bert(tmp_path_factory.mktemp("tiny-bert-128"), max_positions=128),
+                           device="cpu", dtype="float32")
+
+
+def test_paper_protocol_through_analyze(tiny128):
+    from embedgeom.paper import paper_items
+
+    res = eg.analyze(tiny128, ["sample:lee", "sample:polarity"], protocol="paper", max_texts=60, cache=False)
+    assert {p for _, p, _ in res.measured()} == {"mean", "max", "weighted", "attention"}
     assert res.tasks["lee"]["items"] == "joined pairs" and res.tasks["lee"]["n_items"] == 60
-    row = res.value("polarity", "mean", 2, "alignment_class_conditional")
-    ts = load_texts("sample:polarity", max_texts=60, seed=0)
-    x = res.embedding("polarity", "mean", 2)
-    assert row["value"] == pytest.approx(class_conditional_alignment(x, ts.labels))
-    assert res.options["protocol_deviations"]["subset"]
-    assert res.value("polarity", "mean", 2, "spectral_entropy")["value"] <= 1.0  # normalised by log d
+    items = paper_items("sample:polarity", max_samples=60)
+    assert res.tasks["polarity"]["n_texts"] == 60
+    # class-conditional alignment by hand: unweighted mean of per-class means of ||z_i - z_j||^4 on unit rows
+    x = res.embedding("polarity", "mean", 2).astype(np.float64)
+    z = x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
+    per_class = []
+    for c in np.unique(items.labels):
+        zc = z[items.labels == c]
+        d2 = ((zc[:, None, :] - zc[None, :, :]) ** 2).sum(-1)[np.triu_indices(len(zc), 1)]
+        per_class.append((d2**2).mean())
+    assert res.value("polarity", "mean", 2, "alignment_class_conditional")["value"] == pytest.approx(
+        np.mean(per_class), rel=1e-9)
+    # spectral entropy normalised by log(min(n, D)) = log(32) here (n = 60 > D = 32)
+    s = np.linalg.svd(x - x.mean(0), compute_uv=False) ** 2
+    p = s / (s.sum() + 1e-12)
+    p = p[p > 0]
+    assert res.value("polarity", "mean", 2, "spectral_entropy")["value"] == pytest.approx(
+        -(p * np.log(p)).sum() / np.log(32), rel=1e-9)
+    weighted = res.value("polarity", "weighted", 2, "effective_rank")["value"]
+    assert weighted == pytest.approx(res.value("polarity", "mean", 2, "effective_rank")["value"], rel=1e-6)
+    assert res.options["protocol"] == "paper" and res.options["protocol_departures"]["seeded_attention_head"]
+    assert res.options["protocol_deviations"]["items"].startswith("reference: ")
+
+
+def test_protocol_both_saves_the_paper_numbers_beside_the_default(tiny128, tmp_path):
+    res = eg.analyze(tiny128, "sample:polarity", protocol="both", max_texts=40, poolings="mean", probes=False,
+                     cache=False)
+    assert res.options["protocol"] == "default" and res.paper is not None
+    assert res.paper.options["protocol"] == "paper" and res.paper.tasks["polarity"]["n_items"] == 200
+    assert res.tasks["polarity"]["n_items"] == 40  # --max-texts subsamples the default analysis only
+    loaded = eg.AnalysisResult.load(res.save(tmp_path / "r"))
+    assert loaded.paper is not None
+    assert [r["value"] for r in loaded.paper.metrics] == [r["value"] for r in res.paper.metrics]
+    (tmp_path / "r" / "paper" / "result.json").write_text((tmp_path / "r" / "paper" / "result.json").read_text()
+                                                          .replace('"polarity"', '"polarity2"', 1))
+    with pytest.raises(ValueError, match="does not belong to"):
+        eg.AnalysisResult.load(tmp_path / "r")
+
+
+def test_compare_under_the_paper_protocol_reports_point_differences(tiny128, tiny_bert_dir, tmp_path):
+    from tests.fixtures import make_tiny_bert
+
+    other = eg.load_encoder(make_tiny_bert(tmp_path / "o", max_positions=128, seed=3), device="cpu", dtype="float32")
+    kw = {"data": "sample:polarity", "protocol": "paper", "max_texts": 50, "probes": False, "cache": False}
+    a, b = eg.analyze(tiny128, **kw), eg.analyze(other, **kw)
+    cmp = eg.compare(a, b)
+    row = next(r for r in cmp.differences if r["name"] == "uniformity" and r["pooling"] == "max")
+    va = a.value("polarity", "max", 2, "uniformity")["value"]
+    vb = b.value("polarity", "max", 2, "uniformity")["value"]
+    assert row["diff"] == pytest.approx(vb - va) and np.isnan(row["low"]) and not row["significant"]
+    assert {r["name"] for r in cmp.similarity} == {"linear_cka", "linear_cka_debiased", "knn_overlap"}
 
 
 def test_layer_profile_and_bad_input(tiny_encoder):

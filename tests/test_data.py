@@ -147,3 +147,64 @@ def test_content_hash_is_stable_and_sensitive():
     card = a.card()
     assert card["n_texts"] == 200 and card["content_hash"] == a.content_hash
     assert np.array_equal(a.labels, load_texts("sample:polarity").labels)
+
+
+# --- raw rows (before de-duplication) and file errors ---------------------------------------------------
+
+def test_load_rows_keeps_source_order_and_duplicates(glue_dir):
+    from embedgeom.data import load_rows
+
+    sst = load_rows("glue:sst2", glue_dir=glue_dir)
+    assert sst.texts == ("it 's a charming journey .", "unflinchingly bleak .", "a gorgeous , witty film .",
+                         "unflinchingly bleak .")
+    assert sst.labels.tolist() == [1, 0, 1, 0] and sst.task == "classification" and not sst.is_pair
+    sts = load_rows("glue:stsb", glue_dir=glue_dir)
+    assert sts.text_pairs[1] == "A woman cooks rice." and sts.labels.tolist() == [4.8, 0.2, 3.0]
+    assert sts.task == "regression" and sts.source == "glue-tsv"
+    mnli = load_rows("glue:mnli", glue_dir=glue_dir)
+    assert mnli.n == 3 and mnli.info["rows_without_gold_label"] == 1
+
+
+def test_file_encoding_option_and_undecodable_files(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_bytes("first line\nsecond line\ncaf\u00e9 cr\u00e8me\n".encode("cp1252"))
+    with pytest.raises(DataError, match=r"notes.txt is not UTF-8 \(invalid byte 0xe9 at line 3\): pass "
+                                        r".*notes.txt\?encoding=cp1252 \(or the file's encoding\)"):
+        load_texts(str(path))
+    ts = load_texts(f"{path}?encoding=cp1252")
+    assert ts.texts[2] == "caf\u00e9 cr\u00e8me"
+    with pytest.raises(DataError, match=r"encoding 'klingon' .* is not a codec Python knows"):
+        load_texts(f"{path}?encoding=klingon")
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("\ufefftext,label\nhello,a\nthere,b\n".encode())
+    assert load_texts(str(bom)).label_names == ("a", "b")  # the byte-order mark is not part of the header
+
+
+def test_malformed_csv_and_jsonl_name_file_line_and_fix(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nhello there,x\nwell, hello,y\nfine,z\n")
+    with pytest.raises(DataError, match=r"bad.csv line 3 has 3 field\(s\) but the header has 2 \(text, label\): "
+                                        "quote fields that contain ','"):
+        load_texts(str(bad))
+    short = tmp_path / "short.tsv"
+    short.write_text("text\tlabel\na\tx\nb\n")
+    with pytest.raises(DataError, match=r"short.tsv line 3 has 1 field\(s\)"):
+        load_texts(str(short))
+    js = tmp_path / "bad.jsonl"
+    js.write_text('{"text": "a", "label": 1}\n\n{"text": "b", "label": 2\n')
+    with pytest.raises(DataError, match=r"bad.jsonl line 3 is not JSON .*: write one JSON object per line"):
+        load_texts(str(js))
+    js.write_text('{"text": "a", "label": 1}\n["b", 2]\n')
+    with pytest.raises(DataError, match=r"line 2 is a JSON list, expected an object"):
+        load_texts(str(js))
+    js.write_text('{"text": "a", "label": 1}\n{"text": "b", "label": 2}\n{"body": "c", "label": 1}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl line 3 has no 'text' field \(1 row\(s\) lack it\): add it to "
+                                        r"every row, or choose another column with .*bad.jsonl\?text=COLUMN"):
+        load_texts(str(js))
+
+
+def test_glue_tsv_short_row_names_the_line(glue_dir):
+    path = glue_dir / "STS-B" / "dev.tsv"
+    path.write_text(path.read_text() + "3\tmain-captions\tMSRvid\n")
+    with pytest.raises(DataError, match=r"dev.tsv line 5 has 3 field\(s\), expected at least 10"):
+        load_texts("glue:stsb", glue_dir=glue_dir)

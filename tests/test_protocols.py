@@ -1,39 +1,33 @@
-"""The reference study's protocol pieces against brute force."""
+"""Protocol descriptions: every deviation of the default from the reference says what, what instead, and why."""
 
 from __future__ import annotations
 
-import itertools
-
-import numpy as np
 import pytest
-import torch
 
-from embedgeom.protocols import PAPER, RandomAttentionHead, class_conditional_alignment, get_protocol
-
-
-def test_class_conditional_alignment_brute_force(rng):
-    x = rng.standard_normal((30, 5))
-    y = rng.integers(0, 3, 30)
-    z = x / np.linalg.norm(x, axis=1, keepdims=True)
-    vals = [np.sum((z[i] - z[j]) ** 2) ** 2 for i, j in itertools.combinations(range(30), 2) if y[i] == y[j]]
-    assert class_conditional_alignment(x, y) == pytest.approx(np.mean(vals))
-
-
-def test_random_head_is_seeded_and_mask_correct():
-    h = torch.randn(2, 5, 8)
-    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
-    a, b = RandomAttentionHead(8, seed=3), RandomAttentionHead(8, seed=3)
-    torch.testing.assert_close(a(h, mask), b(h, mask))
-    assert a.fingerprint != RandomAttentionHead(8, seed=4).fingerprint
-    h2 = h.clone()
-    h2[0, 3:] = 1e6  # padding content must not matter
-    torch.testing.assert_close(a(h2, mask)[0], a(h, mask)[0])
-    state = torch.random.get_rng_state()
-    RandomAttentionHead(8, seed=0)
-    assert torch.equal(state, torch.random.get_rng_state())  # the caller's RNG is untouched
+from embedgeom.protocols import (
+    DEFAULT,
+    PAPER,
+    PAPER_DEVIATIONS,
+    PAPER_PROTOCOL_DEPARTURES,
+    PROTOCOL_CHOICES,
+    PROTOCOLS,
+    get_protocol,
+)
 
 
 def test_protocol_lookup():
-    assert get_protocol("paper") is PAPER and PAPER.max_texts == 1000 and "alignment" in PAPER.deviations
-    with pytest.raises(ValueError, match="protocol"):
+    assert PROTOCOLS == ("default", "paper") and PROTOCOL_CHOICES == ("default", "paper", "both")
+    assert get_protocol("paper") is PAPER and get_protocol("default") is DEFAULT
+    assert PAPER.deviations is PAPER_DEVIATIONS and PAPER.departures is PAPER_PROTOCOL_DEPARTURES
+    with pytest.raises(ValueError, match="protocol: expected one of default, paper, got 'mine'"):
         get_protocol("mine")
+
+
+def test_every_deviation_says_reference_default_and_why():
+    for key in ("items", "pair_text", "tokenization", "attention_mask", "poolings", "attention", "spectrum",
+                "spectral_entropy", "alignment", "intra_inter_ratio", "probes", "token_probe", "uniformity"):
+        line = PAPER_DEVIATIONS[key]
+        assert line.startswith("reference: ") and "; default: " in line and "; why: " in line, key
+    assert "log(min(n, D))" in PAPER_DEVIATIONS["spectral_entropy"]
+    assert "first 2,000 rows" in PAPER_DEVIATIONS["items"] and "unweighted mean" in PAPER_DEVIATIONS["alignment"]
+    assert {"seeded_attention_head", "seeded_uniformity_subset", "encoders"} <= set(PAPER_PROTOCOL_DEPARTURES)
