@@ -19,17 +19,18 @@ _LAZY = {
     "Embeddings": "embedgeom.encoding",
     "analyze": "embedgeom.analysis",
     "compare": "embedgeom.analysis",
+    "analyze_checkpoints": "embedgeom.analysis",
     "AnalysisResult": "embedgeom.results",
     "ComparisonResult": "embedgeom.results",
     "load_texts": "embedgeom.data",
 }
 
-__all__ = ["__version__", "metrics", *_LAZY]
+__all__ = ["__version__", "metrics", "plot", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "metrics":
-        return importlib.import_module("embedgeom.metrics")
+    if name in ("metrics", "plot"):
+        return importlib.import_module(f"embedgeom.{name}")
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'embedgeom' has no attribute {name!r}")

@@ -22,7 +22,7 @@ import numpy as np
 from . import metrics as M
 from .data import TextSet, load_texts
 from .encoding import encode
-from .loading import COMPUTE_DTYPES, Encoder, load_encoder, resolve_device
+from .loading import COMPUTE_DTYPES, Encoder, load_encoder, resolve_device, trainer_checkpoints
 from .options import check_bool, check_choice, check_confidence, check_groups, check_int, check_seed, parse_layers
 from .paper import PAPER_MAX_SAMPLES, PAPER_METRICS, PAPER_POOLINGS, PaperItems, analyze_paper_task, paper_items
 from .pooling import ALL_POOLINGS, POOLINGS
@@ -305,6 +305,31 @@ def analyze(
                           reproducibility_card(cfg.seed), name.strip() if name else "")
 
 
+def analyze_checkpoints(run_dir: str | os.PathLike, checkpoints: str | Sequence[int] = "all", *,
+                        name: str | None = None, progress: Progress | None = None,
+                        **analyze_kwargs: Any) -> list[AnalysisResult]:
+    """Analyse a trainer run's checkpoints (``"all"``, ``"every:K"``, ``"last"`` or a list of steps; see
+    :func:`embedgeom.loading.trainer_checkpoints`) on the same texts with the same seed and options: one
+    AnalysisResult per checkpoint, oldest first, each labelled ``<run>@<step>`` and carrying
+    ``checkpoint["trajectory"] = {"run", "step", "tokens", "objective"}`` so reports draw metrics against training
+    step. ``analyze_kwargs`` are :func:`analyze`'s options."""
+    run = Path(run_dir).expanduser()
+    label = name.strip() if isinstance(name, str) and name.strip() else run.resolve().name
+    picked = trainer_checkpoints(run, checkpoints)
+    _config(analyze_kwargs.get("data", ("sample:wiki",)), analyze_kwargs.get("poolings", "all"),
+            analyze_kwargs.get("layers", (-1,)), analyze_kwargs.get("metrics"),
+            **{k: v for k, v in analyze_kwargs.items() if k not in ("data", "poolings", "layers", "metrics")})
+    out = []
+    for i, ck in enumerate(picked):
+        _emit(progress, "checkpoints", i, len(picked))
+        res = analyze(ck.path, name=f"{label}@{ck.step}", progress=progress, **analyze_kwargs)
+        res.checkpoint["trajectory"] = {"run": label, "step": ck.step, "tokens": ck.tokens,
+                                        "objective": ck.objective}
+        out.append(res)
+    _emit(progress, "checkpoints", len(picked), len(picked))
+    return out
+
+
 def _encoder(checkpoint: str | os.PathLike | Encoder, cfg: AnalyzeConfig) -> Encoder:
     if isinstance(checkpoint, Encoder):
         return checkpoint
@@ -379,7 +404,9 @@ _POOLING_DEFINITIONS = {
 
 # --- compare --------------------------------------------------------------------------------------------
 
-def _resolve(x: Any, analyze_kwargs: dict) -> AnalysisResult:
+def resolve_result(x: Any, **analyze_kwargs: Any) -> AnalysisResult:
+    """``x`` as an AnalysisResult: itself, a saved analysis directory (loaded), or a checkpoint (analysed with
+    ``analyze_kwargs``)."""
     if isinstance(x, AnalysisResult):
         return x
     path = Path(os.fspath(x)).expanduser()
@@ -420,10 +447,15 @@ def _paired_spearman(a_scores: np.ndarray, b_scores: np.ndarray, gold: np.ndarra
     return full, se, full - q * se, full + q * se
 
 
+#: One matched pair of embedding sets: (task, a's pooling, a's layer, b's pooling, b's layer).
+Match = tuple[str, str, int, str, int]
+
+
 def compare(
     a: AnalysisResult | str | os.PathLike,
-    b: AnalysisResult | str | os.PathLike,
+    b: AnalysisResult | str | os.PathLike | None = None,
     *,
+    poolings: str | Sequence[str] | None = None,
     groups: int = M.uncertainty.DEFAULT_GROUPS,
     seed: int = 0,
     confidence: float = 0.95,
@@ -431,46 +463,68 @@ def compare(
     progress: Progress | None = None,
     **analyze_kwargs: Any,
 ) -> ComparisonResult:
-    """Paired differences ``b - a`` of every metric and probe, with intervals, on the same texts.
+    """Paired differences ``b - a`` ("second minus first") of every metric and probe, with intervals, on the same
+    texts; plus linear CKA (plain and debiased) and k-NN overlap between the two sets of embeddings.
 
-    ``a`` and ``b``: AnalysisResults, saved analysis directories, or checkpoints (analysed here with
-    ``analyze_kwargs``). Both must have been measured on identical texts (same data specs, subsample and
-    seed) and saved with embeddings. Also reports linear CKA (plain and debiased) and mutual k-NN overlap
-    between the two models' embeddings per (task, pooling, layer). With many rows, expect about 5% of
-    intervals to exclude zero by chance at 95% confidence.
+    Two models: ``a`` and ``b`` are AnalysisResults, saved analysis directories, or checkpoints (analysed here with
+    ``analyze_kwargs``), measured on identical texts (same data specs, subsample and seed) and saved with
+    embeddings; each (task, pooling, layer) both measured is compared (the last layers of models of different
+    depth match). Comparing an analysis with itself (identical embeddings) is refused; two models with the same
+    label are labelled ``name (a)`` / ``name (b)``.
+
+    Two poolings of one model: ``compare(a, poolings=("mean", "max"))`` gives ``max - mean`` per (task, layer) on
+    the same texts (``options["kind"] == "poolings"``; rows carry ``pooling`` = the first, ``pooling_b`` = the
+    second).
+
+    Under the reference protocol (``protocol="paper"`` results) the differences are of its own point values,
+    without intervals, as it reports them. With many rows, expect about 5% of intervals to exclude zero by chance
+    at 95% confidence.
     """
     groups, seed, confidence = check_groups(groups), check_seed(seed), check_confidence(confidence)
     knn_k = check_int(knn_k, "knn_k", minimum=1, fix="Pass e.g. knn_k=10.")
-    ra, rb = _resolve(a, analyze_kwargs), _resolve(b, analyze_kwargs)
-    if ra.options.get("protocol") != rb.options.get("protocol"):
-        raise ValueError(f"b: expected the same protocol as a ({ra.options.get('protocol')}), got "
-                         f"{rb.options.get('protocol')}. Analyse both with the same --protocol.")
-    common = [t for t in ra.tasks if t in rb.tasks]
-    if not common:
-        raise ValueError(f"b: expected tasks in common with a ({list(ra.tasks)}), got {list(rb.tasks)}. Analyse "
-                         "both on the same --data.")
-    for t in common:
-        ha, hb = ra.tasks[t]["content_hash"], rb.tasks[t]["content_hash"]
-        if ha != hb:
-            raise ValueError(f"b: task {t!r} was measured on different texts than in a (content hash {ha[:12]} vs "
-                             f"{hb[:12]}). Re-run analyze with the same --data, --max-texts and --seed.")
-    if not (ra.has_embeddings() and rb.has_embeddings()):
-        raise ValueError("a, b: expected analyses saved with embeddings (paired intervals need them), got one "
-                         "without. Re-run analyze without --no-embeddings.")
-    pairs = _matched_keys(ra, rb, common)
-    if not pairs:
-        raise ValueError(f"b: expected (task, pooling, layer) combinations in common with a, got none (a: "
-                         f"{ra.measured()[:4]}..., b: {rb.measured()[:4]}...). Use the same --pooling and --layer.")
+    if poolings is not None:
+        pair = _as_tuple(poolings)
+        if len(pair) != 2 or pair[0] == pair[1]:
+            raise ValueError(f"poolings: expected two different poolings to compare, e.g. ('mean', 'max'), got "
+                             f"{poolings!r}.")
+        if b is not None:
+            raise ValueError("b: expected no second model when poolings= is given (it compares two poolings of "
+                             "a). Compare models without poolings=, or poolings of one model without b.")
+        ra = resolve_result(a, **analyze_kwargs)
+        _check_embeddings(ra, ra)
+        rb = ra
+        matches = _pooling_matches(ra, pair[0], pair[1])
+        label_a, label_b = f"{ra.name}:{pair[0]}", f"{ra.name}:{pair[1]}"
+        kind = "poolings"
+    else:
+        if b is None:
+            raise ValueError("b: expected a second model to compare with a, got none. Pass b, or poolings=('mean', "
+                             "'max') to compare two poolings of a.")
+        ra, rb = resolve_result(a, **analyze_kwargs), resolve_result(b, **analyze_kwargs)
+        _check_comparable(ra, rb)
+        matches = [(t, p, la, p, lb) for (t, p, la), lb in _matched_keys(ra, rb, [t for t in ra.tasks
+                                                                                  if t in rb.tasks])]
+        if not matches:
+            raise ValueError(f"b: expected (task, pooling, layer) combinations in common with a, got none (a: "
+                             f"{ra.measured()[:4]}..., b: {rb.measured()[:4]}...). Use the same --pooling and "
+                             "--layer, or poolings=(...) to compare two poolings of one model.")
+        if ra is rb or all(np.array_equal(ra.embedding(t, p, la), rb.embedding(t, q, lb))
+                           for t, p, la, q, lb in matches):
+            raise ValueError("b: holds the same embeddings as a (the same model analysed twice), so every "
+                             "difference would be 0. Compare two models, or two poolings of one with "
+                             "poolings=('mean', 'max').")
+        label_a, label_b = (ra.name, rb.name) if ra.name != rb.name else (f"{ra.name} (a)", f"{rb.name} (b)")
+        kind = "models"
     paper = ra.options.get("protocol") == "paper"
     metric_names = [m for m in M.names("set") if any(r["metric"] == m for r in ra.metrics)]
     diffs: list[dict] = []
     sims: list[dict] = []
-    for i, ((task, pooling, layer), layer_b) in enumerate(pairs):
-        _emit(progress, "compare", i, len(pairs))
-        xa, xb = ra.embedding(task, pooling, layer), rb.embedding(task, pooling, layer_b)
-        base = {"task": task, "pooling": pooling, "layer": layer, "layer_b": layer_b}
+    for i, (task, pooling, layer, pooling_b, layer_b) in enumerate(matches):
+        _emit(progress, "compare", i, len(matches))
+        xa, xb = ra.embedding(task, pooling, layer), rb.embedding(task, pooling_b, layer_b)
+        base = {"task": task, "pooling": pooling, "layer": layer, "pooling_b": pooling_b, "layer_b": layer_b}
         if paper:  # the reference protocol's own numbers, as it reports them: point values, no interval
-            diffs += _point_differences(base, ra, rb, layer_b)
+            diffs += _point_differences(base, ra, rb)
             sims += _similarities(base, xa, xb, groups, seed, confidence, knn_k)
             continue
         diffs += _metric_differences(base, metric_names, xa, xb, groups, seed, confidence)
@@ -482,14 +536,55 @@ def compare(
                           "value_b": pdiff.value_a, "diff": pdiff.value, "stderr": pdiff.stderr, "low": pdiff.low,
                           "high": pdiff.high, "significant": pdiff.significant, "n": pdiff.n,
                           "method": pdiff.method})
-        diffs += _probe_differences(ra, rb, task, pooling, layer, layer_b, groups, seed, confidence)
+        diffs += _probe_differences(ra, rb, base, groups, seed, confidence)
         sims += _similarities(base, xa, xb, groups, seed, confidence, knn_k)
-    _emit(progress, "compare", len(pairs), len(pairs))
-    return ComparisonResult(ra.name, rb.name, diffs, sims,
+    _emit(progress, "compare", len(matches), len(matches))
+    return ComparisonResult(label_a, label_b, diffs, sims,
                             {"groups": groups, "seed": seed, "confidence": confidence, "knn_k": knn_k,
-                             "direction": "diff = b - a", "protocol": ra.options.get("protocol")},
+                             "direction": "diff = b - a (second minus first)", "kind": kind,
+                             "poolings": list(_as_tuple(poolings)) if poolings is not None else None,
+                             "protocol": ra.options.get("protocol")},
                             {"a": {"checkpoint": ra.checkpoint, "card": ra.card},
                              "b": {"checkpoint": rb.checkpoint, "card": rb.card}})
+
+
+def _check_embeddings(ra: AnalysisResult, rb: AnalysisResult) -> None:
+    if not (ra.has_embeddings() and rb.has_embeddings()):
+        raise ValueError("a, b: expected analyses saved with embeddings (paired intervals need them), got one "
+                         "without. Re-run analyze without --no-embeddings.")
+
+
+def _check_comparable(ra: AnalysisResult, rb: AnalysisResult) -> None:
+    """Same protocol, tasks in common measured on identical texts, embeddings saved."""
+    if ra.options.get("protocol") != rb.options.get("protocol"):
+        raise ValueError(f"b: expected the same protocol as a ({ra.options.get('protocol')}), got "
+                         f"{rb.options.get('protocol')}. Analyse both with the same --protocol.")
+    common = [t for t in ra.tasks if t in rb.tasks]
+    if not common:
+        raise ValueError(f"b: expected tasks in common with a ({list(ra.tasks)}), got {list(rb.tasks)}. Analyse "
+                         "both on the same --data.")
+    for t in common:
+        ha, hb = ra.tasks[t].get("content_hash"), rb.tasks[t].get("content_hash")
+        if ha != hb:
+            raise ValueError(f"b: task {t!r} was measured on different texts than in a (content hash "
+                             f"{str(ha)[:12]} vs {str(hb)[:12]}). Re-run analyze with the same --data, --max-texts "
+                             "and --seed.")
+    _check_embeddings(ra, rb)
+
+
+def _pooling_matches(res: AnalysisResult, pa: str, pb: str) -> list[Match]:
+    measured = res.measured()
+    have = sorted({p for _, p, _ in measured})
+    for p in (pa, pb):
+        if p not in have:
+            raise ValueError(f"poolings: {p!r} was not measured in {res.name!r} (measured: {', '.join(have)}). "
+                             "Re-run analyze with both poolings.")
+    keys = set(measured)
+    out = [(t, pa, lay, pb, lay) for t, p, lay in measured if p == pa and (t, pb, lay) in keys]
+    if not out:
+        raise ValueError(f"poolings: {pa!r} and {pb!r} share no (task, layer) in {res.name!r}. Re-run analyze with "
+                         "both poolings at the same layers.")
+    return out
 
 
 def _similarities(base: dict, xa: np.ndarray, xb: np.ndarray, groups: int, seed: int, confidence: float,
@@ -504,16 +599,17 @@ def _similarities(base: dict, xa: np.ndarray, xb: np.ndarray, groups: int, seed:
     return rows
 
 
-def _point_differences(base: dict, ra: AnalysisResult, rb: AnalysisResult, layer_b: int) -> list[dict]:
-    """b - a of every number both results report for this (task, pooling), without an interval (the reference
-    protocol reports point values only)."""
-    task, pooling, layer = base["task"], base["pooling"], base["layer"]
+def _point_differences(base: dict, ra: AnalysisResult, rb: AnalysisResult) -> list[dict]:
+    """b - a of every number both results report for this match, without an interval (the reference protocol
+    reports point values only)."""
+    key_a = (base["task"], base["pooling"], base["layer"])
+    key_b = (base["task"], base["pooling_b"], base["layer_b"])
     rows = []
     for kind, recs_a, recs_b, key in (("metric", ra.metrics, rb.metrics, lambda r: r["metric"]),
                                       ("probe", ra.probes, rb.probes, lambda r: f"{r['probe']}:{r['metric']}")):
-        vals_b = {key(r): r for r in recs_b if (r["task"], r["pooling"], int(r["layer"])) == (task, pooling, layer_b)}
+        vals_b = {key(r): r for r in recs_b if (r["task"], r["pooling"], int(r["layer"])) == key_b}
         for r in recs_a:
-            if (r["task"], r["pooling"], int(r["layer"])) != (task, pooling, layer) or key(r) not in vals_b:
+            if (r["task"], r["pooling"], int(r["layer"])) != key_a or key(r) not in vals_b:
                 continue
             va, vb = float(r["value"]), float(vals_b[key(r)]["value"])
             rows.append({**base, "kind": kind, "name": key(r), "value_a": va, "value_b": vb, "diff": vb - va,
@@ -568,17 +664,19 @@ def _matched_keys(ra: AnalysisResult, rb: AnalysisResult, common: list[str]
     return out
 
 
-def _probe_differences(ra: AnalysisResult, rb: AnalysisResult, task: str, pooling: str, layer: int, layer_b: int,
-                       groups: int, seed: int, confidence: float) -> list[dict]:
+def _probe_differences(ra: AnalysisResult, rb: AnalysisResult, match: dict, groups: int, seed: int,
+                       confidence: float) -> list[dict]:
     out = []
-    base = {"task": task, "pooling": pooling, "layer": layer, "layer_b": layer_b, "kind": "probe"}
+    task, pooling, layer, pooling_b, layer_b = (match[k] for k in ("task", "pooling", "layer", "pooling_b",
+                                                                    "layer_b"))
+    base = {**match, "kind": "probe"}
     for r in ra.probes:
         if (r["task"], r["pooling"], int(r["layer"])) != (task, pooling, layer):
             continue
         key_a = array_key("items", task, pooling, layer, r["probe"], r["metric"])
-        key_b = array_key("items", task, pooling, layer_b, r["probe"], r["metric"])
+        key_b = array_key("items", task, pooling_b, layer_b, r["probe"], r["metric"])
         other = next((q for q in rb.probes if (q["task"], q["pooling"], int(q["layer"]), q["probe"], q["metric"])
-                      == (task, pooling, layer_b, r["probe"], r["metric"])), None)
+                      == (task, pooling_b, layer_b, r["probe"], r["metric"])), None)
         if other is None or key_a not in ra.arrays or key_b not in rb.arrays:
             continue
         ia, ib = ra.arrays[key_a], rb.arrays[key_b]

@@ -129,7 +129,8 @@ def _print_analysis(res: Any) -> None:
     measured = {r["metric"] for r in res.metrics}
     cols = [m for m in HEADLINE if m in measured]
     for task, card in res.tasks.items():
-        table = Table(title=f"{res.name} · {task} (n={card.get('n_items')} {card.get('items')}; 95% CI)",
+        proto = "reference protocol, point values" if res.options.get("protocol") == "paper" else "95% CI"
+        table = Table(title=f"{res.name} · {task} (n={card.get('n_items')} {card.get('items')}; {proto})",
                       title_justify="left")
         table.add_column("pooling")
         table.add_column("layer", justify="right")
@@ -153,6 +154,11 @@ def _print_analysis(res: Any) -> None:
         _out().print(table)
 
 
+def _pair_label(r: dict, key: str) -> str:
+    a, b = r.get(key), r.get(f"{key}_b", r.get(key))
+    return str(a) if a == b else f"{a}→{b}"
+
+
 def _print_comparison(cmp: Any, only_significant: bool) -> None:
     table = Table(title=f"{cmp.b} − {cmp.a} (paired, 95% CI; * = interval excludes 0)", title_justify="left")
     for c in ("task", "pooling", "layer", "metric", "a", "b", "b − a", "95% CI", ""):
@@ -160,16 +166,42 @@ def _print_comparison(cmp: Any, only_significant: bool) -> None:
     for r in cmp.differences:
         if only_significant and not r["significant"]:
             continue
-        table.add_row(r["task"], r["pooling"], str(r["layer"]), r["name"], _fmt(r["value_a"]), _fmt(r["value_b"]),
-                      _fmt(r["diff"]), f"[{_fmt(r['low'])}, {_fmt(r['high'])}]", "*" if r["significant"] else "")
+        table.add_row(r["task"], _pair_label(r, "pooling"), _pair_label(r, "layer"), r["name"], _fmt(r["value_a"]),
+                      _fmt(r["value_b"]), _fmt(r["diff"]), f"[{_fmt(r['low'])}, {_fmt(r['high'])}]",
+                      "*" if r["significant"] else "")
     _out().print(table)
     sim = Table(title=f"similarity of {cmp.a} and {cmp.b} on the same texts", title_justify="left")
     for c in ("task", "pooling", "layer", "measure", "value", "95% CI"):
         sim.add_column(c)
     for r in cmp.similarity:
-        sim.add_row(r["task"], r["pooling"], str(r["layer"]), r["name"], _fmt(r["value"]),
+        sim.add_row(r["task"], _pair_label(r, "pooling"), _pair_label(r, "layer"), r["name"], _fmt(r["value"]),
                     f"[{_fmt(r['low'])}, {_fmt(r['high'])}]")
     _out().print(sim)
+
+
+def _print_models_table(results: list) -> None:
+    """One row per model, headline metrics as columns (value ± half-width of the 95% interval), per (task, pooling)
+    at each model's last layer."""
+    keys = list(dict.fromkeys((t, p) for res in results for t, p, lay in res.measured()
+                              if lay == int(res.checkpoint.get("num_layers", lay))))
+    for task, pooling in keys:
+        table = Table(title=f"{task} · {pooling} · last layer: all models (95% CI)", title_justify="left")
+        table.add_column("model")
+        measured = {r["metric"] for res in results for r in res.metrics if (r["task"], r["pooling"]) == (task, pooling)}
+        cols = [m for m in HEADLINE if m in measured]
+        for c in cols:
+            table.add_column(HEADLINE[c], justify="right")
+        for res in results:
+            last = int(res.checkpoint.get("num_layers", -1))
+            cells = []
+            for c in cols:
+                try:
+                    row = res.value(task, pooling, last, c)
+                    cells.append(_fmt(row["value"], _half(row)))
+                except KeyError:
+                    cells.append("–")
+            table.add_row(res.name, *cells)
+        _out().print(table)
 
 
 def _emit_json(obj: Any) -> None:
@@ -250,6 +282,9 @@ def analyze(
     confidence: ConfOpt = 0.95,
     name: Annotated[str | None, typer.Option(help="The model's label in tables, comparisons and figures "
                                              "(default: the checkpoint's directory name).")] = None,
+    checkpoints: Annotated[str | None, typer.Option(help="For a trainer run directory: analyse its checkpoints "
+                                                    "(all, every:K, last, or steps like 500,1000) on the same texts; "
+                                                    "one result per step under --out/step-NNNNNNN.")] = None,
 ) -> None:
     """Measure one checkpoint: every geometry metric with a 95% jackknife interval, per task, pooling and layer.
 
@@ -257,30 +292,58 @@ def analyze(
     """
     with _guard():
         from .analysis import analyze as run
+        from .analysis import analyze_checkpoints
         from .storage import check_writable
 
         if out is not None:
             check_writable(out)
         kw = _analysis_kwargs(data, pooling, layer, max_texts, seed, protocol, device, dtype, batch_size, max_length,
                               special_tokens, glue_dir, no_cache, cache_dir, probes, embeddings, groups, confidence)
+        if checkpoints is not None:
+            with _progress() as cb:
+                results = analyze_checkpoints(checkpoint, checkpoints, name=name, progress=cb, **kw)
+            if out is not None:
+                for r in results:
+                    r.save(out / f"step-{r.checkpoint['trajectory']['step']:07d}", embeddings=embeddings)
+                _err().print(f"saved {len(results)} results to {out}")
+            _emit_results(results, fmt)
+            return
         with _progress() as cb:
             res = run(checkpoint, progress=cb, name=name, **kw)
         if out is not None:
             res.save(out, embeddings=embeddings)
             _err().print(f"saved to {out}")
-        if fmt is Format.json:
-            _emit_json({"name": res.name, "checkpoint": res.checkpoint, "tasks": res.tasks, "options": res.options,
-                        "card": res.card, "metrics": res.metrics, "probes": res.probes})
-        elif fmt is Format.csv:
-            res.to_frame().to_csv(sys.stdout, index=False)
-        else:
-            _print_analysis(res)
+        _emit_results([res], fmt)
+
+
+def _emit_results(results: list, fmt: Format) -> None:
+    """Analyses to stdout: JSON (one object, or a list for a trajectory), one CSV table, or rich tables."""
+    if fmt is Format.json:
+        objs = [{"name": r.name, "checkpoint": r.checkpoint, "tasks": r.tasks, "options": r.options, "card": r.card,
+                 "metrics": r.metrics, "probes": r.probes,
+                 **({"paper": {"metrics": r.paper.metrics, "probes": r.paper.probes, "tasks": r.paper.tasks,
+                               "options": r.paper.options}} if r.paper is not None else {})} for r in results]
+        _emit_json(objs[0] if len(objs) == 1 else objs)
+    elif fmt is Format.csv:
+        import pandas as pd
+
+        frames = [r.to_frame() for r in results] + [r.paper.to_frame().assign(protocol="paper")
+                                                    for r in results if r.paper is not None]
+        pd.concat(frames, ignore_index=True).to_csv(sys.stdout, index=False)
+    else:
+        for r in results:
+            _print_analysis(r)
+            if r.paper is not None:
+                _print_analysis(r.paper)
 
 
 @app.command()
 def compare(
-    models: Annotated[list[str], typer.Argument(help="Two or more checkpoints or saved analysis dirs (analyze --out). "
-                                                "The first is the reference: every other is compared with it.")],
+    models: Annotated[list[str], typer.Argument(help="Checkpoints or saved analysis dirs (analyze --out): two or more "
+                                                "(the first is the reference every other is compared with), or one "
+                                                "with --poolings.")],
+    poolings: Annotated[str | None, typer.Option("--poolings", help="Compare two poolings of one model on the same "
+                                                 "texts, e.g. mean,max (gives max − mean).")] = None,
     data: DataOpt = "sample:bbc,sample:lee",
     pooling: PoolOpt = "all",
     layer: LayerOpt = "-1",
@@ -302,33 +365,32 @@ def compare(
     groups: GroupsOpt = 20,
     confidence: ConfOpt = 0.95,
 ) -> None:
-    """Paired differences (b − a) with 95% intervals on the same texts, plus CKA and k-NN overlap.
+    """Paired differences (b − a, second minus first) with 95% intervals on the same texts, plus CKA and k-NN
+    overlap; with three or more models also one combined table (a row per model).
 
     Checkpoints are analysed first (with the analysis options given); saved analysis dirs are used as they are.
     """
     with _guard():
-        if len(models) < 2:
-            _fail(f"models: expected at least two checkpoints or analysis dirs, got {len(models)}.")
+        if poolings is None and len(models) < 2:
+            _fail(f"models: expected at least two checkpoints or analysis dirs (or one with --poolings), got "
+                  f"{len(models)}.")
+        if poolings is not None and len(models) != 1:
+            _fail(f"models: expected one model with --poolings (its two poolings are compared), got {len(models)}.")
         from .analysis import compare as run
-        from .results import AnalysisResult
+        from .analysis import resolve_result
         from .storage import check_writable, safe_name, unique_name
 
         if out is not None:
             check_writable(out)
         kw = _analysis_kwargs(data, pooling, layer, max_texts, seed, protocol, device, dtype, batch_size, max_length,
                               special_tokens, glue_dir, no_cache, cache_dir, True, True, groups, confidence)
-        results = []
+        common = {"groups": groups, "seed": seed, "confidence": confidence}
         with _progress() as cb:
-            for m in models:
-                path = Path(m).expanduser()
-                if (path / "result.json").is_file():
-                    results.append(AnalysisResult.load(path))
-                else:
-                    from .analysis import analyze as run_analyze
-
-                    results.append(run_analyze(m, progress=cb, **kw))
-            comparisons = [run(results[0], r, groups=groups, seed=seed, confidence=confidence, progress=cb)
-                           for r in results[1:]]
+            results = [resolve_result(m, progress=cb, **kw) for m in models]
+            if poolings is not None:
+                comparisons = [run(results[0], poolings=poolings, progress=cb, **common)]
+            else:
+                comparisons = [run(results[0], r, progress=cb, **common) for r in results[1:]]
         used: set[str] = set()
         for cmp in comparisons:
             if out is not None:
@@ -336,13 +398,20 @@ def compare(
                 target = out / unique_name(stem, used)
                 cmp.save(target)
                 _err().print(f"saved to {target}")
-            if fmt is Format.json:
-                _emit_json({"a": cmp.a, "b": cmp.b, "options": cmp.options, "differences": cmp.differences,
-                            "similarity": cmp.similarity})
-            elif fmt is Format.csv:
-                cmp.to_frame().to_csv(sys.stdout, index=False)
-            else:
+        if fmt is Format.json:
+            _emit_json([{"a": c.a, "b": c.b, "options": c.options, "differences": c.differences,
+                         "similarity": c.similarity} for c in comparisons])
+        elif fmt is Format.csv:
+            import pandas as pd
+
+            frames = [f.assign(table=which) for c in comparisons for which in ("differences", "similarity")
+                      for f in [c.to_frame(which)]]
+            pd.concat(frames, ignore_index=True).to_csv(sys.stdout, index=False)
+        else:
+            for cmp in comparisons:
                 _print_comparison(cmp, significant)
+            if len(results) > 2:
+                _print_models_table(results)
 
 
 @app.command()

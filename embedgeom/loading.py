@@ -181,6 +181,61 @@ def _resolve_trainer_run(path: Path) -> Path:
     return target
 
 
+@dataclass(frozen=True)
+class TrainerCheckpoint:
+    """One checkpoint of a trainer run: its directory, step, tokens seen and the run's objective."""
+
+    path: Path
+    step: int
+    tokens: int | None
+    objective: str | None
+
+
+def trainer_checkpoints(run_dir: str | os.PathLike, which: str | list[int] = "all") -> list[TrainerCheckpoint]:
+    """The complete checkpoints of the trainer run ``run_dir``, oldest first, selected by ``which``: ``"all"``,
+    ``"every:K"`` (every K-th, always with the last), ``"last"``, or steps as a list or a comma-separated string
+    (``"500,1000"``). A checkpoint is complete when its ``trainer_state.json`` exists (the trainer renames a
+    checkpoint into place only when it is whole)."""
+    root = Path(run_dir).expanduser()
+    if not (root / "run.json").is_file():
+        raise CheckpointError(f"checkpoints: {root} is not a trainer run (no run.json). Point at the --out of "
+                              "`embedgeom train`.")
+    found = []
+    for d in sorted((root / "checkpoints").glob("step-*")):
+        try:
+            state = json.loads((d / "trainer_state.json").read_text())
+            cfg = json.loads((d / "trainer_config.json").read_text())
+        except (OSError, ValueError):
+            continue  # incomplete (being written, or damaged): not a checkpoint to analyse
+        objective = (cfg.get("objective") or {}).get("name") if isinstance(cfg.get("objective"), dict) else None
+        found.append(TrainerCheckpoint(d, int(state["step"]), state.get("tokens_seen"), objective))
+    found.sort(key=lambda c: c.step)
+    if not found:
+        raise CheckpointError(f"checkpoints: the run {root} has no complete checkpoint yet. Wait for the first one.")
+    steps = [c.step for c in found]
+    if isinstance(which, str) and which in ("all", "last"):
+        return found if which == "all" else found[-1:]
+    if isinstance(which, str) and which.startswith("every:"):
+        try:
+            k = int(which.split(":", 1)[1])
+        except ValueError:
+            k = 0
+        if k < 1:
+            raise ValueError(f"checkpoints: expected every:K with an integer K >= 1, got {which!r}.")
+        picked = found[::k]
+        return picked if picked[-1] is found[-1] else [*picked, found[-1]]
+    try:
+        wanted = [int(v) for v in which.split(",")] if isinstance(which, str) else [int(v) for v in which]
+    except (TypeError, ValueError):
+        raise ValueError(f"checkpoints: expected all, last, every:K or a list of steps such as 500,1000, got "
+                         f"{which!r}.") from None
+    missing = [w for w in wanted if w not in steps]
+    if missing:
+        raise ValueError(f"checkpoints: steps {missing} are not among the run's checkpoints {steps}. Pick from "
+                         "those, or use all / every:K.")
+    return [c for c in found if c.step in wanted]
+
+
 def _locate(spec: str) -> _Located:
     path = Path(spec).expanduser()
     if path.exists():

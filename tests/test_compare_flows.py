@@ -1,0 +1,141 @@
+"""Comparisons beyond two models at one pooling: two poolings of one model, a result against itself, colliding
+labels, three models, and a trainer run's checkpoints as a trajectory."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import embedgeom as eg
+from embedgeom import metrics as M
+from embedgeom.cli import app
+
+runner = CliRunner()
+KW = {"data": "sample:polarity,sample:lee", "max_texts": 60, "cache": False, "dtype": "float32", "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def res_all(tiny_bert_dir):
+    return eg.analyze(tiny_bert_dir, poolings="mean,max", name="tiny", **KW)
+
+
+def test_pooling_comparison_is_paired_on_the_same_texts(res_all):
+    cmp = eg.compare(res_all, poolings=("mean", "max"))
+    assert cmp.options["kind"] == "poolings" and (cmp.a, cmp.b) == ("tiny:mean", "tiny:max")
+    row = next(r for r in cmp.differences if r["task"] == "polarity" and r["name"] == "effective_rank")
+    assert (row["pooling"], row["pooling_b"]) == ("mean", "max")
+    x_mean, x_max = res_all.embedding("polarity", "mean", 2), res_all.embedding("polarity", "max", 2)
+    expected = M.paired_difference("effective_rank", x_max, x_mean, groups=20, seed=0)
+    assert row["diff"] == pytest.approx(M.effective_rank(x_max) - M.effective_rank(x_mean), rel=1e-9)
+    assert row["diff"] == pytest.approx(expected.value, rel=1e-9)
+    assert row["low"] == pytest.approx(expected.low, rel=1e-9) and row["high"] == pytest.approx(expected.high, rel=1e-9)
+    sim = next(r for r in cmp.similarity if r["task"] == "polarity" and r["name"] == "linear_cka")
+    assert sim["value"] == pytest.approx(M.linear_cka(x_mean, x_max), rel=1e-9)
+
+
+def test_pooling_comparison_errors(res_all):
+    with pytest.raises(ValueError, match="'cls' was not measured"):
+        eg.compare(res_all, poolings=("mean", "cls"))
+    with pytest.raises(ValueError, match="two different poolings"):
+        eg.compare(res_all, poolings=("mean", "mean"))
+    with pytest.raises(ValueError, match="no second model when poolings"):
+        eg.compare(res_all, res_all, poolings=("mean", "max"))
+
+
+def test_a_result_compared_with_itself_is_refused(res_all, tiny_bert_dir):
+    with pytest.raises(ValueError, match="same embeddings as a"):
+        eg.compare(res_all, res_all)
+    mean_only = eg.analyze(tiny_bert_dir, poolings="mean", **KW)  # the same model analysed twice
+    with pytest.raises(ValueError, match="same embeddings as a"):
+        eg.compare(res_all, mean_only)
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory, res_all):
+    from tests.fixtures import make_tiny_bert
+
+    root = tmp_path_factory.mktemp("three")
+    out = [res_all]
+    for seed in (5, 6):
+        out.append(eg.analyze(make_tiny_bert(root / f"m{seed}", seed=seed), poolings="mean,max", name="tiny", **KW))
+    for i, r in enumerate(out):
+        r.save(root / f"r{i}")
+    return root, out
+
+
+def test_colliding_labels_are_labelled_apart(three):
+    _, (a, b, _) = three
+    cmp = eg.compare(a, b)
+    assert (cmp.a, cmp.b) == ("tiny (a)", "tiny (b)")
+
+
+def test_cli_three_models_combined_table_and_csv_with_similarity(three):
+    root, results = three
+    r = runner.invoke(app, ["compare", *(str(root / f"r{i}") for i in range(3))])
+    assert r.exit_code == 0, r.output
+    assert "all models" in r.stdout and r.stdout.count("tiny") >= 3
+    r = runner.invoke(app, ["compare", *(str(root / f"r{i}") for i in range(3)), "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    frame = pd.read_csv(io.StringIO(r.stdout))
+    assert set(frame["table"]) == {"differences", "similarity"}
+    assert {"linear_cka", "knn_overlap"} <= set(frame.loc[frame["table"] == "similarity", "name"])
+    cka = frame[(frame["table"] == "similarity") & (frame["name"] == "linear_cka") & (frame["task"] == "polarity")
+                & (frame["pooling"] == "max")].iloc[0]
+    xa, xb = results[0].embedding("polarity", "max", 2), results[1].embedding("polarity", "max", 2)
+    assert cka["value"] == pytest.approx(M.linear_cka(xa, xb), rel=1e-6)
+
+
+def test_cli_pooling_comparison(three):
+    root, _ = three
+    r = runner.invoke(app, ["compare", str(root / "r0"), "--poolings", "mean,max", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data[0]["options"]["kind"] == "poolings" and data[0]["b"] == "tiny:max"
+    r = runner.invoke(app, ["compare", str(root / "r0"), "--poolings", "mean,max"])
+    assert r.exit_code == 0 and "mean→max" in r.stdout
+    r = runner.invoke(app, ["compare", str(root / "r0"), str(root / "r1"), "--poolings", "mean,max"])
+    assert r.exit_code == 1 and "expected one model with --poolings" in r.output
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    import trainer
+    from tests.trainer.conftest import SMALL
+
+    out = tmp_path_factory.mktemp("run") / "mlm"
+    trainer.run("mlm", "tiny", "sample:polarity", out, steps=6, device="cpu",
+                overrides=[*SMALL, "train.ckpt_every=2", "train.keep_last=10", "train.eval_every=100",
+                           "train.log_every=2"])
+    return out
+
+
+def test_trajectory_over_checkpoints(tiny_run, tmp_path):
+    results = eg.analyze_checkpoints(tiny_run, "all", data="sample:polarity", max_texts=40, poolings="mean",
+                                     probes=False, cache=False, device="cpu")
+    steps = [r.checkpoint["trajectory"]["step"] for r in results]
+    assert steps == [2, 4, 6]
+    assert [r.name for r in results] == [f"mlm@{s}" for s in steps]
+    assert {r.checkpoint["trajectory"]["objective"] for r in results} == {"mlm"}
+    hashes = {r.tasks["polarity"]["content_hash"] for r in results}
+    assert len(hashes) == 1  # the same texts at every step
+    assert len({r.checkpoint["content_hash"] for r in results}) == 3  # three different weight sets
+    picked = eg.analyze_checkpoints(tiny_run, "every:2", data="sample:polarity", max_texts=40, poolings="mean",
+                                    probes=False, cache=False, device="cpu")
+    assert [r.checkpoint["trajectory"]["step"] for r in picked] == [2, 6]
+    with pytest.raises(ValueError, match=r"steps \[5\] are not among"):
+        eg.analyze_checkpoints(tiny_run, [5], data="sample:polarity")
+    r = runner.invoke(app, ["analyze", str(tiny_run), "--checkpoints", "4,6", "--data", "sample:polarity",
+                            "--max-texts", "40", "--pooling", "mean", "--no-probes", "--no-cache", "--out",
+                            str(tmp_path / "traj"), "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "traj").iterdir()) == ["step-0000004", "step-0000006"]
+    loaded = eg.AnalysisResult.load(tmp_path / "traj" / "step-0000006")
+    assert loaded.checkpoint["trajectory"]["step"] == 6
+    frame = pd.read_csv(io.StringIO(r.stdout))
+    assert set(frame["model"]) == {"mlm@4", "mlm@6"}
+    assert np.isfinite(frame.loc[frame["name"] == "uniformity", "value"]).all()
