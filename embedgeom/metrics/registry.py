@@ -7,11 +7,17 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+import numpy as np
+
 from . import cross, distance, spectral
 
 Kind = Literal["set", "paired", "cross"]
 #: How a metric's jackknife replicates are obtained (see embedgeom.metrics.uncertainty).
 Family = Literal["spectral", "pair", "rowmean", "generic"]
+
+
+#: ``bounds(n, d, options) -> (low, high)``: the range a metric's value can take on n rows of dimension d.
+Bounds = Callable[[int, int, Mapping[str, Any]], tuple[float, float]]
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,8 @@ class MetricInfo:
       ``"rowmean"`` (a mean over rows; exact delete-one jackknife) or ``"generic"`` (delete-a-group
       jackknife by recomputation).
     * ``kwargs``: the options the registered value uses (recorded with every saved result).
+    * ``bounds``: the metric's range on n rows in d dimensions; confidence intervals are clipped to it
+      (:func:`embedgeom.metrics.confidence_interval`). None where the range is unbounded or not known.
     """
 
     name: str
@@ -37,6 +45,7 @@ class MetricInfo:
     description: str
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     extract: Callable[[Any], float] = float
+    bounds: Bounds | None = None
 
     def __call__(self, *arrays: Any, **overrides: Any) -> float:
         return float(self.extract(self.function(*arrays, **{**self.kwargs, **overrides})))
@@ -50,52 +59,81 @@ def _alpha_r2(fit: Any) -> float:
     return float(fit.r2)
 
 
+def _rank_bounds(n: int, d: int, _: Mapping[str, Any]) -> tuple[float, float]:
+    """Centred data of n rows has rank at most min(n - 1, d)."""
+    return 1.0, float(max(1, min(n - 1, d)))
+
+
+def _entropy_bounds(n: int, d: int, opts: Mapping[str, Any]) -> tuple[float, float]:
+    return 0.0, 1.0 if opts.get("normalize") else float(np.log(max(1, min(n - 1, d))))
+
+
+def _fixed(low: float, high: float) -> Bounds:
+    return lambda n, d, opts: (low, high)
+
+
 _ENTRIES = [
-    MetricInfo("uniformity", distance.uniformity, False,
-               "Wang & Isola 2020, ICML, 'Understanding contrastive representation learning through "
-               "alignment and uniformity on the hypersphere'", "set", "pair",
-               "log mean over pairs i<j of exp(-t||z_i-z_j||^2) on L2-normalised rows, exact", {"t": 2.0}),
-    MetricInfo("alignment", distance.alignment, False, "Wang & Isola 2020, ICML", "paired", "rowmean",
-               "mean ||z_x - z_y||^alpha over positive pairs, L2-normalised rows", {"alpha": 2.0}),
-    MetricInfo("mean_cosine", distance.mean_cosine, False,
-               "Ethayarajh 2019, EMNLP, 'How contextual are contextualized word representations?'", "set",
-               "pair", "exact mean cosine similarity over pairs i != j (anisotropy)"),
-    MetricInfo("effective_rank", spectral.effective_rank, True,
-               "Roy & Vetterli 2007, EUSIPCO, 'The effective rank: a measure of effective dimensionality'",
-               "set", "spectral", "exp entropy of normalised singular values of the centred data"),
-    MetricInfo("rankme", spectral.rankme, True,
-               "Garrido et al. 2023, ICML, 'RankMe: assessing the downstream performance of pretrained "
-               "self-supervised representations by their rank'", "set", "spectral",
-               "exp entropy of normalised singular values of the uncentred data, p + 1e-7"),
-    MetricInfo("stable_rank", spectral.stable_rank, True, "Rudelson & Vershynin 2007, J. ACM", "set",
-               "spectral", "sum of covariance eigenvalues / largest eigenvalue (centred)"),
-    MetricInfo("participation_ratio", spectral.participation_ratio, True,
-               "Gao et al. 2017, bioRxiv, 'A theory of multineuronal dimensionality'", "set", "spectral",
-               "(sum lambda)^2 / sum lambda^2 of covariance eigenvalues"),
-    MetricInfo("spectral_entropy", spectral.spectral_entropy, True, "Shannon entropy of the PCA spectrum",
-               "set", "spectral", "entropy (nats) of normalised covariance eigenvalues", {"normalize": False}),
-    MetricInfo("rank_at_variance", spectral.rank_at_variance, True, "PCA explained variance", "set",
-               "spectral", "number of principal components explaining 90% of the variance", {"q": 0.9}),
-    MetricInfo("alpha_req", spectral.alpha_req, None,
-               "Agrawal et al. 2022, NeurIPS, 'alpha-ReQ: assessing representation quality in self-supervised"
-               " learning by measuring eigenspectrum decay'", "set", "spectral",
-               "power-law exponent of the covariance eigenspectrum (1/k-weighted log-log fit, ranks 2..rank/2)",
-               {"window": None}, _alpha),
-    MetricInfo("alpha_req_r2", spectral.alpha_req, None, "Agrawal et al. 2022, NeurIPS", "set", "spectral",
-               "R^2 of the alpha-ReQ power-law fit in log-log space", {"window": None},
-               _alpha_r2),
-    MetricInfo("isoscore", spectral.isoscore, True,
-               "Rudman et al. 2022, ACL Findings, 'IsoScore: measuring the uniformity of embedding space "
-               "utilization'", "set", "spectral", "isotropy of the covariance eigenvalues, in [0, 1]"),
-    MetricInfo("linear_cka", cross.linear_cka, None,
-               "Kornblith et al. 2019, ICML, 'Similarity of neural network representations revisited'",
-               "cross", "generic", "linear centred kernel alignment between two models", {"debiased": False}),
-    MetricInfo("linear_cka_debiased", cross.linear_cka, None, "Kornblith et al. 2019; Song et al. 2012",
-               "cross", "generic", "linear CKA with unbiased HSIC estimators", {"debiased": True}),
-    MetricInfo("knn_overlap", cross.knn_overlap, None,
-               "Huh et al. 2024, ICML, 'The platonic representation hypothesis' (mutual k-NN)", "cross",
-               "generic", "mean fraction of shared 10 nearest neighbours (cosine)",
-               {"k": 10, "metric": "cosine"}),
+    MetricInfo(name="uniformity", function=distance.uniformity, higher_is_better=False,
+               reference="Wang & Isola 2020, ICML, 'Understanding contrastive representation learning through "
+                         "alignment and uniformity on the hypersphere'", kind="set", family="pair",
+               description="log mean over pairs i<j of exp(-t||z_i-z_j||^2) on L2-normalised rows, exact",
+               kwargs={"t": 2.0}, bounds=lambda n, d, opts: (-4.0 * float(opts.get("t", 2.0)), 0.0)),
+    MetricInfo(name="alignment", function=distance.alignment, higher_is_better=False,
+               reference="Wang & Isola 2020, ICML", kind="paired", family="rowmean",
+               description="mean ||z_x - z_y||^alpha over positive pairs, L2-normalised rows", kwargs={"alpha": 2.0},
+               bounds=lambda n, d, opts: (0.0, 2.0 ** float(opts.get("alpha", 2.0)))),
+    MetricInfo(name="mean_cosine", function=distance.mean_cosine, higher_is_better=False,
+               reference="Ethayarajh 2019, EMNLP, 'How contextual are contextualized word representations?'",
+               kind="set", family="pair", description="exact mean cosine similarity over pairs i != j (anisotropy)",
+               bounds=_fixed(-1.0, 1.0)),
+    MetricInfo(name="effective_rank", function=spectral.effective_rank, higher_is_better=True,
+               reference="Roy & Vetterli 2007, EUSIPCO, 'The effective rank: a measure of effective "
+                         "dimensionality'", kind="set", family="spectral",
+               description="exp entropy of normalised singular values of the centred data", bounds=_rank_bounds),
+    MetricInfo(name="rankme", function=spectral.rankme, higher_is_better=True,
+               reference="Garrido et al. 2023, ICML, 'RankMe: assessing the downstream performance of pretrained "
+                         "self-supervised representations by their rank'", kind="set", family="spectral",
+               description="exp entropy of normalised singular values of the uncentred data, p + 1e-7",
+               bounds=lambda n, d, opts: (1.0, float(min(n, d)))),
+    MetricInfo(name="stable_rank", function=spectral.stable_rank, higher_is_better=True,
+               reference="Rudelson & Vershynin 2007, J. ACM", kind="set", family="spectral",
+               description="sum of covariance eigenvalues / largest eigenvalue (centred)", bounds=_rank_bounds),
+    MetricInfo(name="participation_ratio", function=spectral.participation_ratio, higher_is_better=True,
+               reference="Gao et al. 2017, bioRxiv, 'A theory of multineuronal dimensionality'", kind="set",
+               family="spectral", description="(sum lambda)^2 / sum lambda^2 of covariance eigenvalues",
+               bounds=_rank_bounds),
+    MetricInfo(name="spectral_entropy", function=spectral.spectral_entropy, higher_is_better=True,
+               reference="Shannon entropy of the PCA spectrum", kind="set", family="spectral",
+               description="entropy (nats) of normalised covariance eigenvalues", kwargs={"normalize": False},
+               bounds=_entropy_bounds),
+    MetricInfo(name="rank_at_variance", function=spectral.rank_at_variance, higher_is_better=True,
+               reference="PCA explained variance", kind="set", family="spectral",
+               description="number of principal components explaining 90% of the variance", kwargs={"q": 0.9},
+               bounds=_rank_bounds),
+    MetricInfo(name="alpha_req", function=spectral.alpha_req, higher_is_better=None,
+               reference="Agrawal et al. 2022, NeurIPS, 'alpha-ReQ: assessing representation quality in "
+                         "self-supervised learning by measuring eigenspectrum decay'", kind="set", family="spectral",
+               description="power-law exponent of the covariance eigenspectrum (1/k-weighted log-log fit, ranks "
+                           "2..rank/2)", kwargs={"window": None}, extract=_alpha),
+    MetricInfo(name="alpha_req_r2", function=spectral.alpha_req, higher_is_better=None,
+               reference="Agrawal et al. 2022, NeurIPS", kind="set", family="spectral",
+               description="R^2 of the alpha-ReQ power-law fit in log-log space", kwargs={"window": None},
+               extract=_alpha_r2, bounds=_fixed(0.0, 1.0)),
+    MetricInfo(name="isoscore", function=spectral.isoscore, higher_is_better=True,
+               reference="Rudman et al. 2022, ACL Findings, 'IsoScore: measuring the uniformity of embedding space "
+                         "utilization'", kind="set", family="spectral",
+               description="isotropy of the covariance eigenvalues, in [0, 1]", bounds=_fixed(0.0, 1.0)),
+    MetricInfo(name="linear_cka", function=cross.linear_cka, higher_is_better=None,
+               reference="Kornblith et al. 2019, ICML, 'Similarity of neural network representations revisited'",
+               kind="cross", family="generic", description="linear centred kernel alignment between two models",
+               kwargs={"debiased": False}, bounds=_fixed(0.0, 1.0)),
+    MetricInfo(name="linear_cka_debiased", function=cross.linear_cka, higher_is_better=None,
+               reference="Kornblith et al. 2019; Song et al. 2012", kind="cross", family="generic",
+               description="linear CKA with unbiased HSIC estimators", kwargs={"debiased": True}),
+    MetricInfo(name="knn_overlap", function=cross.knn_overlap, higher_is_better=None,
+               reference="Huh et al. 2024, ICML, 'The platonic representation hypothesis' (mutual k-NN)",
+               kind="cross", family="generic", description="mean fraction of shared 10 nearest neighbours (cosine)",
+               kwargs={"k": 10, "metric": "cosine"}, bounds=_fixed(0.0, 1.0)),
 ]
 
 #: name -> MetricInfo, read-only. ``REGISTRY["effective_rank"](x)`` computes the registered value.

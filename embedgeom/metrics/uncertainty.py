@@ -214,7 +214,9 @@ def confidence_intervals(
     n = as_matrix(x, "x", min_rows=1).shape[0]
     _check_options(confidence, groups, n, any(_uses_groups(nm) for nm in names))
     reps = _replicates_many(list(names), x, groups, seed, options or {})
-    return {nm: _interval(v, r, n, confidence, m) for nm, (v, r, m) in reps.items()}
+    mat = as_matrix(x, "x", min_rows=1)
+    return {nm: _interval(v, r, n, confidence, m, _bounds(nm, mat, (options or {}).get(nm, {})))
+            for nm, (v, r, m) in reps.items()}
 
 
 def paired_differences(
@@ -243,13 +245,30 @@ def paired_differences(
     return out
 
 
-def _interval(value: float, reps: np.ndarray, n: int, confidence: float, method: str) -> Interval:
+def _interval(value: float, reps: np.ndarray, n: int, confidence: float, method: str,
+              bounds: tuple[float, float] | None = None) -> Interval:
+    """Student-t interval from jackknife replicates; with ``bounds``, intersected with the metric's range (and
+    ``method`` says so when that changed an end)."""
     from scipy.stats import t as student_t
 
     se = _jackknife_stderr(reps)
     q = float(student_t.ppf(0.5 + confidence / 2.0, df=reps.size - 1))
-    return Interval(float(value), se, float(value - q * se), float(value + q * se), n, float(confidence),
-                    method, int(reps.size))
+    low, high = float(value - q * se), float(value + q * se)
+    if bounds is not None and (low < bounds[0] or high > bounds[1]):
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+        method += f"; clipped to the metric's range [{bounds[0]:.6g}, {bounds[1]:.6g}]"
+    return Interval(float(value), se, low, high, n, float(confidence), method, int(reps.size))
+
+
+def _bounds(metric: Any, x: Any, options: dict) -> tuple[float, float] | None:
+    """The range of a registered metric on ``x`` (None for callables and metrics without a known range)."""
+    if not isinstance(metric, (str, MetricInfo)):
+        return None
+    info = get_metric(metric)
+    if info.bounds is None:
+        return None
+    n, d = (int(v) for v in x.shape)
+    return info.bounds(n, d, {**info.kwargs, **options})
 
 
 def confidence_interval(
@@ -264,6 +283,10 @@ def confidence_interval(
 ) -> Interval:
     """Point estimate, jackknife standard error and confidence interval of one metric over texts.
 
+    The interval is the Student-t interval of the jackknife replicates, intersected with the metric's range
+    (``REGISTRY[name].bounds``: e.g. effective rank in [1, min(n - 1, d)], uniformity in [-4t, 0], cosines in
+    [-1, 1]); when that clips an end, ``method`` says so. The standard error is not changed.
+
     ``metric`` is a REGISTRY name (``"uniformity"``, ``"effective_rank"``, ...), a MetricInfo, or any
     callable taking the arrays (then a delete-a-group jackknife by recomputation). ``y`` is the second
     array for paired (alignment) and cross metrics. ``options`` override the metric's registered options
@@ -273,7 +296,7 @@ def confidence_interval(
     n = as_matrix(x, "x", min_rows=1).shape[0]
     _check_options(confidence, groups, n, _uses_groups(metric))
     value, reps, method = _replicates(metric, arrays, groups, seed, options)
-    return _interval(value, reps, n, confidence, method)
+    return _interval(value, reps, n, confidence, method, _bounds(metric, as_matrix(x, "x", min_rows=1), options))
 
 
 def paired_difference(

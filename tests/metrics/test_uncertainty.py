@@ -122,3 +122,24 @@ def test_batched_intervals_equal_one_at_a_time(rng):
         one = M.paired_difference(nm, x, y, groups=10, seed=2)
         assert pd[nm].value == pytest.approx(one.value, abs=1e-12)
         assert pd[nm].stderr == pytest.approx(one.stderr, rel=1e-9, abs=1e-15)
+
+
+def test_intervals_respect_each_metrics_range(rng):
+    # n = 50 isotropic rows in d = 100: effective rank sits near its ceiling n - 1 = 49 and the raw t-interval
+    # crosses it; the reported interval stops at 49 and says so
+    x = rng.standard_normal((50, 100))
+    ci = M.confidence_interval("effective_rank", x)
+    assert ci.high == 49.0 and ci.value <= 49.0 and "clipped to the metric's range [1, 49]" in ci.method
+    raw_high = ci.value + ci.stderr * 2.093  # t(0.975, 19)
+    assert raw_high > 49.0  # the clip did something
+    assert M.confidence_intervals(["effective_rank"], x)["effective_rank"].high == 49.0
+    # nearly identical vectors: uniformity close to its maximum 0, never above it
+    y = 1.0 + 1e-3 * rng.standard_normal((40, 8))
+    u = M.confidence_interval("uniformity", y)
+    assert u.high <= 0.0 and u.low >= -8.0
+    # cosines in [-1, 1]
+    assert -1.0 <= M.confidence_interval("mean_cosine", y).high <= 1.0
+    for name in ("effective_rank", "rankme", "stable_rank", "participation_ratio", "rank_at_variance", "isoscore",
+                 "spectral_entropy"):
+        lo, hi = M.REGISTRY[name].bounds(50, 100, M.REGISTRY[name].kwargs)
+        assert lo <= M.REGISTRY[name](x) <= hi, name
