@@ -150,11 +150,11 @@ def _run_probes(ts: TextSet, x: np.ndarray, seed: int, lexical: bool) -> list[Pr
         if ts.pair_task == "classification" and len(np.unique(ts.pair_labels)) > 1:
             two = len(np.unique(ts.pair_labels)) == 2
             out += classification_probe(pair_features(u, v), ts.pair_labels, seed=seed,
-                                        positive=1 if two else None)
+                                        positive=1 if two else None, pairs=ts.pairs)
         elif ts.pair_task == "regression":
             out.append(cosine_similarity_probe(u, v, ts.pair_labels, seed=seed))
             if len(ts.pair_labels) >= 10:
-                out.append(ridge_probe(pair_features(u, v), ts.pair_labels, seed=seed))
+                out.append(ridge_probe(pair_features(u, v), ts.pair_labels, seed=seed, pairs=ts.pairs))
     if lexical:
         lex = lexical_probe(x, list(ts.texts), seed=seed)
         if lex is not None:
@@ -416,9 +416,11 @@ def resolve_result(x: Any, **analyze_kwargs: Any) -> AnalysisResult:
 
 
 def _paired_items(a: np.ndarray, b: np.ndarray, confidence: float) -> tuple[float, float, float, float]:
+    """Mean of per-item differences b - a with a t-interval, over the items both scored (NaN = not scored)."""
     from scipy.stats import t as student_t
 
     d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    d = d[np.isfinite(d)]
     n = len(d)
     se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
     q = float(student_t.ppf(0.5 + confidence / 2, df=max(n - 1, 1)))
@@ -433,6 +435,8 @@ def _paired_spearman(a_scores: np.ndarray, b_scores: np.ndarray, gold: np.ndarra
     def diff(keep: np.ndarray) -> float:
         return float(spearmanr(b_scores[keep], gold[keep]).statistic - spearmanr(a_scores[keep], gold[keep]).statistic)
 
+    scored = np.isfinite(a_scores) & np.isfinite(b_scores)  # text-disjoint folds leave some pairs unscored
+    a_scores, b_scores, gold = a_scores[scored], b_scores[scored], gold[scored]
     n = len(gold)
     g = min(groups, n)
     full = diff(np.ones(n, dtype=bool))
@@ -691,5 +695,5 @@ def _probe_differences(ra: AnalysisResult, rb: AnalysisResult, match: dict, grou
             method = f"paired delete-a-group jackknife ({min(groups, len(gold))} groups)"
         out.append({**base, "name": f"{r['probe']}:{r['metric']}", "value_a": r["value"], "value_b": other["value"],
                     "diff": diff, "stderr": se, "low": lo, "high": hi, "significant": not (lo <= 0.0 <= hi),
-                    "n": len(ia), "method": method})
+                    "n": int((np.isfinite(ia) & np.isfinite(ib)).sum()), "method": method})
     return out

@@ -69,11 +69,22 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+#: -q: errors only; default: progress bars on a terminal, stage lines (with timings) otherwise; -v: both.
+_VERBOSITY = {"level": 0}
+
+
+def _set_verbosity(verbose: bool, quiet: bool) -> None:
+    if verbose and quiet:
+        _fail("--verbose, --quiet: expected at most one of them, got both.")
+    _VERBOSITY["level"] = -1 if quiet else (1 if verbose else 0)
+
+
 @contextmanager
 def _guard() -> Iterator[None]:
     """One clear line (and a non-zero exit) for any failure; the traceback only with EMBEDGEOM_DEBUG=1."""
     def show(message, category, filename, lineno, file=None, line=None):
-        _err().print(f"[yellow]warning:[/] {message}", highlight=False)
+        if _VERBOSITY["level"] >= 0:
+            _err().print(f"[yellow]warning:[/] {message}", highlight=False)
 
     old = warnings.showwarning
     warnings.showwarning = show
@@ -94,16 +105,30 @@ def _guard() -> Iterator[None]:
 
 @contextmanager
 def _progress() -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress display on stderr; yields a ``callback(stage, done, total)``."""
+    """Progress on stderr; yields a ``callback(stage, done, total)``. Rich bars when stderr is a terminal (or
+    EMBEDGEOM_PROGRESS=1); a line per finished stage with its duration when it is not, or with -v; nothing
+    with -q."""
+    import time
+
+    level = _VERBOSITY["level"]
+    bars_on = level >= 0 and (_err().is_terminal or os.environ.get("EMBEDGEOM_PROGRESS") == "1")
+    lines_on = level > 0 or (level == 0 and not bars_on)
     bars = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=_err(), transient=False, disable=not _err().is_terminal and
-                    os.environ.get("EMBEDGEOM_PROGRESS") != "1")
+                    console=_err(), transient=False, disable=not bars_on)
     tasks: dict[str, Any] = {}
+    started: dict[str, float] = {}
+    finished: set[str] = set()
 
     def callback(stage: str, done: int, total: int) -> None:
         if stage not in tasks:
             tasks[stage] = bars.add_task(stage[:28], total=max(total, 1))
+            started[stage] = time.perf_counter()
         bars.update(tasks[stage], completed=done, total=max(total, 1))
+        if done >= total and stage not in finished:
+            finished.add(stage)
+            if lines_on:
+                _err().print(f"{stage}: {total} done in {time.perf_counter() - started[stage]:.1f} s",
+                             highlight=False)
 
     with bars:
         yield callback
@@ -253,6 +278,10 @@ CacheDirOpt = Annotated[Path | None, typer.Option(help="Embedding cache director
 GroupsOpt = Annotated[int, typer.Option(help="Jackknife groups for the spectral and cross metrics.")]
 ConfOpt = Annotated[float, typer.Option(help="Confidence level of every interval.")]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="stdout format: table, json or csv.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Stage lines with timings on stderr (besides the "
+                                          "progress bars on a terminal).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Nothing on stderr but errors (no progress, no "
+                                        "warnings).")]
 
 
 @app.command()
@@ -285,11 +314,15 @@ def analyze(
     checkpoints: Annotated[str | None, typer.Option(help="For a trainer run directory: analyse its checkpoints "
                                                     "(all, every:K, last, or steps like 500,1000) on the same texts; "
                                                     "one result per step under --out/step-NNNNNNN.")] = None,
+
+    verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Measure one checkpoint: every geometry metric with a 95% jackknife interval, per task, pooling and layer.
 
     Example: [bold]embedgeom analyze ckpt/ --pooling max --data glue:sst2 --glue-dir ~/glue[/]
     """
+    _set_verbosity(verbose, quiet)
     with _guard():
         from .analysis import analyze as run
         from .analysis import analyze_checkpoints
@@ -364,12 +397,16 @@ def compare(
     cache_dir: CacheDirOpt = None,
     groups: GroupsOpt = 20,
     confidence: ConfOpt = 0.95,
+
+    verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Paired differences (b − a, second minus first) with 95% intervals on the same texts, plus CKA and k-NN
     overlap; with three or more models also one combined table (a row per model).
 
     Checkpoints are analysed first (with the analysis options given); saved analysis dirs are used as they are.
     """
+    _set_verbosity(verbose, quiet)
     with _guard():
         if poolings is None and len(models) < 2:
             _fail(f"models: expected at least two checkpoints or analysis dirs (or one with --poolings), got "
@@ -399,8 +436,9 @@ def compare(
                 cmp.save(target)
                 _err().print(f"saved to {target}")
         if fmt is Format.json:
-            _emit_json([{"a": c.a, "b": c.b, "options": c.options, "differences": c.differences,
-                         "similarity": c.similarity} for c in comparisons])
+            objs = [{"a": c.a, "b": c.b, "options": c.options, "differences": c.differences,
+                     "similarity": c.similarity} for c in comparisons]
+            _emit_json(objs[0] if len(objs) == 1 else objs)  # a list for three or more models
         elif fmt is Format.csv:
             import pandas as pd
 
@@ -421,8 +459,12 @@ def report(
     out: Annotated[Path, typer.Option("--out", "-o", help="Report directory (figures, index.md, index.html).")],
     title: Annotated[str, typer.Option(help="Report title.")] = "embedgeom report",
     pdf: Annotated[bool, typer.Option(help="Also write PDF versions of every figure.")] = True,
+
+    verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Figures (PNG, PDF) and an index.md + self-contained index.html tabulating the numbers beside them."""
+    _set_verbosity(verbose, quiet)
     with _guard():
         from .figures import build_report
         from .results import AnalysisResult, ComparisonResult
@@ -457,13 +499,18 @@ def train(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config field, e.g. --set optim.lr=3e-4 "
                                                   "(repeatable).")] = None,
     device: DeviceOpt = "auto",
+    verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Pre-train an encoder with the bundled trainer (multi-GPU: torchrun ... -m trainer with the same flags)."""
+    _set_verbosity(verbose, quiet)
     with _guard():
         import trainer
 
+        level = _VERBOSITY["level"]
+        bars_on = level >= 0 and _err().is_terminal
         bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.fields[info]}"), console=_err())
+                        TextColumn("{task.fields[info]}"), console=_err(), disable=not bars_on)
         with bars:
             task = bars.add_task(f"train {objective}/{preset}", total=steps or 1, info="")
 
@@ -472,6 +519,8 @@ def train(
                 info = " ".join(f"{k}={log[k]:.3g}" for k in ("loss_mlm", "loss_jepa", "lr") if
                                 isinstance(log.get(k), (int, float)))
                 bars.update(task, completed=log.get("step", 0), total=total, info=info)
+                if level > 0 or (level == 0 and not bars_on):  # logs get a line per logged step
+                    _err().print(f"step {log.get('step', 0)}/{total} {info}", highlight=False)
 
             summary = trainer.run(objective, preset, corpus, out, steps=steps, resume=resume, overrides=set_ or (),
                                   device=device, progress=cb)
@@ -486,9 +535,12 @@ def demo(
     steps: Annotated[int | None, typer.Option(help="Training steps per encoder (default: the demo's).")] = None,
     max_texts: Annotated[int, typer.Option(help="Items per analysis task.")] = 600,
     device: DeviceOpt = "auto",
+    verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """End to end, offline: train tiny MLM and hybrid encoders on real text, analyse them and the pretrained
     MiniLM on the sample tasks with all four poolings, compare, and write a report."""
+    _set_verbosity(verbose, quiet)
     with _guard():
         from .demo import run_demo
 
@@ -499,8 +551,9 @@ def demo(
 
 
 @app.command(name="metrics")
-def list_metrics() -> None:
+def list_metrics(verbose: VerboseOpt = False, quiet: QuietOpt = False) -> None:
     """List every registered metric: kind, direction, definition and reference."""
+    _set_verbosity(verbose, quiet)
     from .metrics import REGISTRY
 
     table = Table(title="embedgeom metrics", title_justify="left")

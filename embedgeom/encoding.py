@@ -78,6 +78,11 @@ class Embeddings:
     num_layers: int
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        dims = sorted({v.shape[1] for v in self.vectors.values()})
+        return (f"Embeddings(n={self.n}, poolings={list(self.poolings)}, layers={list(self.layers)}, dim={dims}, "
+                f"compute_dtype={self.meta.get('compute_dtype')!r})")
+
     @property
     def poolings(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(p for p, _ in self.vectors))

@@ -101,6 +101,12 @@ class Encoder:
         self._loaded_versions = _param_versions(self.model)
         self._memory_hash: tuple[tuple[int, ...], str] | None = None
 
+    def __repr__(self) -> str:
+        return (f"Encoder({self.spec!r}, kind={self.kind!r}, {type(self.model).__name__}, layers={self.num_layers}, "
+                f"hidden={self.hidden_size}, device={self.device}, compute_dtype={_dtype_str(self.compute_dtype)} "
+                f"({self.dtype_policy}), max_length={self.max_length}"
+                f"{', native=' + repr(self.native.describe()) if self.native else ''})")
+
     def weights_hash(self) -> str:
         """The hash that identifies this encoder's weights in the embedding cache: ``content_hash`` (of the files it
         was loaded from) while the in-memory weights are unchanged; once any parameter or buffer has been modified
@@ -145,6 +151,10 @@ class Encoder:
             "native_pooling": self.native.describe() if self.native else None,
             **self.info,
         }
+
+
+def _dtype_str(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
 
 
 def _param_versions(model: Any) -> tuple[int, ...]:

@@ -6,7 +6,12 @@ All fitting is scikit-learn; all statistics scipy. Choices that change numbers:
   stratified cross-validation (shuffled, seeded); every text gets one out-of-fold prediction, from which
   accuracy, macro-F1 and Matthews correlation are computed; the standard error is that of the mean
   out-of-fold correctness (binomial), and the per-item correctness is kept for paired comparisons;
-* pair tasks use SentEval features ``[u, v, |u - v|, u * v]`` of the two sentences' separate embeddings;
+* pair tasks use SentEval features ``[u, v, |u - v|, u * v]`` of the two sentences' separate embeddings, and
+  their folds never put a text in both the training and the test pairs (:func:`text_disjoint_folds`): pairs
+  are grouped by the connected components of their shared texts (every pair is tested once); when sharing is so
+  dense that fewer than 2 x 5 components exist (Lee: every document is paired with every other), the texts are
+  split into 5 seeded groups, a fold tests the pairs inside one group and trains on the pairs with no text in
+  it, and pairs straddling two groups are not scored (their per-item entries are NaN);
 * similarity tasks (STS-B, Lee, WordSim, SimLex): Spearman correlation between the cosine of the two
   embeddings and the gold score (no training), with a delete-a-group jackknife interval; plus a ridge probe
   (``RidgeCV`` over alphas 10^-3..10^3, 5-fold out-of-fold predictions) scored by Spearman;
@@ -61,6 +66,46 @@ def _folds(y: np.ndarray, seed: int, n_folds: int = N_FOLDS):
     return KFold(n_splits=n_folds, shuffle=True, random_state=seed)
 
 
+def text_disjoint_folds(pairs: np.ndarray, seed: int, n_folds: int = N_FOLDS
+                        ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) pair indices per fold such that no text is in both a fold's training and test pairs.
+
+    ``pairs`` (m, 2) holds text indices. Pairs are grouped by the connected components of the graph their texts
+    form; with at least ``2 * n_folds`` components, components are dealt to folds (seeded; every pair is tested
+    exactly once). Otherwise the texts are split into ``n_folds`` seeded groups: a fold tests the pairs with both
+    texts in its group and trains on the pairs with neither text in it; straddling pairs are never tested."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    pairs = np.asarray(pairs, dtype=np.int64)
+    n_texts = int(pairs.max()) + 1
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n_texts, n_texts))
+    _, comp = connected_components(graph, directed=False)
+    rng = np.random.default_rng(seed)
+    pair_comp = comp[pairs[:, 0]]
+    used = np.unique(pair_comp)
+    if len(used) >= 2 * n_folds:
+        fold_of = dict(zip(rng.permutation(used).tolist(), np.arange(len(used)) % n_folds, strict=True))
+        f = np.array([fold_of[c] for c in pair_comp])
+        return [(np.flatnonzero(f != k), np.flatnonzero(f == k)) for k in range(n_folds)]
+    group = np.empty(n_texts, dtype=np.int64)
+    group[rng.permutation(n_texts)] = np.arange(n_texts) % n_folds
+    ga, gb = group[pairs[:, 0]], group[pairs[:, 1]]
+    return [(np.flatnonzero((ga != k) & (gb != k)), np.flatnonzero((ga == k) & (gb == k))) for k in range(n_folds)]
+
+
+def _out_of_fold(model: Any, x: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]
+                 ) -> np.ndarray:
+    """Out-of-fold predictions over explicit folds; items no fold tests stay NaN."""
+    from sklearn.base import clone
+
+    pred = np.full(len(y), np.nan)
+    for train, test in folds:
+        if len(test) and len(train):
+            pred[test] = clone(model).fit(x[train], y[train]).predict(x[test])
+    return pred
+
+
 def _logreg():
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -82,24 +127,34 @@ def _check_xy(x: np.ndarray, y: np.ndarray, name: str) -> tuple[np.ndarray, np.n
 
 
 def classification_probe(x: np.ndarray, y: np.ndarray, *, seed: int = 0, positive: int | None = None,
-                         name: str = "linear") -> list[ProbeScore]:
-    """Cross-validated logistic-regression probe. Returns accuracy, macro-F1, MCC (and F1 of ``positive``)."""
+                         name: str = "linear", pairs: np.ndarray | None = None) -> list[ProbeScore]:
+    """Cross-validated logistic-regression probe. Returns accuracy, macro-F1, MCC (and F1 of ``positive``).
+
+    ``pairs``: for pair features, the (m, 2) text indices of each row, so folds are text-disjoint
+    (:func:`text_disjoint_folds`); rows no fold tests get NaN per-item correctness and are not scored."""
     from sklearn.metrics import f1_score, matthews_corrcoef
     from sklearn.model_selection import cross_val_predict
 
     x, y = _check_xy(x, y, "labels")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter on tiny folds; the scores say what they say
-        pred = cross_val_predict(_logreg(), x, y, cv=_folds(y, seed))
-    correct = (pred == y).astype(np.float64)
-    n = len(y)
-    acc = float(correct.mean())
-    method = f"{N_FOLDS}-fold CV out-of-fold predictions, seed {seed}; stderr binomial over items"
+        if pairs is None:
+            pred = cross_val_predict(_logreg(), x, y, cv=_folds(y, seed)).astype(np.float64)
+            scheme = f"{N_FOLDS}-fold CV"
+        else:
+            pred = _out_of_fold(_logreg(), x, y, text_disjoint_folds(pairs, seed))
+            scheme = f"{N_FOLDS}-fold text-disjoint CV"
+    tested = np.isfinite(pred)
+    correct = np.where(tested, pred == y, np.nan)
+    yt, pt = y[tested], pred[tested].astype(y.dtype)
+    n = int(tested.sum())
+    acc = float(np.nanmean(correct))
+    method = f"{scheme} out-of-fold predictions ({n} of {len(y)} items scored), seed {seed}; stderr binomial"
     out = [ProbeScore(name, "accuracy", acc, math.sqrt(max(acc * (1 - acc), 1e-12) / n), n, method, correct),
-           ProbeScore(name, "macro_f1", float(f1_score(y, pred, average="macro")), math.nan, n, method),
-           ProbeScore(name, "mcc", float(matthews_corrcoef(y, pred)), math.nan, n, method)]
+           ProbeScore(name, "macro_f1", float(f1_score(yt, pt, average="macro")), math.nan, n, method),
+           ProbeScore(name, "mcc", float(matthews_corrcoef(yt, pt)), math.nan, n, method)]
     if positive is not None:
-        out.append(ProbeScore(name, "f1", float(f1_score(y, pred, pos_label=positive)), math.nan, n, method))
+        out.append(ProbeScore(name, "f1", float(f1_score(yt, pt, pos_label=positive)), math.nan, n, method))
     return out
 
 
@@ -144,10 +199,11 @@ def cosine_similarity_probe(u: np.ndarray, v: np.ndarray, gold: np.ndarray, *, s
                       f"no training; delete-a-group jackknife ({g} groups, seed {seed})", cos)
 
 
-def ridge_probe(x: np.ndarray, y: np.ndarray, *, seed: int = 0) -> ProbeScore:
-    """RidgeCV regression probe scored by Spearman of out-of-fold predictions."""
+def ridge_probe(x: np.ndarray, y: np.ndarray, *, seed: int = 0, pairs: np.ndarray | None = None) -> ProbeScore:
+    """RidgeCV regression probe scored by Spearman of out-of-fold predictions. ``pairs``: as in
+    :func:`classification_probe` (text-disjoint folds; unscored rows have NaN predictions)."""
     from sklearn.linear_model import RidgeCV
-    from sklearn.model_selection import KFold, cross_val_predict
+    from sklearn.model_selection import KFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -156,10 +212,19 @@ def ridge_probe(x: np.ndarray, y: np.ndarray, *, seed: int = 0) -> ProbeScore:
     if len(y) < 2 * N_FOLDS:
         raise ValueError(f"scores: expected at least {2 * N_FOLDS} items for {N_FOLDS}-fold CV, got {len(y)}.")
     model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
-    pred = cross_val_predict(model, x, y, cv=KFold(N_FOLDS, shuffle=True, random_state=seed))
-    se = _group_jackknife_se(lambda keep: _spearman(pred[keep], y[keep]), len(y), min(20, len(y)), seed)
-    return ProbeScore("ridge", "spearman", _spearman(pred, y), se, len(y),
-                      f"{N_FOLDS}-fold CV out-of-fold predictions, seed {seed}; delete-a-group jackknife", pred)
+    if pairs is None:
+        folds = list(KFold(N_FOLDS, shuffle=True, random_state=seed).split(x))
+        scheme = f"{N_FOLDS}-fold CV"
+    else:
+        folds = text_disjoint_folds(pairs, seed)
+        scheme = f"{N_FOLDS}-fold text-disjoint CV"
+    pred = _out_of_fold(model, x, y, folds)
+    tested = np.isfinite(pred)
+    pt, yt = pred[tested], y[tested]
+    se = _group_jackknife_se(lambda keep: _spearman(pt[keep], yt[keep]), len(yt), min(20, len(yt)), seed)
+    return ProbeScore("ridge", "spearman", _spearman(pt, yt), se, len(yt),
+                      f"{scheme} out-of-fold predictions ({len(yt)} of {len(y)} scored), seed {seed}; "
+                      "delete-a-group jackknife", pred)
 
 
 def lexical_words(texts: list[str], k: int = LEXICAL_WORDS) -> list[str]:

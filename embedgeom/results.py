@@ -142,6 +142,35 @@ class AnalysisResult:
             self.name = "/".join(parts[-2:]) if parts and parts[-1] in ("model", "final") else (
                 parts[-1] if parts else spec)
 
+    def __repr__(self) -> str:
+        poolings = sorted({p for _, p, _ in self.measured()})
+        layers = sorted({lay for _, _, lay in self.measured()})
+        extra = ", +paper" if self.paper is not None else ""
+        return (f"AnalysisResult({self.name!r}, protocol={self.options.get('protocol', 'default')!r}, "
+                f"tasks={list(self.tasks)}, poolings={poolings}, layers={layers}, {len(self.metrics)} metric rows, "
+                f"{len(self.probes)} probe rows{extra})")
+
+    def _repr_html_(self) -> str:
+        """A notebook table: the headline metrics per task and pooling at the last measured layer."""
+        import html as _html
+
+        heads = ("uniformity", "alignment", "effective_rank", "rankme", "isoscore")
+        rows = []
+        for task, pooling, layer in self.measured():
+            if layer != max(lay for t, _, lay in self.measured() if t == task):
+                continue
+            cells = []
+            for m in heads:
+                r = next((r for r in self.metrics if (r["task"], r["pooling"], int(r["layer"]), r["metric"])
+                          == (task, pooling, layer, m)), None)
+                cells.append("–" if r is None else f"{r['value']:.4g}" + (
+                    f" [{r['low']:.3g}, {r['high']:.3g}]" if np.isfinite(r.get("low", np.nan)) else ""))
+            rows.append("<tr>" + "".join(f"<td>{_html.escape(str(c))}</td>" for c in (task, pooling, layer, *cells))
+                        + "</tr>")
+        head = "".join(f"<th>{h}</th>" for h in ("task", "pooling", "layer", *heads))
+        return (f"<p><b>{_html.escape(self.name)}</b> ({_html.escape(str(self.options.get('protocol', 'default')))}"
+                f" protocol; value [95% CI])</p><table><tr>{head}</tr>{''.join(rows)}</table>")
+
     # --- access ---------------------------------------------------------------------------------------
     def measured(self) -> list[tuple[str, str, int]]:
         """(task, pooling, layer) triples that were measured."""
@@ -248,6 +277,11 @@ class ComparisonResult:
     similarity: list[dict[str, Any]]
     options: dict[str, Any]
     cards: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        sig = sum(bool(r.get("significant")) for r in self.differences)
+        return (f"ComparisonResult({self.b!r} − {self.a!r}, kind={self.options.get('kind', 'models')!r}, "
+                f"{len(self.differences)} differences ({sig} significant), {len(self.similarity)} similarity rows)")
 
     def to_frame(self, which: str = "differences") -> Any:
         import pandas as pd

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -66,7 +65,11 @@ def test_report_writes_valid_non_blank_pngs(saved):
     import matplotlib.image as mpimg
 
     root, _ = saved
-    cmp_dirs = list((root / "cmp").iterdir()) if (root / "cmp").exists() else []
+    made = runner.invoke(app, ["compare", str(root / "a"), str(root / "b"), "--out", str(root / "cmp-report"),
+                               "--format", "csv"])
+    assert made.exit_code == 0, made.output
+    cmp_dirs = list((root / "cmp-report").iterdir())
+    assert len(cmp_dirs) == 1
     res = runner.invoke(app, ["report", str(root / "a"), str(root / "b"), *map(str, cmp_dirs), "--out",
                               str(root / "report")])
     assert res.exit_code == 0, res.output
@@ -97,7 +100,26 @@ def test_metrics_listing_and_help():
     assert res.exit_code == 0 and "effective_rank" in res.stdout and "Roy & Vetterli" in res.stdout
     help_ = runner.invoke(app, ["analyze", "--help"])
     assert help_.exit_code == 0 and "--pooling" in help_.stdout and "--protocol" in help_.stdout
-    assert np.isfinite(1.0)
+    from embedgeom.metrics import REGISTRY
+
+    assert all(name in res.stdout for name in REGISTRY)  # every registered metric is listed
+
+
+def test_verbosity_flags(tiny_bert_dir):
+    args = ["analyze", str(tiny_bert_dir), "--data", "sample:polarity", "--max-texts", "30", "--pooling", "mean",
+            "--no-probes", "--no-cache", "--format", "csv"]
+    plain = runner.invoke(app, args)  # stderr is not a terminal here: one line per finished stage, with its time
+    assert plain.exit_code == 0, plain.output
+    assert "encode sample:polarity: 30 done in" in plain.stderr and " s" in plain.stderr
+    quiet = runner.invoke(app, [*args, "-q"])
+    assert quiet.exit_code == 0 and quiet.stderr.strip() == "" and quiet.stdout == plain.stdout
+    verbose = runner.invoke(app, [*args, "--verbose"])
+    assert verbose.exit_code == 0 and "done in" in verbose.stderr
+    both = runner.invoke(app, [*args, "-q", "-v"])
+    assert both.exit_code == 1 and "expected at most one of them" in both.output
+    for cmd in ("compare", "report", "train", "demo", "metrics"):
+        help_ = runner.invoke(app, [cmd, "--help"])
+        assert "--quiet" in help_.stdout and "--verbose" in help_.stdout, cmd
 
 
 def test_train_command_writes_a_loadable_run(tmp_path):

@@ -95,7 +95,7 @@ def test_cli_pooling_comparison(three):
     r = runner.invoke(app, ["compare", str(root / "r0"), "--poolings", "mean,max", "--format", "json"])
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
-    assert data[0]["options"]["kind"] == "poolings" and data[0]["b"] == "tiny:max"
+    assert data["options"]["kind"] == "poolings" and data["b"] == "tiny:max"
     r = runner.invoke(app, ["compare", str(root / "r0"), "--poolings", "mean,max"])
     assert r.exit_code == 0 and "mean→max" in r.stdout
     r = runner.invoke(app, ["compare", str(root / "r0"), str(root / "r1"), "--poolings", "mean,max"])
@@ -139,3 +139,17 @@ def test_trajectory_over_checkpoints(tiny_run, tmp_path):
     frame = pd.read_csv(io.StringIO(r.stdout))
     assert set(frame["model"]) == {"mlm@4", "mlm@6"}
     assert np.isfinite(frame.loc[frame["name"] == "uniformity", "value"]).all()
+
+
+def test_short_reprs(res_all, tiny_encoder):
+    text = repr(res_all)
+    assert text.startswith("AnalysisResult('tiny'") and "poolings=['max', 'mean']" in text and len(text) < 300
+    page = res_all._repr_html_()
+    er = res_all.value("polarity", "max", 2, "effective_rank")["value"]
+    assert f"{er:.4g}" in page and page.count("<tr>") == 1 + len(res_all.measured())
+    cmp = eg.compare(res_all, poolings=("mean", "max"))
+    assert repr(cmp).startswith("ComparisonResult('tiny:max' − 'tiny:mean'") and "significant" in repr(cmp)
+    enc_text = repr(tiny_encoder)
+    assert "layers=2" in enc_text and "hidden=32" in enc_text and len(enc_text) < 300
+    emb = eg.encode(tiny_encoder, "one text", poolings=("mean",))
+    assert repr(emb) == "Embeddings(n=1, poolings=['mean'], layers=[2], dim=[32], compute_dtype='float32')"

@@ -68,3 +68,47 @@ def test_lexical_probe_reads_word_presence(rng):
     x += 0.01 * rng.standard_normal(x.shape)
     assert lexical_probe(x, texts).value > 0.95
     assert lexical_probe(rng.standard_normal((200, 3)), texts).value < 0.65
+
+
+def _texts_of(pairs, idx):
+    return set(pairs[idx].ravel().tolist())
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_text_disjoint_folds_never_share_a_text(dense):
+    from itertools import combinations
+
+    from embedgeom.probes import text_disjoint_folds
+
+    if dense:  # Lee: every document paired with every other, one connected component
+        pairs = np.array(list(combinations(range(50), 2)))
+    else:  # sparse pairs: 60 components of two texts each plus a few shared premises (MNLI-like)
+        pairs = np.array([(2 * i, 2 * i + 1) for i in range(60)] + [(0, 3), (4, 7)])
+    folds = text_disjoint_folds(pairs, seed=0)
+    tested = np.zeros(len(pairs), dtype=int)
+    for train, test in folds:
+        assert _texts_of(pairs, train).isdisjoint(_texts_of(pairs, test))
+        tested[test] += 1
+    assert tested.max() == 1
+    if dense:
+        assert 0 < tested.sum() < len(pairs)  # straddling pairs are not scored
+    else:
+        assert tested.sum() == len(pairs)  # every pair scored once
+
+
+def test_pair_probes_on_lee_are_text_disjoint(rng):
+    from itertools import combinations
+
+    from embedgeom.probes import classification_probe, pair_features, ridge_probe
+
+    pairs = np.array(list(combinations(range(30), 2)))
+    x = rng.standard_normal((30, 6))
+    feats = pair_features(x[pairs[:, 0]], x[pairs[:, 1]])
+    y = rng.standard_normal(len(pairs))
+    score = ridge_probe(feats, y, seed=0, pairs=pairs)
+    scored = np.isfinite(score.per_item)
+    assert score.n == scored.sum() < len(pairs) and "text-disjoint" in score.method
+    labels = (y > 0).astype(int)
+    acc = classification_probe(feats, labels, seed=0, pairs=pairs)[0]
+    assert acc.n == np.isfinite(acc.per_item).sum() < len(pairs)
+    assert acc.value == pytest.approx(np.nanmean(acc.per_item))
