@@ -23,6 +23,7 @@ from . import metrics as M
 from .data import TextSet, load_texts
 from .encoding import encode
 from .loading import COMPUTE_DTYPES, Encoder, load_encoder, resolve_device, trainer_checkpoints
+from .metrics.jackknife import delete_group_replicates, jackknife_stderr, t_interval
 from .options import check_bool, check_choice, check_confidence, check_groups, check_int, check_seed, parse_layers
 from .paper import PAPER_MAX_SAMPLES, PAPER_METRICS, PAPER_POOLINGS, PaperItems, analyze_paper_task, paper_items
 from .pooling import ALL_POOLINGS, POOLINGS
@@ -416,39 +417,36 @@ def resolve_result(x: Any, **analyze_kwargs: Any) -> AnalysisResult:
 
 
 def _paired_items(a: np.ndarray, b: np.ndarray, confidence: float) -> tuple[float, float, float, float]:
-    """Mean of per-item differences b - a with a t-interval, over the items both scored (NaN = not scored)."""
-    from scipy.stats import t as student_t
-
+    """Mean of per-item differences b - a with a t-interval, over the items both scored (NaN = not scored). The
+    standard error of a mean is its exact delete-one jackknife standard error, sd / sqrt(n)."""
     d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
     d = d[np.isfinite(d)]
     n = len(d)
-    se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
-    q = float(student_t.ppf(0.5 + confidence / 2, df=max(n - 1, 1)))
-    return float(d.mean()), se, float(d.mean() - q * se), float(d.mean() + q * se)
+    if n < 2:
+        return float(d.mean()) if n else math.nan, math.nan, math.nan, math.nan
+    reps = (d.sum() - d) / (n - 1)  # delete-one means
+    se = jackknife_stderr(reps)
+    low, high, _ = t_interval(float(d.mean()), se, n - 1, confidence)
+    return float(d.mean()), se, low, high
 
 
 def _paired_spearman(a_scores: np.ndarray, b_scores: np.ndarray, gold: np.ndarray, groups: int, seed: int,
                      confidence: float) -> tuple[float, float, float, float]:
+    """Spearman(b, gold) - Spearman(a, gold) with a paired delete-a-group jackknife interval, over the pairs both
+    scored (text-disjoint folds leave some unscored)."""
     from scipy.stats import spearmanr
-    from scipy.stats import t as student_t
+
+    scored = np.isfinite(a_scores) & np.isfinite(b_scores)
+    a_scores, b_scores, gold = a_scores[scored], b_scores[scored], gold[scored]
 
     def diff(keep: np.ndarray) -> float:
         return float(spearmanr(b_scores[keep], gold[keep]).statistic - spearmanr(a_scores[keep], gold[keep]).statistic)
 
-    scored = np.isfinite(a_scores) & np.isfinite(b_scores)  # text-disjoint folds leave some pairs unscored
-    a_scores, b_scores, gold = a_scores[scored], b_scores[scored], gold[scored]
-    n = len(gold)
-    g = min(groups, n)
-    full = diff(np.ones(n, dtype=bool))
-    reps = []
-    for part in np.array_split(np.random.default_rng(seed).permutation(n), g):
-        keep = np.ones(n, dtype=bool)
-        keep[part] = False
-        reps.append(diff(keep))
-    r = np.asarray(reps)
-    se = float(math.sqrt((g - 1) / g * ((r - r.mean()) ** 2).sum()))
-    q = float(student_t.ppf(0.5 + confidence / 2, df=g - 1))
-    return full, se, full - q * se, full + q * se
+    g = min(groups, len(gold))
+    full, reps = delete_group_replicates(diff, len(gold), g, seed)
+    se = jackknife_stderr(reps)
+    low, high, _ = t_interval(full, se, g - 1, confidence)
+    return full, se, low, high
 
 
 #: One matched pair of embedding sets: (task, a's pooling, a's layer, b's pooling, b's layer).
@@ -534,10 +532,10 @@ def compare(
         diffs += _metric_differences(base, metric_names, xa, xb, groups, seed, confidence)
         pos = ra.structure(task, "positives")
         if pos is not None and len(pos) >= 2 and ra.tasks[task].get("items") == "texts":
-            pdiff = M.paired_difference("alignment", xb[pos[:, 0]], xa[pos[:, 0]], y_a=xb[pos[:, 1]],
-                                        y_b=xa[pos[:, 1]], confidence=confidence)
-            diffs.append({**base, "kind": "metric", "name": "alignment", "value_a": pdiff.value_b,
-                          "value_b": pdiff.value_a, "diff": pdiff.value, "stderr": pdiff.stderr, "low": pdiff.low,
+            pdiff = M.paired_difference("alignment", xa[pos[:, 0]], xb[pos[:, 0]], y_a=xa[pos[:, 1]],
+                                        y_b=xb[pos[:, 1]], confidence=confidence)
+            diffs.append({**base, "kind": "metric", "name": "alignment", "value_a": pdiff.value_a,
+                          "value_b": pdiff.value_b, "diff": pdiff.value, "stderr": pdiff.stderr, "low": pdiff.low,
                           "high": pdiff.high, "significant": pdiff.significant, "n": pdiff.n,
                           "method": pdiff.method})
         diffs += _probe_differences(ra, rb, base, groups, seed, confidence)
@@ -628,12 +626,12 @@ def _metric_differences(base: dict, names: list[str], xa: np.ndarray, xb: np.nda
     a NaN row saying why."""
     kw = {"groups": min(groups, len(xa)), "seed": seed, "confidence": confidence}
     try:
-        got = M.paired_differences(names, xb, xa, **kw)
+        got = M.paired_differences(names, xa, xb, **kw)
     except ValueError:
         got = {}
         for name in names:
             try:
-                got[name] = M.paired_difference(name, xb, xa, **kw)
+                got[name] = M.paired_difference(name, xa, xb, **kw)
             except ValueError as err:
                 got[name] = str(err).split(". ")[0]
     rows = []
@@ -644,8 +642,7 @@ def _metric_differences(base: dict, names: list[str], xa: np.ndarray, xb: np.nda
                          "diff": math.nan, "stderr": math.nan, "low": math.nan, "high": math.nan,
                          "significant": False, "n": len(xa), "method": f"undefined: {d}"})
             continue
-        # paired_differences(x=b, y=a): its value_a is b's metric, value_b is a's
-        rows.append({**base, "kind": "metric", "name": name, "value_a": d.value_b, "value_b": d.value_a,
+        rows.append({**base, "kind": "metric", "name": name, "value_a": d.value_a, "value_b": d.value_b,
                      "diff": d.value, "stderr": d.stderr, "low": d.low, "high": d.high,
                      "significant": d.significant, "n": d.n, "method": d.method})
     return rows

@@ -172,15 +172,11 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(r) if np.isfinite(r) else 0.0
 
 
-def _group_jackknife_se(fn, n: int, groups: int, seed: int) -> float:
-    perm = np.random.default_rng(seed).permutation(n)
-    reps = []
-    for g in np.array_split(perm, groups):
-        keep = np.ones(n, dtype=bool)
-        keep[g] = False
-        reps.append(fn(keep))
-    r = np.asarray(reps)
-    return float(math.sqrt((len(r) - 1) / len(r) * ((r - r.mean()) ** 2).sum()))
+def _group_jackknife_se(statistic: Any, n: int, groups: int, seed: int) -> float:
+    """Delete-a-group jackknife standard error of ``statistic(keep_indices)`` (:mod:`embedgeom.metrics.jackknife`)."""
+    from .metrics.jackknife import delete_group_replicates, jackknife_stderr
+
+    return jackknife_stderr(delete_group_replicates(statistic, n, groups, seed)[1])
 
 
 def cosine_similarity_probe(u: np.ndarray, v: np.ndarray, gold: np.ndarray, *, seed: int = 0,

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> dict:
         u, r = cis["uniformity"], cis["effective_rank"]
         print(f"{pooling:>9}: uniformity {u.value:7.3f} ± {u.high - u.value:.3f}   "
               f"effective rank {r.value:7.1f} ± {r.high - r.value:.1f}")
-    d = M.paired_difference("uniformity", emb.get("max"), emb.get("mean"))
+    d = M.paired_difference("uniformity", emb.get("mean"), emb.get("max"))  # b - a: max minus mean
     print(f"uniformity(max) - uniformity(mean) = {d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}], n = {d.n}")
     return out
 

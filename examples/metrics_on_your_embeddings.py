@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
     # a second "model" on the same texts: paired difference with its interval
     squashed = x * np.r_[np.ones(16), np.full(args.d - 16, 0.3)]
     diff = M.paired_difference("effective_rank", x, squashed)
-    print(f"effective rank, model A - model B: {diff.value:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] "
+    print(f"effective rank, model B - model A: {diff.value:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] "
           f"significant={diff.significant}")
     print(f"linear CKA(A, B) = {M.linear_cka(x, squashed):.4f}, 10-NN overlap = {M.knn_overlap(x, squashed):.3f}")
     return {"streamed": streamed["effective_rank"], "batch": M.effective_rank(x), "diff": diff.value}

@@ -57,13 +57,10 @@ def test_save_load_round_trip(res_minilm, tmp_path):
     assert not eg.AnalysisResult.load(tmp_path / "small").has_embeddings()
 
 
-def test_compare_with_itself_is_zero_with_cka_one(res_minilm):
-    cmp = eg.compare(res_minilm, res_minilm)
-    metric_rows = [r for r in cmp.differences if r["kind"] == "metric"]
-    assert metric_rows and all(r["diff"] == 0.0 and not r["significant"] for r in metric_rows)
-    assert all(r["diff"] == 0.0 for r in cmp.differences if r["kind"] == "probe")
-    for r in cmp.similarity:
-        assert r["value"] == pytest.approx(1.0), r["name"]
+def test_compare_with_itself_is_refused_not_reported_as_zero(res_minilm):
+    # every difference would be exactly 0 and every CKA 1: a mistaken call, not a finding
+    with pytest.raises(ValueError, match="same embeddings as a"):
+        eg.compare(res_minilm, res_minilm)
 
 
 def test_compare_detects_a_real_difference(res_minilm, tiny_encoder):

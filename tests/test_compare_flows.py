@@ -30,7 +30,7 @@ def test_pooling_comparison_is_paired_on_the_same_texts(res_all):
     row = next(r for r in cmp.differences if r["task"] == "polarity" and r["name"] == "effective_rank")
     assert (row["pooling"], row["pooling_b"]) == ("mean", "max")
     x_mean, x_max = res_all.embedding("polarity", "mean", 2), res_all.embedding("polarity", "max", 2)
-    expected = M.paired_difference("effective_rank", x_max, x_mean, groups=20, seed=0)
+    expected = M.paired_difference("effective_rank", x_mean, x_max, groups=20, seed=0)  # b - a
     assert row["diff"] == pytest.approx(M.effective_rank(x_max) - M.effective_rank(x_mean), rel=1e-9)
     assert row["diff"] == pytest.approx(expected.value, rel=1e-9)
     assert row["low"] == pytest.approx(expected.low, rel=1e-9) and row["high"] == pytest.approx(expected.high, rel=1e-9)

@@ -28,7 +28,7 @@ def test_every_example_is_tested():
 def test_metrics_on_your_embeddings(capsys):
     out = load("metrics_on_your_embeddings").main(["--n", "400", "--d", "32"])
     assert out["streamed"] == pytest.approx(out["batch"], rel=1e-9)
-    assert out["diff"] > 0
+    assert out["diff"] < 0  # b - a: the squashed model B has the lower effective rank
     assert "95% CI" in capsys.readouterr().out
 
 

@@ -78,7 +78,8 @@ class Interval:
 
 @dataclass(frozen=True)
 class PairedDifference(Interval):
-    """``value = metric(a) - metric(b)`` on the same rows, with a paired jackknife interval.
+    """``value = metric(b) - metric(a)`` ("second minus first") on the same rows, with a paired jackknife
+    interval; ``value_a`` and ``value_b`` are the two metric values.
 
     The same rows are deleted from both inputs in every replicate, so variation shared by the two models
     (which texts happen to be in the sample) cancels out of the interval.

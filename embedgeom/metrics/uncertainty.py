@@ -30,6 +30,7 @@ from ._kernels import default_tile, gaussian_pair_sums, l2_normalise
 from ._validate import as_matrix, match_device, same_rows
 from .distance import _alignment_rows
 from .estimates import Interval, PairedDifference
+from .jackknife import interval, split_groups
 from .registry import MetricInfo, get_metric
 from .spectrum import Moments, Spectrum, merge_moments, moments_of, spectrum_from_moments, spectrum_of
 
@@ -51,17 +52,6 @@ def _check_options(confidence: float, groups: int, n: int, uses_groups: bool = T
     if uses_groups and groups > n:
         raise ValueError(f"groups: expected at most n = {n} groups (one row each), got {groups}. "
                          "Use fewer groups or more texts.")
-
-
-def split_groups(n: int, groups: int, seed: int) -> list[np.ndarray]:
-    """Seeded random split of range(n) into ``groups`` near-equal parts."""
-    perm = np.random.default_rng(seed).permutation(n)
-    return [np.sort(g) for g in np.array_split(perm, groups)]
-
-
-def _jackknife_stderr(replicates: np.ndarray) -> float:
-    r = replicates.size
-    return float(math.sqrt((r - 1) / r * ((replicates - replicates.mean()) ** 2).sum()))
 
 
 # --- replicate generators: (full value, replicate values, method name) ------------------------------
@@ -215,7 +205,7 @@ def confidence_intervals(
     _check_options(confidence, groups, n, any(_uses_groups(nm) for nm in names))
     reps = _replicates_many(list(names), x, groups, seed, options or {})
     mat = as_matrix(x, "x", min_rows=1)
-    return {nm: _interval(v, r, n, confidence, m, _bounds(nm, mat, (options or {}).get(nm, {})))
+    return {nm: interval(v, r, n, confidence, m, _bounds(nm, mat, (options or {}).get(nm, {})))
             for nm, (v, r, m) in reps.items()}
 
 
@@ -229,7 +219,7 @@ def paired_differences(
     seed: int = 0,
     options: dict[str, dict] | None = None,
 ) -> dict[str, PairedDifference]:
-    """:func:`paired_difference` for several single-set metrics at once (shared spectral work)."""
+    """:func:`paired_difference` (``b - a``) for several single-set metrics at once (shared spectral work)."""
     xa = as_matrix(x_a, "x_a", min_rows=1)
     xb = as_matrix(x_b, "x_b", min_rows=1)
     same_rows(xa, xb, "x_a", "x_b", same_dim=False)
@@ -240,24 +230,9 @@ def paired_differences(
     out = {}
     for nm in names:
         (va, reps_a, method), (vb, reps_b, _) = ra[nm], rb[nm]
-        base = _interval(va - vb, reps_a - reps_b, n, confidence, "paired " + method)
+        base = interval(vb - va, reps_b - reps_a, n, confidence, "paired " + method)
         out[nm] = PairedDifference(**base.as_dict(), value_a=float(va), value_b=float(vb), metric=nm)
     return out
-
-
-def _interval(value: float, reps: np.ndarray, n: int, confidence: float, method: str,
-              bounds: tuple[float, float] | None = None) -> Interval:
-    """Student-t interval from jackknife replicates; with ``bounds``, intersected with the metric's range (and
-    ``method`` says so when that changed an end)."""
-    from scipy.stats import t as student_t
-
-    se = _jackknife_stderr(reps)
-    q = float(student_t.ppf(0.5 + confidence / 2.0, df=reps.size - 1))
-    low, high = float(value - q * se), float(value + q * se)
-    if bounds is not None and (low < bounds[0] or high > bounds[1]):
-        low, high = max(low, bounds[0]), min(high, bounds[1])
-        method += f"; clipped to the metric's range [{bounds[0]:.6g}, {bounds[1]:.6g}]"
-    return Interval(float(value), se, low, high, n, float(confidence), method, int(reps.size))
 
 
 def _bounds(metric: Any, x: Any, options: dict) -> tuple[float, float] | None:
@@ -296,7 +271,7 @@ def confidence_interval(
     n = as_matrix(x, "x", min_rows=1).shape[0]
     _check_options(confidence, groups, n, _uses_groups(metric))
     value, reps, method = _replicates(metric, arrays, groups, seed, options)
-    return _interval(value, reps, n, confidence, method, _bounds(metric, as_matrix(x, "x", min_rows=1), options))
+    return interval(value, reps, n, confidence, method, _bounds(metric, as_matrix(x, "x", min_rows=1), options))
 
 
 def paired_difference(
@@ -311,7 +286,8 @@ def paired_difference(
     seed: int = 0,
     **options: Any,
 ) -> PairedDifference:
-    """Difference ``metric(a) - metric(b)`` between two models on the same texts, with a paired CI.
+    """Difference ``metric(b) - metric(a)`` ("second minus first", as everywhere in embedgeom) between two models
+    on the same texts, with a paired CI.
 
     Row i of ``x_a`` and ``x_b`` must embed the same text (dimensions may differ). Each jackknife replicate
     deletes the same rows from both, and the interval is that of the replicate differences, so variation
@@ -334,6 +310,6 @@ def paired_difference(
     arr_b = [xb] if y_b is None else [xb, y_b]
     va, ra, method = _replicates(metric if info is None else info, arr_a, groups, seed, options)
     vb, rb, _ = _replicates(metric if info is None else info, arr_b, groups, seed, options)
-    base = _interval(va - vb, ra - rb, n, confidence, "paired " + method)
+    base = interval(vb - va, rb - ra, n, confidence, "paired " + method)
     name = info.name if info is not None else getattr(metric, "__name__", "custom")
     return PairedDifference(**base.as_dict(), value_a=float(va), value_b=float(vb), metric=name)

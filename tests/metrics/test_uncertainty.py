@@ -78,11 +78,13 @@ def test_paired_difference_of_a_model_with_itself_is_zero(rng):
 def test_paired_difference_detects_a_real_difference(rng):
     x = rng.standard_normal((400, 16))
     squashed = x * np.r_[np.ones(4), np.full(12, 0.05)]  # nearly 4-dimensional
-    diff = M.paired_difference("effective_rank", x, squashed)
-    assert diff.value > 0 and diff.significant
-    assert diff.value == pytest.approx(diff.value_a - diff.value_b)
+    diff = M.paired_difference("effective_rank", x, squashed)  # b - a: the squashed model has the lower rank
+    assert diff.value < 0 and diff.significant
+    assert diff.value == pytest.approx(diff.value_b - diff.value_a)
+    assert diff.value_a == pytest.approx(M.effective_rank(x))
+    assert diff.value_b == pytest.approx(M.effective_rank(squashed))
     u = M.paired_difference("uniformity", x, squashed)
-    assert u.value < 0 and u.significant and u.n == 400
+    assert u.value > 0 and u.significant and u.n == 400
 
 
 def test_paired_difference_alignment_needs_positives(rng):
@@ -90,7 +92,7 @@ def test_paired_difference_alignment_needs_positives(rng):
     with pytest.raises(ValueError, match="y_a, y_b"):
         M.paired_difference("alignment", x, x)
     d = M.paired_difference("alignment", x, x, y_a=x + 0.1, y_b=x + 0.5)
-    assert d.value < 0 and d.significant
+    assert d.value > 0 and d.significant  # b's positives are further apart
 
 
 def test_custom_callable_metric(rng):
@@ -143,3 +145,25 @@ def test_intervals_respect_each_metrics_range(rng):
                  "spectral_entropy"):
         lo, hi = M.REGISTRY[name].bounds(50, 100, M.REGISTRY[name].kwargs)
         assert lo <= M.REGISTRY[name](x) <= hi, name
+
+
+def test_the_one_jackknife_against_brute_force_and_a_closed_form(rng):
+    from embedgeom.metrics.jackknife import delete_group_replicates, interval, jackknife_stderr, split_groups
+
+    x = rng.standard_normal(57)
+    # closed form: the delete-one jackknife standard error of a mean is sd / sqrt(n)
+    loo = np.array([np.delete(x, i).mean() for i in range(len(x))])
+    assert jackknife_stderr(loo) == pytest.approx(x.std(ddof=1) / math.sqrt(len(x)), rel=1e-12)
+    # brute force: each delete-a-group replicate is the statistic recomputed without that group
+    full, reps = delete_group_replicates(lambda keep: float(np.median(x[keep])), len(x), 6, seed=4)
+    groups = split_groups(len(x), 6, 4)
+    assert sorted(np.concatenate(groups).tolist()) == list(range(len(x)))
+    assert full == np.median(x)
+    assert reps.tolist() == [float(np.median(np.delete(x, g))) for g in groups]
+    se = math.sqrt(5 / 6 * ((reps - reps.mean()) ** 2).sum())
+    ci = interval(full, reps, len(x), 0.9, "m")
+    from scipy.stats import t
+
+    assert ci.stderr == pytest.approx(se) and ci.high == pytest.approx(full + t.ppf(0.95, 5) * se)
+    clipped = interval(full, reps, len(x), 0.9, "m", bounds=(full - 1e-9, np.inf))
+    assert clipped.low == full - 1e-9 and "clipped" in clipped.method
