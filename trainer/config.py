@@ -125,6 +125,11 @@ class PredictorConfig:
     heads: int = 0
     mlp_ratio: int = 4
 
+    def width_and_heads(self, encoder_hidden_size: int) -> tuple[int, int]:
+        """(width, heads) after the 0 = automatic rules, for an encoder of ``encoder_hidden_size``."""
+        width = self.hidden_size or max(1, encoder_hidden_size // 2)
+        return width, self.heads or max(1, width // 32)
+
 
 @dataclass(frozen=True)
 class EmaConfig:
@@ -404,8 +409,7 @@ def validate_config(c: TrainerConfig) -> TrainerConfig:
            "a number in [-20, 20]", o.balance_init, "Use 0 for equal weights.")
     _check(o.balance_lr_scale >= 0, "objective.balance_lr_scale", "a number >= 0", o.balance_lr_scale,
            "Use 0 to freeze the balance at its initial value.")
-    width = p.hidden_size or max(1, m.hidden_size // 2)
-    heads = p.heads or max(1, width // 32)
+    width, heads = p.width_and_heads(m.hidden_size)
     _check(width % heads == 0, "predictor.hidden_size", f"a multiple of predictor.heads ({heads})", width,
            "Change predictor.hidden_size or predictor.heads.")
     _check(0.0 <= e.start <= e.end <= 1.0, "ema.start/ema.end", "0 <= start <= end <= 1", (e.start, e.end),
@@ -456,12 +460,6 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
-
-
-def predictor_width(config: TrainerConfig) -> tuple[int, int]:
-    """(width, heads) of the predictor after applying the 0 = automatic rules."""
-    width = config.predictor.hidden_size or max(1, config.model.hidden_size // 2)
-    return width, config.predictor.heads or max(1, width // 32)
 
 
 def precision_for(precision: str, device_type: str, bf16_supported: bool) -> str:

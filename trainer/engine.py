@@ -11,7 +11,8 @@ more ranks or more accumulation steps reproduces the same losses up to float sum
 Loss of a micro-batch: mean over its masked slots; the step's loss is the mean over micro-batches and ranks (the
 gradient is averaged the same way, by DDP over ranks and by ``loss / A`` over micro-steps).
 
-No host sync per step: statistics are accumulated in device tensors and read by :meth:`Engine.pop_stats`.
+No host sync per step: every forward's :class:`trainer.model.StepStats` (device tensors) is accumulated on the
+device and read once per logging step by :meth:`Engine.pop_stats`.
 """
 
 from __future__ import annotations
@@ -26,18 +27,32 @@ import torch
 from torch import nn
 
 from .balance import Balance
+from .config import (
+    OBJECTIVES,
+    EmaConfig,
+    MaskConfig,
+    ModelConfig,
+    ObjectiveConfig,
+    OptimConfig,
+    PredictorConfig,
+    TrainConfig,
+    TrainerConfig,
+    precision_for,
+)
 from .distributed import DistInfo, all_reduce_, replicas_identical
 from .ema import ema_momentum, ema_update
 from .errors import fail
-from .masking import mask_tokens, replacement_vocabulary
+from .masking import MaskedBatch, mask_tokens, replacement_vocabulary
 from .model import (
-    STAT_NAMES,
+    PackedBatch,
     Predictor,
+    StepStats,
     Student,
+    bert_config_for,
     gather_slots,
     make_teacher,
     mean_pool_segments,
-    packed_inputs,
+    packed_batch,
     paired_parameters,
     teacher_targets,
 )
@@ -46,6 +61,8 @@ from .tokenizer import SpecialIds
 
 _DROPOUT, _MASKING, _EVAL = 0, 1, 2
 HostBatch = tuple[np.ndarray, np.ndarray]  # (token ids (b, L) int64, segment numbers (b, L) uint8)
+#: What the engine accumulates per optimizer step between two :meth:`Engine.pop_stats` calls, in this order.
+_ACCUMULATED: tuple[str, ...] = (*StepStats._fields, "eligible", "grad_norm")
 
 
 def derive_seed(*parts: int) -> int:
@@ -54,63 +71,71 @@ def derive_seed(*parts: int) -> int:
     return (int(a) << 31) ^ int(b)
 
 
+def engine_from_config(config: TrainerConfig, special: SpecialIds, *, device: torch.device, dist: DistInfo
+                       ) -> Engine:
+    """The engine of a run: the sections of ``config`` it needs plus what the config does not hold (the
+    tokenizer's special ids, the device, the process group)."""
+    return Engine(model=config.model, seq_len=config.data.seq_len, mask=config.mask, objective=config.objective,
+                  predictor=config.predictor, ema=config.ema, optim=config.optim, train=config.train,
+                  special=special, device=device, dist=dist)
+
+
 class Engine:
     """Student (+ teacher, predictor, balance for ``hybrid``), AdamW, masking and the step logic.
 
-    Every argument is explicit; :func:`trainer.loop.engine_from_config` maps a :class:`TrainerConfig` onto them.
+    Built from the typed config sections (:func:`engine_from_config` picks them from a :class:`TrainerConfig`);
+    this constructor is the one place where their fields reach the components: ``model`` (+ ``seq_len``) the
+    encoder's ``BertConfig``; ``predictor`` the hybrid's predictor; ``objective`` the objective, JEPA loss and
+    balance (and the balance's learning-rate scale); ``optim`` AdamW, the learning-rate schedule and clipping;
+    ``ema`` the teacher's momentum schedule; ``mask`` the corruption; ``train`` the batch split, step count,
+    seed, precision and ``torch.compile``. The sections are kept as attributes (``mask``, ``objective``,
+    ``ema``, ``optim``) and read where they are used.
     """
 
-    def __init__(self, *, bert_config: Any, objective: str, special: SpecialIds, seq_len: int, global_batch: int,
-                 grad_accum: int, total_steps: int, seed: int, device: torch.device, dist: DistInfo,
-                 precision: str = "fp32", compile: bool = False, compile_mode: str = "",
-                 mask_rate: float = 0.15, mask_prob: float = 0.8, random_prob: float = 0.1, span_length: int = 1,
-                 predictor_width: int = 64, predictor_layers: int = 1, predictor_heads: int = 2,
-                 predictor_mlp_ratio: int = 4, balance: str = "uncertainty", balance_init: float = 0.0,
-                 balance_lr_scale: float = 1.0, jepa_loss: str = "cosine", smooth_l1_beta: float = 1.0,
-                 target_layers: int = 1, ema_start: float = 0.996, ema_end: float = 1.0,
-                 ema_schedule: str = "linear", lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.98),
-                 eps: float = 1e-6, weight_decay: float = 0.01, warmup_steps: int = 0, lr_schedule: str = "cosine",
-                 min_lr_ratio: float = 0.0, clip_grad_norm: float = 1.0):
-        if objective not in ("mlm", "hybrid"):
-            raise fail("objective", "mlm|hybrid", repr(objective), "Pick one of the listed objectives.")
+    def __init__(self, *, model: ModelConfig, seq_len: int, mask: MaskConfig, objective: ObjectiveConfig,
+                 predictor: PredictorConfig, ema: EmaConfig, optim: OptimConfig, train: TrainConfig,
+                 special: SpecialIds, device: torch.device, dist: DistInfo):
+        if objective.name not in OBJECTIVES:
+            raise fail("objective", "|".join(OBJECTIVES), repr(objective.name), "Pick one of the listed objectives.")
+        precision = precision_for(train.precision, device.type,
+                                  device.type == "cuda" and torch.cuda.is_bf16_supported())
         if precision not in ("fp32", "bf16"):
             raise fail("train.precision", "fp32|bf16 (after resolving auto)", repr(precision), "Use fp32 or bf16.")
+        global_batch, grad_accum = train.batch_size, train.grad_accum
         per_rank = global_batch // max(1, dist.world_size)
         if global_batch % (dist.world_size * grad_accum) or per_rank < grad_accum:
             raise fail("train.batch_size", f"a multiple of world size x train.grad_accum "
                        f"({dist.world_size} x {grad_accum})", str(global_batch), "Change the batch size.")
-        self.objective, self.special, self.seq_len = objective, special, seq_len
-        self.global_batch, self.grad_accum, self.total_steps = global_batch, grad_accum, total_steps
+        self.mask, self.objective, self.ema, self.optim = mask, objective, ema, optim
+        self.special, self.seq_len = special, seq_len
+        self.global_batch, self.grad_accum, self.total_steps = global_batch, grad_accum, train.steps
         self.micro_batch = global_batch // (dist.world_size * grad_accum)
-        self.seed, self.device, self.dist = seed, device, dist
+        self.seed, self.device, self.dist = train.seed, device, dist
         self.precision = precision
-        self.mask_kw = {"rate": mask_rate, "mask_prob": mask_prob, "random_prob": random_prob,
-                        "span_length": span_length, "mask_id": special.mask}
-        self.target_layers = target_layers
-        self.ema = {"start": ema_start, "end": ema_end, "schedule": ema_schedule}
-        self.lr, self.warmup, self.lr_schedule, self.min_lr_ratio = lr, warmup_steps, lr_schedule, min_lr_ratio
-        self.clip = clip_grad_norm
 
-        torch.manual_seed(derive_seed(seed, 0xC0FFEE))  # parameter init: identical on every rank
-        predictor = bal = None
-        if objective == "hybrid":
-            predictor = Predictor(bert_config.hidden_size, width=predictor_width, layers=predictor_layers,
-                                  heads=predictor_heads, mlp_ratio=predictor_mlp_ratio)
-            bal = Balance(balance, balance_init)
-        self.student = Student(bert_config, objective=objective, predictor=predictor, balance=bal,
-                               jepa_kind=jepa_loss, smooth_l1_beta=smooth_l1_beta).to(device)
-        self.teacher = make_teacher(self.student) if objective == "hybrid" else None
+        torch.manual_seed(derive_seed(train.seed, 0xC0FFEE))  # parameter init: identical on every rank
+        hf = bert_config_for(model, seq_len=seq_len, vocab_size=special.vocab_size, pad_token_id=special.pad)
+        predictor_net = bal = None
+        if objective.name == "hybrid":
+            width, heads = predictor.width_and_heads(model.hidden_size)
+            predictor_net = Predictor(model.hidden_size, width=width, layers=predictor.layers, heads=heads,
+                                      mlp_ratio=predictor.mlp_ratio)
+            bal = Balance(objective.balance, objective.balance_init)
+        self.student = Student(hf, objective=objective.name, predictor=predictor_net, balance=bal,
+                               jepa_kind=objective.loss, smooth_l1_beta=objective.smooth_l1_beta).to(device)
+        self.teacher = make_teacher(self.student) if objective.name == "hybrid" else None
         self._pairs = paired_parameters(self.teacher, self.student.mlm.bert) if self.teacher is not None else None
-        self.optimizer = build_optimizer(self.student.named_parameters(), lr=lr, betas=betas, eps=eps,
-                                         weight_decay=weight_decay, balance_lr_scale=balance_lr_scale,
-                                         fused=device.type == "cuda")
+        self.optimizer = build_optimizer(self.student.named_parameters(), lr=optim.lr, betas=tuple(optim.betas),
+                                         eps=optim.eps, weight_decay=optim.weight_decay,
+                                         balance_lr_scale=objective.balance_lr_scale, fused=device.type == "cuda")
         self._trainable = [p for p in self.student.parameters() if p.requires_grad]
-        if compile:
-            kw = {"mode": compile_mode} if compile_mode else {}
+        if train.compile:
+            kw = {"mode": train.compile_mode} if train.compile_mode else {}
             self.student.compile(**kw)
             if self.teacher is not None:
                 self.teacher.compile(**kw)
-        self.model: nn.Module = self.student
+        #: What a training forward calls: the student, wrapped in DDP under torchrun.
+        self.step_module: nn.Module = self.student
         if dist.enabled:
             import inspect
 
@@ -119,33 +144,41 @@ class Engine:
             # buffers (position ids) are constants: no per-forward sync (the keyword was renamed in torch 2.13)
             renamed = "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters
             no_sync = {"forward_sync_buffers": False} if renamed else {"broadcast_buffers": False}
-            self.model = DDP(self.student, device_ids=[device.index] if device.type == "cuda" else None, **no_sync)
+            self.step_module = DDP(self.student, device_ids=[device.index] if device.type == "cuda" else None,
+                                   **no_sync)
         self._replacement = replacement_vocabulary(special.vocab_size, special.all, device)
         self._specials = torch.tensor(special.all, dtype=torch.long, device=device)
         self._gen = torch.Generator(device=device)
         self._reset_stats()
-        self.last_lr = lr * lr_factor(0, total_steps=total_steps, warmup_steps=warmup_steps, schedule=lr_schedule,
-                                      min_ratio=min_lr_ratio)
-        self.last_momentum = ema_start if objective == "hybrid" else float("nan")
+        self.last_lr = optim.lr * self._lr_factor(0)
+        self.last_momentum = ema.start if objective.name == "hybrid" else float("nan")
 
     # -- helpers -----------------------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
-    def _to_device(self, batch: HostBatch) -> tuple[torch.Tensor, torch.Tensor, Any, Any]:
-        tokens, segments = batch
-        ids = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64))
-        if self.device.type == "cuda":
-            ids = ids.pin_memory()
-        ids = ids.to(self.device, non_blocking=True)
-        mask, positions, seg = packed_inputs(segments, self.device)
-        return ids, seg, mask, positions
+    def _lr_factor(self, step: int) -> float:
+        o = self.optim
+        return lr_factor(step, total_steps=self.total_steps, warmup_steps=o.warmup_steps, schedule=o.schedule,
+                         min_ratio=o.min_lr_ratio)
 
-    def _eligible(self, ids: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
-        return (seg > 0) & ~torch.isin(ids, self._specials)
+    def _to_device(self, batch: HostBatch) -> PackedBatch:
+        tokens, segments = batch
+        return packed_batch(tokens, segments, self.device)
+
+    def _eligible(self, batch: PackedBatch) -> torch.Tensor:
+        return (batch.segments > 0) & ~torch.isin(batch.input_ids, self._specials)
+
+    def _mask(self, batch: PackedBatch, eligible: torch.Tensor) -> MaskedBatch:
+        """Corrupt ``batch`` with the ``mask`` section's settings, drawing from ``self._gen`` (seeded by the
+        caller)."""
+        k = self.mask
+        return mask_tokens(batch.input_ids, eligible, rate=k.rate, mask_prob=k.mask_prob, random_prob=k.random_prob,
+                           span_length=k.span_length, mask_id=self.special.mask, replacement_ids=self._replacement,
+                           generator=self._gen)
 
     def _reset_stats(self) -> None:
-        self._acc = torch.zeros(len(STAT_NAMES) + 2, dtype=torch.float32, device=self.device)
+        self._acc = torch.zeros(len(_ACCUMULATED), dtype=torch.float32, device=self.device)
         self._steps = 0
         self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
 
@@ -160,39 +193,39 @@ class Engine:
         if len(micro_batches) != self.grad_accum:
             raise fail("train_step", f"{self.grad_accum} micro-batches", str(len(micro_batches)),
                        "Pass one per accumulation step.")
-        self.last_lr = set_lr(self.optimizer, self.lr, lr_factor(
-            step, total_steps=self.total_steps, warmup_steps=self.warmup, schedule=self.lr_schedule,
-            min_ratio=self.min_lr_ratio))
-        self.model.train()
-        stats_sum = None
-        for a, batch in enumerate(micro_batches):
+        self.last_lr = set_lr(self.optimizer, self.optim.lr, self._lr_factor(step))
+        self.step_module.train()
+        step_sum = None  # this step's StepStats vector + eligible tokens, averaged over micro-batches
+        for a, host_batch in enumerate(micro_batches):
             g = self.dist.rank * self.grad_accum + a
-            ids, seg, mask, positions = self._to_device(batch)
-            eligible = self._eligible(ids, seg)
+            batch = self._to_device(host_batch)
+            eligible = self._eligible(batch)
             self._gen.manual_seed(derive_seed(self.seed, step, g, _MASKING))
-            m = mask_tokens(ids, eligible, replacement_ids=self._replacement, generator=self._gen, **self.mask_kw)
+            masked = self._mask(batch, eligible)
             torch.manual_seed(derive_seed(self.seed, step, g, _DROPOUT))
-            sync = (self.dist.enabled and a < self.grad_accum - 1 and hasattr(self.model, "no_sync"))
-            with self.model.no_sync() if sync else contextlib.nullcontext():
+            sync = (self.dist.enabled and a < self.grad_accum - 1 and hasattr(self.step_module, "no_sync"))
+            with self.step_module.no_sync() if sync else contextlib.nullcontext():
                 with self._autocast():
                     targets = None
                     if self.teacher is not None:
-                        targets = teacher_targets(self.teacher, ids, mask, positions, m.positions, self.target_layers)
-                    loss, stats = self.model(m.input_ids, mask, positions, m.positions, m.valid, m.labels,
-                                             m.selected, targets)
+                        targets = teacher_targets(self.teacher, batch.input_ids, batch.attention_mask,
+                                                  batch.position_ids, masked.slots, self.objective.target_layers)
+                    loss, stats = self.step_module(masked, batch.attention_mask, batch.position_ids, targets)
                 (loss / self.grad_accum).backward()
-            stats = torch.cat([stats.float(), eligible.sum().float()[None]]) / self.grad_accum
-            stats_sum = stats if stats_sum is None else stats_sum + stats
-        norm = torch.nn.utils.clip_grad_norm_(self._trainable, self.clip if self.clip > 0 else math.inf,
-                                              foreach=True)
+            micro = torch.cat([stats.as_vector(), eligible.sum().float()[None]]) / self.grad_accum
+            step_sum = micro if step_sum is None else step_sum + micro
+        clip = self.optim.clip_grad_norm
+        norm = torch.nn.utils.clip_grad_norm_(self._trainable, clip if clip > 0 else math.inf, foreach=True)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.teacher is not None:
-            self.last_momentum = ema_momentum(step, self.total_steps, **self.ema)
+            e = self.ema
+            self.last_momentum = ema_momentum(step, self.total_steps, start=e.start, end=e.end, schedule=e.schedule)
             ema_update(*self._pairs, self.last_momentum)
-        assert stats_sum is not None
-        self._acc += torch.cat([stats_sum, norm.float().reshape(1)])
-        bad = ~torch.isfinite(stats_sum[0]) | ~torch.isfinite(norm)
+        assert step_sum is not None
+        self._acc += torch.cat([step_sum, norm.float().reshape(1)])
+        loss_index = StepStats._fields.index("loss")
+        bad = ~torch.isfinite(step_sum[loss_index]) | ~torch.isfinite(norm)
         self._first_bad = torch.where(bad & (self._first_bad < 0), torch.full_like(self._first_bad, step),
                                       self._first_bad)
         self._steps += 1
@@ -213,15 +246,12 @@ class Engine:
         the MLM part of the weighted objective (0.5 at the uncertainty fixed point), both from the interval means."""
         first_bad = self.first_bad_step()
         acc = all_reduce_(self._acc.clone(), self.dist)
-        values = (acc / max(1, self._steps) / self.dist.world_size).tolist()
-        out = dict(zip(STAT_NAMES, values, strict=False))
-        n = len(STAT_NAMES)
-        eligible = values[n]
-        out["mask_rate"] = out["masked"] / eligible if eligible > 0 else 0.0
-        out["grad_norm"] = values[n + 1]
+        out = dict(zip(_ACCUMULATED, (acc / max(1, self._steps) / self.dist.world_size).tolist(), strict=True))
+        masked, eligible, grad_norm = out.pop("masked"), out.pop("eligible"), out.pop("grad_norm")
+        out["mask_rate"] = masked / eligible if eligible > 0 else 0.0
+        out["grad_norm"] = grad_norm
         out["first_bad_step"] = first_bad
-        del out["masked"]
-        if self.objective == "mlm":
+        if self.objective.name == "mlm":
             for k in ("loss_jepa", "w_mlm", "w_jepa", "target_var", "pred_var"):
                 out.pop(k)
         else:
@@ -242,16 +272,15 @@ class Engine:
 
         self.student.eval()
         total = torch.zeros(2, dtype=torch.float64, device=self.device)
-        for i, batch in enumerate(batches):
-            ids, seg, mask, positions = self._to_device(batch)
+        for i, host_batch in enumerate(batches):
+            batch = self._to_device(host_batch)
             self._gen.manual_seed(derive_seed(self.seed, _EVAL, self.dist.rank, i))
-            m = mask_tokens(ids, self._eligible(ids, seg), replacement_ids=self._replacement, generator=self._gen,
-                            **self.mask_kw)
+            masked = self._mask(batch, self._eligible(batch))
             with self._autocast():
-                h = self.student.encode(m.input_ids, mask, positions)
-                logits = self.student.mlm.cls(gather_slots(h, m.positions))
-            n = m.valid.sum()
-            total += torch.stack([mlm_loss(logits, m.labels.reshape(-1)).double() * n, n.double()])
+                h = self.student.encode(masked.input_ids, batch.attention_mask, batch.position_ids)
+                logits = self.student.mlm.cls(gather_slots(h, masked.slots))
+            n = masked.valid.sum()
+            total += torch.stack([mlm_loss(logits, masked.labels.reshape(-1)).double() * n, n.double()])
         self.student.train()
         all_reduce_(total, self.dist)
         loss, count = total.tolist()
@@ -264,11 +293,11 @@ class Engine:
         Computed in float32 whatever the training precision: in a briefly trained, strongly anisotropic encoder
         bfloat16 rounding of the shared component exceeds the spread the geometry snapshot measures."""
         self.student.eval()
-        ids, seg, mask, positions = self._to_device(batch)
+        packed = self._to_device(batch)
         with torch.autocast(self.device.type, enabled=False):
-            h = self.student.encode(ids, mask, positions)
+            h = self.student.encode(packed.input_ids, packed.attention_mask, packed.position_ids)
         self.student.train()
-        return mean_pool_segments(h.float(), seg)
+        return mean_pool_segments(h.float(), packed.segments)
 
     # -- state -------------------------------------------------------------------------------------------------
     def replica_tensors(self) -> list[torch.Tensor]:

@@ -41,58 +41,50 @@ from .config import (
     CONFIG_VERSION,
     TrainerConfig,
     config_differences,
-    precision_for,
-    predictor_width,
     resolve_config,
 )
 from .data import PackedData, RowSampler, check_sizes, data_key, holdout_every, prepare_data
 from .distributed import DistInfo, barrier, init_from_env, shutdown
-from .engine import Engine
+from .engine import Engine, engine_from_config
 from .errors import PartialRunWarning, TrainerError, TrainerWarning, TrainingDiverged, fail
 from .logs import TRAIN_COLUMNS_HYBRID, TRAIN_COLUMNS_MLM, RunLog
-from .model import bert_config
 from .summary import TrainSummary
-from .tokenizer import SpecialIds, encoder_for, load_tokenizer, save_tokenizer, special_ids, tokenizer_digest
-
-DEVICES = ("auto", "cpu", "cuda")
+from .tokenizer import encoder_for, load_tokenizer, save_tokenizer, special_ids, tokenizer_digest
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> ``cuda`` when available else ``cpu``; ``cuda``/``cuda:N`` must be available."""
-    if not isinstance(device, str) or not (device in DEVICES or device.startswith("cuda:")):
-        raise fail("device", "auto|cpu|cuda (or cuda:N)", repr(device), "Pass e.g. --device auto.")
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``mps`` when available, else ``cpu``; ``cpu``, ``cuda``
+    and ``cuda:N`` as given (``cuda``/``cuda:N`` only when torch sees a GPU).
+
+    The reference is :func:`embedgeom.loading.resolve_device`: for ``auto``, ``cpu``, ``cuda`` and ``cuda:N`` this
+    returns the same device and raises the same messages (as :class:`TrainerError`, a ``ValueError``); a test
+    compares the two. It is written again here because the trainer does not import embedgeom's model loading
+    (only its metrics and cache location). Unlike the reference, it refuses devices the trainer cannot train on
+    (e.g. ``meta``) and an ``mps`` device that is not available, and it checks a ``torch.device`` argument the
+    same way as its string."""
+    bad = TrainerError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}.")
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise bad
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise fail("device", "a CUDA device", f"{device!r} but torch sees no GPU", "Use --device cpu or auto.")
-    return torch.device(device)
-
-
-def engine_from_config(config: TrainerConfig, special: SpecialIds, *, device: torch.device, dist: DistInfo
-                       ) -> Engine:
-    """Map a :class:`TrainerConfig` onto the engine's explicit arguments."""
-    m, d, k, o, e, op, t = (config.model, config.data, config.mask, config.objective, config.ema, config.optim,
-                            config.train)
-    hf = bert_config(vocab_size=special.vocab_size, hidden_size=m.hidden_size, num_layers=m.num_layers,
-                     num_heads=m.num_heads, intermediate_size=m.intermediate_size,
-                     max_position_embeddings=m.max_position_embeddings or d.seq_len,
-                     hidden_dropout=m.hidden_dropout, attention_dropout=m.attention_dropout,
-                     hidden_act=m.hidden_act, layer_norm_eps=m.layer_norm_eps,
-                     initializer_range=m.initializer_range, pad_token_id=special.pad)
-    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    width, heads = predictor_width(config)
-    return Engine(bert_config=hf, objective=o.name, special=special, seq_len=d.seq_len, global_batch=t.batch_size,
-                  grad_accum=t.grad_accum, total_steps=t.steps, seed=t.seed, device=device, dist=dist,
-                  precision=precision_for(t.precision, device.type, bf16), compile=t.compile,
-                  compile_mode=t.compile_mode,
-                  mask_rate=k.rate, mask_prob=k.mask_prob, random_prob=k.random_prob, span_length=k.span_length,
-                  predictor_width=width, predictor_layers=config.predictor.layers, predictor_heads=heads,
-                  predictor_mlp_ratio=config.predictor.mlp_ratio, balance=o.balance, balance_init=o.balance_init,
-                  balance_lr_scale=o.balance_lr_scale, jepa_loss=o.loss, smooth_l1_beta=o.smooth_l1_beta,
-                  target_layers=o.target_layers, ema_start=e.start, ema_end=e.end, ema_schedule=e.schedule,
-                  lr=op.lr, betas=tuple(op.betas), eps=op.eps, weight_decay=op.weight_decay,
-                  warmup_steps=op.warmup_steps, lr_schedule=op.schedule, min_lr_ratio=op.min_lr_ratio,
-                  clip_grad_norm=op.clip_grad_norm)
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise bad from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise bad
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrainerError("device: expected a CUDA device, got none available. Use --device cpu or auto.")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                  and torch.backends.mps.is_available()):
+        raise TrainerError("device: expected an MPS device, got none available. Use --device cpu or auto.")
+    return dev
 
 
 # -- run directory ----------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ Selection (per row, among *eligible* positions: real tokens that are not special
 Corruption of the selected positions: with probability ``mask_prob`` -> ``[MASK]``, ``random_prob`` -> a token
 drawn uniformly from the non-special vocabulary, otherwise unchanged (BERT's 80/10/10 by default).
 
-The selected positions are gathered, in position order, into a fixed ``budget = min(L, ceil(rate * L) +
+The indices of the selected tokens are gathered, in order, into a fixed ``budget = min(L, ceil(rate * L) +
 span_length)`` slots per row (``valid`` marks the used slots), which is an upper bound of the selection size, so
 the MLM head and the JEPA loss run on ``B x budget`` positions instead of ``B x L``.
 
@@ -32,13 +32,21 @@ IGNORE_INDEX = -100
 
 @dataclass(frozen=True)
 class MaskedBatch:
-    """The corrupted input and the gathered targets."""
+    """The corrupted input and the gathered targets of one batch of ``B`` rows of ``L`` tokens.
 
-    input_ids: torch.Tensor  # (B, L) corrupted ids
-    selected: torch.Tensor  # (B, L) bool, positions whose original token is predicted
-    positions: torch.Tensor  # (B, K) long, selected positions in order, then filler
-    valid: torch.Tensor  # (B, K) bool, which slots hold a selected position
-    labels: torch.Tensor  # (B, K) long, original ids at the slots, IGNORE_INDEX where not valid
+    ``slots`` are *sequence indices* (which tokens were selected), not the encoder's position ids (those come
+    from the packed layout, :class:`trainer.model.PackedBatch`)."""
+
+    #: (B, L) long: the corrupted ids the student sees.
+    input_ids: torch.Tensor
+    #: (B, L) bool: the selected tokens (their original id is predicted).
+    selected: torch.Tensor
+    #: (B, K) long, K = :func:`mask_budget`: the selected tokens' indices in order, then filler (index 0).
+    slots: torch.Tensor
+    #: (B, K) bool: which slots hold a selected token.
+    valid: torch.Tensor
+    #: (B, K) long: the original ids at the slots, ``IGNORE_INDEX`` where not valid.
+    labels: torch.Tensor
 
 
 def mask_budget(seq_len: int, rate: float, span_length: int) -> int:
@@ -85,10 +93,10 @@ def mask_tokens(input_ids: torch.Tensor, eligible: torch.Tensor, *, rate: float,
             selected = selected | current
     budget = mask_budget(seq_len, rate, span_length)
     key = (~selected).to(torch.int8)
-    positions = torch.sort(key, dim=1, stable=True).indices[:, :budget]
+    slots = torch.sort(key, dim=1, stable=True).indices[:, :budget]
     valid = torch.arange(budget, device=device)[None, :] < selected.sum(dim=1, keepdim=True)
-    # Positions beyond the budget (impossible by construction) would be corrupted but unscored: drop them.
-    selected = torch.zeros_like(selected).scatter(1, positions, valid)
+    # Selections beyond the budget (impossible by construction) would be corrupted but unscored: drop them.
+    selected = torch.zeros_like(selected).scatter(1, slots, valid)
 
     r = torch.rand((bsz, seq_len), generator=generator, device=device)
     to_mask = selected & (r < mask_prob)
@@ -97,8 +105,8 @@ def mask_tokens(input_ids: torch.Tensor, eligible: torch.Tensor, *, rate: float,
     random_ids = replacement_ids.to(device)[pick]
     corrupted = torch.where(to_mask, torch.full_like(input_ids, mask_id), torch.where(to_random, random_ids,
                                                                                        input_ids))
-    labels = torch.gather(input_ids, 1, positions).masked_fill(~valid, IGNORE_INDEX)
-    return MaskedBatch(corrupted, selected, positions, valid, labels)
+    labels = torch.gather(input_ids, 1, slots).masked_fill(~valid, IGNORE_INDEX)
+    return MaskedBatch(input_ids=corrupted, selected=selected, slots=slots, valid=valid, labels=labels)
 
 
 def replacement_vocabulary(vocab_size: int, special_ids: tuple[int, ...], device: torch.device | str = "cpu"

@@ -13,7 +13,8 @@ computes both losses from one forward, the EMA teacher, and the packed-batch -> 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -21,12 +22,49 @@ import torch.nn.functional as F
 from torch import nn
 
 from .balance import Balance
+from .config import ModelConfig
 from .errors import fail
+from .masking import MaskedBatch
 from .objectives import jepa_loss, layer_norm_targets, masked_feature_variance, mlm_loss
 
-#: Order of the statistics returned by :meth:`Student.forward`.
-STAT_NAMES: tuple[str, ...] = ("loss", "loss_mlm", "loss_jepa", "w_mlm", "w_jepa", "target_var", "pred_var",
-                               "masked")
+
+class StepStats(NamedTuple):
+    """Statistics of one student forward (:meth:`Student.forward`): detached 0-d tensors that stay on the device,
+    so a training step needs no host sync; the engine accumulates them and reads them once per logging step."""
+
+    #: The optimised objective (``loss_mlm`` for ``mlm``; the balanced sum for ``hybrid``).
+    loss: torch.Tensor
+    loss_mlm: torch.Tensor
+    #: 0 for ``mlm``.
+    loss_jepa: torch.Tensor
+    #: Effective weights of the two losses (1 and 0 for ``mlm``).
+    w_mlm: torch.Tensor
+    w_jepa: torch.Tensor
+    #: Collapse watch: per-feature variance of the layer-normed targets / predictions over the masked tokens
+    #: (0 for ``mlm``).
+    target_var: torch.Tensor
+    pred_var: torch.Tensor
+    #: Number of masked (valid) slots in the micro-batch.
+    masked: torch.Tensor
+
+    def as_vector(self) -> torch.Tensor:
+        """The fields as one float32 vector, in field order (for accumulation without a host sync)."""
+        return torch.stack([t.float() for t in self])
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """A packed host batch on the device (:func:`packed_batch`): the clean token ids and their layout."""
+
+    #: (B, L) long: the clean token ids.
+    input_ids: torch.Tensor
+    #: (B, L): each token's segment number within its row (0 = padding).
+    segments: torch.Tensor
+    #: (B, 1, L, L) bool, True where two tokens share a segment; None when every row is one segment without
+    #: padding (then SDPA runs without a mask).
+    attention_mask: torch.Tensor | None
+    #: (B, L) long: the encoder's position ids, restarting at 0 in every segment; None = 0 .. L-1 in every row.
+    position_ids: torch.Tensor | None
 
 
 def bert_config(*, vocab_size: int, hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int,
@@ -41,6 +79,17 @@ def bert_config(*, vocab_size: int, hidden_size: int, num_layers: int, num_heads
                       hidden_act=hidden_act, layer_norm_eps=layer_norm_eps, initializer_range=initializer_range,
                       max_position_embeddings=max_position_embeddings, pad_token_id=pad_token_id,
                       type_vocab_size=2, attn_implementation="sdpa")
+
+
+def bert_config_for(model: ModelConfig, *, seq_len: int, vocab_size: int, pad_token_id: int) -> Any:
+    """The ``BertConfig`` of the ``model`` section for rows of ``seq_len`` tokens (``model.max_position_embeddings``
+    0 = ``seq_len``) and the tokenizer's vocabulary size and padding id."""
+    return bert_config(vocab_size=vocab_size, hidden_size=model.hidden_size, num_layers=model.num_layers,
+                       num_heads=model.num_heads, intermediate_size=model.intermediate_size,
+                       max_position_embeddings=model.max_position_embeddings or seq_len,
+                       hidden_dropout=model.hidden_dropout, attention_dropout=model.attention_dropout,
+                       hidden_act=model.hidden_act, layer_norm_eps=model.layer_norm_eps,
+                       initializer_range=model.initializer_range, pad_token_id=pad_token_id)
 
 
 def packed_inputs(segments: np.ndarray, device: torch.device | str
@@ -61,6 +110,17 @@ def packed_inputs(segments: np.ndarray, device: torch.device | str
     starts = torch.where(torch.ne(s, F.pad(s[:, :-1], (1, 0), value=-1)), idx, torch.zeros_like(idx))
     positions = idx - torch.cummax(starts, dim=1).values
     return mask, positions, seg_dev
+
+
+def packed_batch(tokens: np.ndarray, segments: np.ndarray, device: torch.device) -> PackedBatch:
+    """Host token ids and segment numbers (B, L) -> :class:`PackedBatch` on ``device`` (pinned, non-blocking
+    copies on CUDA; no device sync)."""
+    ids = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64))
+    if device.type == "cuda":
+        ids = ids.pin_memory()
+    ids = ids.to(device, non_blocking=True)
+    mask, positions, seg = packed_inputs(segments, device)
+    return PackedBatch(input_ids=ids, segments=seg, attention_mask=mask, position_ids=positions)
 
 
 class _PredictorBlock(nn.Module):
@@ -116,9 +176,9 @@ class Predictor(nn.Module):
         return self.out(self.norm(x))
 
 
-def gather_slots(h: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """(B, L, D), (B, K) -> (B * K, D)."""
-    idx = positions[..., None].expand(-1, -1, h.shape[-1])
+def gather_slots(h: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """Hidden states (B, L, D) at the sequence indices ``slots`` (B, K) -> (B * K, D)."""
+    idx = slots[..., None].expand(-1, -1, h.shape[-1])
     return torch.gather(h, 1, idx).reshape(-1, h.shape[-1])
 
 
@@ -145,31 +205,33 @@ class Student(nn.Module):
         self.predictor = predictor
         self.balance = balance
 
-    def encode(self, input_ids: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor | None
-               ) -> torch.Tensor:
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+               position_ids: torch.Tensor | None) -> torch.Tensor:
         """Last hidden states (B, L, H)."""
-        return self.mlm.bert(input_ids=input_ids, attention_mask=mask, position_ids=positions).last_hidden_state
+        return self.mlm.bert(input_ids=input_ids, attention_mask=attention_mask,
+                             position_ids=position_ids).last_hidden_state
 
-    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor | None,
-                slots: torch.Tensor, valid: torch.Tensor, labels: torch.Tensor, selected: torch.Tensor,
-                targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One student forward on the corrupted ids. Returns (total loss, detached stats in STAT_NAMES order)."""
-        h = self.encode(input_ids, mask, positions)
-        logits = self.mlm.cls(gather_slots(h, slots))
-        l_mlm = mlm_loss(logits, labels.reshape(-1))
-        flat_valid = valid.reshape(-1)
-        zero = l_mlm.detach() * 0
+    def forward(self, masked: MaskedBatch, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
+                targets: torch.Tensor | None = None) -> tuple[torch.Tensor, StepStats]:
+        """One student forward on the corrupted ids ``masked.input_ids`` laid out by ``attention_mask`` and
+        ``position_ids`` (:class:`PackedBatch`); ``targets`` are the teacher's (hybrid only). Returns the total
+        loss and the step's :class:`StepStats`."""
+        h = self.encode(masked.input_ids, attention_mask, position_ids)
+        logits = self.mlm.cls(gather_slots(h, masked.slots))
+        l_mlm = mlm_loss(logits, masked.labels.reshape(-1))
+        flat_valid = masked.valid.reshape(-1)
+        n_masked = flat_valid.sum().float()
         if self.objective == "mlm":
-            stats = torch.stack([l_mlm.detach(), l_mlm.detach(), zero, zero + 1, zero, zero, zero,
-                                 flat_valid.sum().float()])
-            return l_mlm, stats
-        pred = gather_slots(self.predictor(h, selected, mask), slots)
+            zero = l_mlm.detach() * 0
+            return l_mlm, StepStats(loss=l_mlm.detach(), loss_mlm=l_mlm.detach(), loss_jepa=zero, w_mlm=zero + 1,
+                                    w_jepa=zero, target_var=zero, pred_var=zero, masked=n_masked)
+        pred = gather_slots(self.predictor(h, masked.selected, attention_mask), masked.slots)
         l_jepa = jepa_loss(pred, targets, flat_valid, kind=self.jepa_kind, beta=self.smooth_l1_beta)
         total, w_mlm, w_jepa = self.balance(l_mlm, l_jepa)
-        stats = torch.stack([total.detach(), l_mlm.detach(), l_jepa.detach(), w_mlm, w_jepa,
-                             masked_feature_variance(targets, flat_valid).detach(),
-                             masked_feature_variance(pred.detach(), flat_valid), flat_valid.sum().float()])
-        return total, stats
+        return total, StepStats(loss=total.detach(), loss_mlm=l_mlm.detach(), loss_jepa=l_jepa.detach(),
+                                w_mlm=w_mlm, w_jepa=w_jepa,
+                                target_var=masked_feature_variance(targets, flat_valid).detach(),
+                                pred_var=masked_feature_variance(pred.detach(), flat_valid), masked=n_masked)
 
     def hf_state_dict(self) -> dict[str, torch.Tensor]:
         """The BertForMaskedLM state dict (tied copies dropped, as ``save_pretrained`` does) plus the pooler,
@@ -212,12 +274,13 @@ def make_teacher(student: Student) -> nn.Module:
     return teacher.eval()
 
 
-def teacher_targets(teacher: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor | None,
-                    positions: torch.Tensor | None, slots: torch.Tensor, top_k: int) -> torch.Tensor:
-    """Teacher targets on the clean ids at the gathered slots: (B * K, H) float32 (see objectives). Runs under
-    ``torch.inference_mode``; the small result is cloned into a normal tensor for the loss."""
+def teacher_targets(teacher: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                    position_ids: torch.Tensor | None, slots: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Teacher targets on the clean ids at the gathered ``slots`` (sequence indices, :class:`MaskedBatch`):
+    (B * K, H) float32 (see objectives). Runs under ``torch.inference_mode``; the small result is cloned into a
+    normal tensor for the loss."""
     with torch.inference_mode():
-        out = teacher(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+        out = teacher(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                       output_hidden_states=top_k > 1)
         layers = [out.last_hidden_state] if top_k == 1 else list(out.hidden_states[-top_k:])
         targets = layer_norm_targets([gather_slots(h, slots) for h in layers])

@@ -33,19 +33,145 @@ def test_presets_match_the_issue():
 def test_paper_preset_has_about_35m_parameters():
     from transformers import BertModel
 
-    from trainer.loop import engine_from_config  # noqa: F401  (the same mapping the trainer uses)
-    from trainer.model import bert_config
+    from trainer.model import bert_config_for  # the model section -> BertConfig mapping the engine uses
 
     c = preset_config("paper", "mlm")
-    cfg = bert_config(vocab_size=c.data.vocab_size, hidden_size=c.model.hidden_size, num_layers=c.model.num_layers,
-                      num_heads=c.model.num_heads, intermediate_size=c.model.intermediate_size,
-                      max_position_embeddings=c.data.seq_len, hidden_dropout=0.1, attention_dropout=0.1,
-                      hidden_act="gelu", layer_norm_eps=1e-12, initializer_range=0.02, pad_token_id=0)
+    cfg = bert_config_for(c.model, seq_len=c.data.seq_len, vocab_size=c.data.vocab_size, pad_token_id=0)
     n = sum(p.numel() for p in BertModel(cfg, add_pooling_layer=False).parameters())
     # embeddings 30522*512 + 128*512 + 2*512 + LN, 6 layers of 4*512^2 + 2*512*2048 (+ biases, LNs)
     assert 34e6 < n < 36e6
 
 
+#: Every config field the engine reads, with a value that differs from the tiny hybrid preset's (and is valid).
+ENGINE_OVERRIDES: dict[str, str] = {
+    "model.hidden_size": "48", "model.num_layers": "3", "model.num_heads": "3", "model.intermediate_size": "80",
+    "model.hidden_dropout": "0.05", "model.attention_dropout": "0.07", "model.hidden_act": "relu",
+    "model.layer_norm_eps": "1e-6", "model.initializer_range": "0.03", "model.max_position_embeddings": "40",
+    "data.seq_len": "24",
+    "mask.rate": "0.2", "mask.mask_prob": "0.7", "mask.random_prob": "0.2", "mask.span_length": "2",
+    "objective.balance": "sigmoid", "objective.balance_init": "0.5", "objective.balance_lr_scale": "3",
+    "objective.loss": "smooth_l1", "objective.smooth_l1_beta": "0.5", "objective.target_layers": "2",
+    "predictor.layers": "2", "predictor.hidden_size": "24", "predictor.heads": "3", "predictor.mlp_ratio": "3",
+    "ema.start": "0.99", "ema.end": "0.999", "ema.schedule": "cosine",
+    "optim.lr": "2e-3", "optim.betas": "0.8,0.9", "optim.eps": "1e-7", "optim.weight_decay": "0.02",
+    "optim.warmup_steps": "3", "optim.schedule": "linear", "optim.min_lr_ratio": "0.1",
+    "optim.clip_grad_norm": "0.5",
+    "train.steps": "7", "train.batch_size": "12", "train.grad_accum": "3", "train.seed": "5",
+    "train.precision": "bf16", "train.compile": "true", "train.compile_mode": "reduce-overhead",
+}
+#: Fields the engine does not read (the data pipeline, the loop's cadence and evaluation, the cache).
+NOT_ENGINE = {
+    "data.tokenizer", "data.vocab_size", "data.lowercase", "data.holdout", "data.min_piece", "data.max_documents",
+    "data.tokenizer_documents", "data.text_field", "data.cache_dir",
+    "train.log_every", "train.eval_every", "train.eval_batches", "train.geometry_every", "train.geometry_texts",
+    "train.ckpt_every", "train.keep_last",
+}
+
+
+def test_every_config_field_is_classified_and_the_engine_overrides_differ_from_the_preset():
+    """A new config field fails here until it is added to ENGINE_OVERRIDES (and checked below) or NOT_ENGINE."""
+    assert set(ENGINE_OVERRIDES) | NOT_ENGINE == set(valid_keys()) and not set(ENGINE_OVERRIDES) & NOT_ENGINE
+    base = preset_config("tiny", "hybrid").to_dict()
+    changed = resolve_config("hybrid", "tiny", [f"{k}={v}" for k, v in ENGINE_OVERRIDES.items()]).to_dict()
+    for key in ENGINE_OVERRIDES:
+        section, name = key.split(".")
+        assert changed[section][name] != base[section][name], key
+
+
+def test_engine_from_config_carries_every_field_it_uses(monkeypatch):
+    """The one config -> engine mapping (``engine_from_config``, what ``trainer.run`` builds): every field the
+    engine reads reaches the component that uses it."""
+    import numpy as np
+    import torch
+
+    import trainer.engine as engine_mod
+    from trainer.distributed import DistInfo
+    from trainer.ema import ema_momentum
+    from trainer.masking import mask_budget
+    from trainer.model import Student
+    from trainer.optim import lr_factor
+    from trainer.tokenizer import SpecialIds
+
+    c = resolve_config("hybrid", "tiny", [f"{k}={v}" for k, v in ENGINE_OVERRIDES.items()])
+    special = SpecialIds(pad=0, cls=2, sep=3, mask=4, all=(0, 1, 2, 3, 4), vocab_size=60)
+    calls: dict[str, list] = {}
+
+    def spy(name, real):
+        def wrapper(*args, **kwargs):
+            out = real(*args, **kwargs)
+            calls.setdefault(name, []).append((args, kwargs, out))
+            return out
+        return wrapper
+
+    for name in ("mask_tokens", "lr_factor", "ema_momentum", "teacher_targets"):
+        monkeypatch.setattr(engine_mod, name, spy(name, getattr(engine_mod, name)))
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy("clip", torch.nn.utils.clip_grad_norm_))
+    # train.compile: record the calls instead of compiling (the step below then runs eagerly)
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: calls.setdefault("compile", []).append(
+        (type(self).__name__, kw)))
+    autocast: list[bool] = []
+    real_encode = Student.encode
+    monkeypatch.setattr(Student, "encode", lambda self, *a: autocast.append(torch.is_autocast_enabled("cpu")) or
+                        real_encode(self, *a))
+
+    engine = engine_mod.engine_from_config(c, special, device=torch.device("cpu"), dist=DistInfo())
+
+    # model (+ data.seq_len, the tokenizer's vocabulary and padding id) -> the encoder's BertConfig
+    hf = engine.student.mlm.config
+    assert (hf.hidden_size, hf.num_hidden_layers, hf.num_attention_heads, hf.intermediate_size) == (48, 3, 3, 80)
+    assert (hf.hidden_dropout_prob, hf.attention_probs_dropout_prob, hf.hidden_act) == (0.05, 0.07, "relu")
+    assert (hf.layer_norm_eps, hf.initializer_range, hf.max_position_embeddings) == (1e-6, 0.03, 40)
+    assert (hf.vocab_size, hf.pad_token_id) == (60, 0) and engine.seq_len == 24
+    # objective and predictor -> the student's heads, loss and balance
+    s = engine.student
+    assert s.objective == "hybrid" and engine.teacher is not None
+    assert (s.jepa_kind, s.smooth_l1_beta) == ("smooth_l1", 0.5)
+    assert s.balance.mode == "sigmoid" and s.balance.logit.item() == 0.5
+    assert s.predictor.inp.out_features == 24 and len(s.predictor.blocks) == 2
+    assert s.predictor.blocks[0].heads == 3 and s.predictor.blocks[0].fc1.out_features == 3 * 24
+    # optim (+ objective.balance_lr_scale) -> AdamW
+    groups = {g["group"]: g for g in engine.optimizer.param_groups}
+    assert groups["decay"]["weight_decay"] == 0.02 and groups["balance"]["lr_scale"] == 3.0
+    assert all(g["betas"] == (0.8, 0.9) and g["eps"] == 1e-7 for g in groups.values())
+    # train -> batch split, steps, seed, precision, compile
+    assert (engine.global_batch, engine.grad_accum, engine.micro_batch, engine.total_steps) == (12, 3, 4, 7)
+    assert engine.seed == 5 and engine.precision == "bf16"
+    assert calls["compile"] == [("Student", {"mode": "reduce-overhead"}), ("BertModel", {"mode": "reduce-overhead"})]
+    other_seed = engine_mod.engine_from_config(
+        resolve_config("hybrid", "tiny", [f"{k}={v}" for k, v in ENGINE_OVERRIDES.items() if k != "train.seed"]),
+        special, device=torch.device("cpu"), dist=DistInfo())
+    assert not torch.equal(other_seed.student.mlm.bert.embeddings.word_embeddings.weight,
+                           s.mlm.bert.embeddings.word_embeddings.weight)  # train.seed seeds the initialisation
+
+    rng = np.random.default_rng(0)
+    micro = []
+    for _ in range(3):
+        tokens = rng.integers(5, 60, (4, 24))
+        tokens[:, 0], tokens[:, -1] = 2, 3
+        micro.append((tokens, np.ones((4, 24), dtype=np.uint8)))
+    calls.clear()
+    autocast.clear()
+    engine.train_step(0, micro)
+
+    # mask -> the corruption of every micro-batch
+    assert len(calls["mask_tokens"]) == 3
+    for _, kw, masked in calls["mask_tokens"]:
+        assert {k: kw[k] for k in ("rate", "mask_prob", "random_prob", "span_length", "mask_id")} == {
+            "rate": 0.2, "mask_prob": 0.7, "random_prob": 0.2, "span_length": 2, "mask_id": 4}
+        assert masked.slots.shape == (4, mask_budget(24, 0.2, 2))
+    # objective.target_layers -> the teacher's targets
+    assert [a[-1] for a, _, _ in calls["teacher_targets"]] == [2, 2, 2]
+    # optim schedule and clipping; ema schedule
+    ((lr_args, lr_kw, factor),) = calls["lr_factor"]
+    assert lr_args == (0,) and lr_kw == {"total_steps": 7, "warmup_steps": 3, "schedule": "linear", "min_ratio": 0.1}
+    assert engine.last_lr == pytest.approx(2e-3 * factor) and factor == lr_factor(
+        0, total_steps=7, warmup_steps=3, schedule="linear", min_ratio=0.1)
+    assert calls["clip"][0][0][1] == 0.5
+    ((ema_args, ema_kw, momentum),) = calls["ema_momentum"]
+    assert ema_args == (0, 7) and ema_kw == {"start": 0.99, "end": 0.999, "schedule": "cosine"}
+    assert engine.last_momentum == momentum == ema_momentum(0, 7, start=0.99, end=0.999, schedule="cosine")
+    # train.precision=bf16 -> the student's forwards run under autocast
+    assert autocast and all(autocast)
 def test_overrides_are_typed():
     c = apply_overrides(preset_config("tiny"), ["optim.lr=3e-4", "model.hidden_size=256", "train.compile=true",
                                                 "objective.balance=sigmoid", "optim.betas=0.9,0.999",

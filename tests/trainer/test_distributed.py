@@ -23,7 +23,7 @@ def test_two_gloo_processes_match_one_process_with_accumulation(corpus_file: Pat
     out_ddp = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "trainer",
            "--objective", "hybrid", "--preset", "tiny", "--corpus", str(corpus_file), "--out", str(out_ddp),
-           "--steps", "4", "--device", "cpu", "--quiet"]
+           "--steps", "4", "--device", "cpu", "--format", "json", "--quiet"]
     for item in DDP_SET:
         cmd += ["--set", item]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -1,4 +1,6 @@
-"""End-to-end runs on the CPU: losses go down, bit-exact resume, and every bad input the issue lists."""
+"""End-to-end runs on the CPU: both losses go down and everything is logged, an interrupted run resumes on the same
+loss curve, divergence and a full disk stop cleanly with the last good checkpoint, bad arguments, directories,
+corpora and devices are refused in one line, and the device is resolved as embedgeom resolves it."""
 
 from __future__ import annotations
 
@@ -250,13 +252,48 @@ def test_sample_corpus_and_the_library_never_prints(tmp_path, capsys):
 
 
 def test_bad_arguments(corpus_file, tmp_path):
-    with pytest.raises(TrainerError, match="device: expected auto\\|cpu\\|cuda"):
+    with pytest.raises(TrainerError, match=re.escape("device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'.")):
         trainer.run("mlm", "tiny", corpus_file, tmp_path / "a", device="tpu")
     with pytest.raises(TrainerError, match="progress: expected a callable"):
         trainer.run("mlm", "tiny", corpus_file, tmp_path / "a", progress=3)
     if not torch.cuda.is_available():
         with pytest.raises(TrainerError, match="device: expected a CUDA device"):
             trainer.run("mlm", "tiny", corpus_file, tmp_path / "a", device="cuda")
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+@pytest.mark.parametrize("mps", [False, True])
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:1", "tpu", "cuda:x", "", "gpu"])
+def test_resolve_device_matches_embedgeom(device, cuda, mps, monkeypatch):
+    """The trainer's resolve_device gives the device, or the error message, of its reference,
+    embedgeom.loading.resolve_device, for auto/cpu/cuda/cuda:N and malformed names, with and without a GPU/MPS."""
+    from embedgeom.loading import resolve_device as reference
+    from trainer.loop import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    try:
+        expected = reference(device)
+    except ValueError as err:
+        with pytest.raises(TrainerError) as got:
+            resolve_device(device)
+        assert str(got.value) == str(err)
+    else:
+        assert resolve_device(device) == expected
+
+
+def test_resolve_device_refuses_what_the_trainer_cannot_train_on(monkeypatch):
+    from trainer.loop import resolve_device
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    expected = "device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 'meta'."
+    with pytest.raises(TrainerError, match=re.escape(expected)):
+        resolve_device("meta")
+    with pytest.raises(TrainerError, match="device: expected an MPS device, got none available"):
+        resolve_device("mps")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(TrainerError, match="expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 3"):
+        resolve_device(3)
 
 
 def test_any_hf_tokenizer_directory(corpus_file, tmp_path):

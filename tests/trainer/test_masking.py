@@ -71,11 +71,11 @@ def test_labels_and_slots_list_the_selected_positions_in_order():
     ids, eligible = _batch(b=16, L=40, seed=5)
     m = _mask(ids, eligible, seed=6)
     budget = mask_budget(40, 0.15, 1)
-    assert m.positions.shape == (16, budget) and m.labels.shape == (16, budget)
+    assert m.slots.shape == (16, budget) and m.labels.shape == (16, budget)
     for r in range(16):
         expected = torch.nonzero(m.selected[r]).flatten()
         k = expected.numel()
-        assert torch.equal(m.positions[r, :k], expected)
+        assert torch.equal(m.slots[r, :k], expected)
         assert m.valid[r, :k].all() and not m.valid[r, k:].any()
         assert torch.equal(m.labels[r, :k], ids[r, expected])
         assert (m.labels[r, k:] == IGNORE_INDEX).all()

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from trainer.balance import Balance
-from trainer.masking import IGNORE_INDEX
+from trainer.masking import IGNORE_INDEX, MaskedBatch
 from trainer.model import (
     Predictor,
     Student,
@@ -82,10 +82,12 @@ def test_masked_only_mlm_loss_equals_bert_for_masked_lm_loss(student):
                 full_labels[r, slots[r, k]] = targets_ids[r, slots[r, k]]
     s = Student(_config(), objective="mlm").eval()
     with torch.no_grad():
-        ours, stats = s(ids, None, None, slots, valid, labels, torch.zeros(3, 10, dtype=torch.bool))
+        masked = MaskedBatch(input_ids=ids, selected=torch.zeros(3, 10, dtype=torch.bool), slots=slots, valid=valid,
+                             labels=labels)
+        ours, stats = s(masked, None, None)
         reference = s.mlm(input_ids=ids, labels=full_labels).loss
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
-    assert stats[-1].item() == 6  # masked slots counted
+    assert stats.masked.item() == 6  # masked slots counted
 
 
 def test_teacher_targets_are_layer_normed_top_layers(student):
@@ -113,11 +115,13 @@ def test_hybrid_forward_one_student_pass_feeds_both_heads(student):
     targets = torch.randn(4, 32)
     selected = torch.zeros(2, 8, dtype=torch.bool).scatter(1, slots, True)
     try:
-        total, stats = student(ids, None, None, slots, valid, labels, selected, targets)
+        masked = MaskedBatch(input_ids=ids, selected=selected, slots=slots, valid=valid, labels=labels)
+        total, stats = student(masked, None, None, targets)
     finally:
         hook.remove()
     assert len(calls) == 1
-    _, l_mlm, l_jepa, w_mlm, w_jepa = stats[:5].tolist()
+    l_mlm, l_jepa, w_mlm, w_jepa = (stats.loss_mlm.item(), stats.loss_jepa.item(), stats.w_mlm.item(),
+                                    stats.w_jepa.item())
     assert total.item() == pytest.approx(l_mlm + l_jepa, rel=1e-5)  # uncertainty at s = 0: plain sum
     assert (w_mlm, w_jepa) == (1.0, 1.0)
 
