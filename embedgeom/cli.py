@@ -455,31 +455,38 @@ def compare(
 @app.command()
 def report(
     results: Annotated[list[Path], typer.Argument(help="Saved analysis dirs (analyze --out) and, optionally, "
-                                                 "comparison dirs (compare --out).")],
+                                                 "comparison dirs (compare --out); a directory of such dirs (analyze "
+                                                 "--checkpoints --out, compare A B C --out) counts as each.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report directory (figures, index.md, index.html).")],
     title: Annotated[str, typer.Option(help="Report title.")] = "embedgeom report",
     pdf: Annotated[bool, typer.Option(help="Also write PDF versions of every figure.")] = True,
-
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Figures (PNG, PDF) and an index.md + self-contained index.html tabulating the numbers beside them."""
     _set_verbosity(verbose, quiet)
     with _guard():
-        from .figures import build_report
+        from .report import build_report
         from .results import AnalysisResult, ComparisonResult
         from .storage import check_writable
 
         check_writable(out)
-
         analyses, comparisons = [], []
-        for p in results:
+
+        def add(p: Path) -> bool:
             if (p / "comparison.json").is_file():
                 comparisons.append(ComparisonResult.load(p))
             elif (p / "result.json").is_file():
                 analyses.append(AnalysisResult.load(p))
             else:
-                _fail(f"results: {p} holds neither result.json (analyze --out) nor comparison.json (compare --out).")
+                return False
+            return True
+
+        for p in results:
+            # a directory of results (analyze --checkpoints --out, compare A B C --out) counts as each of them
+            if not add(p) and not (p.is_dir() and sum(add(c) for c in sorted(p.iterdir()) if c.is_dir())):
+                _fail(f"results: {p} holds neither result.json (analyze --out) nor comparison.json (compare --out), "
+                      "nor directories that do.")
         if not analyses:
             _fail("results: expected at least one analysis directory (analyze --out), got only comparisons.")
         index = build_report(analyses, out, comparisons=comparisons, title=title,
@@ -487,45 +494,15 @@ def report(
         _out().print(f"report written to {index} (and {index.with_suffix('.html')})")
 
 
-@app.command()
-def train(
-    objective: Annotated[str, typer.Option(help="mlm or hybrid (MLM + JEPA latent prediction).")],
-    corpus: Annotated[str, typer.Option(help="sample:wiki|bbc|lee|polarity|all, a .txt/.jsonl/.parquet file, or "
-                                       "hf:NAME[:CONFIG] (online).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (checkpoints, logs, run.json).")],
-    preset: Annotated[str, typer.Option(help="tiny (CPU), paper (6x512, ~35M params) or base (BERT-base).")] = "tiny",
-    steps: Annotated[int | None, typer.Option(help="Training steps (default: the preset's).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its latest checkpoint.")] = False,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config field, e.g. --set optim.lr=3e-4 "
-                                                  "(repeatable).")] = None,
-    device: DeviceOpt = "auto",
-    verbose: VerboseOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Pre-train an encoder with the bundled trainer (multi-GPU: torchrun ... -m trainer with the same flags)."""
-    _set_verbosity(verbose, quiet)
-    with _guard():
-        import trainer
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
+def train(ctx: typer.Context) -> None:
+    """Pre-train an MLM or hybrid MLM+JEPA encoder with the bundled trainer: the options of python -m trainer,
+    listed by 'embedgeom train --help' (multi-GPU: torchrun ... -m trainer with the same options)."""
+    from trainer.cli import main as train_main
 
-        level = _VERBOSITY["level"]
-        bars_on = level >= 0 and _err().is_terminal
-        bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.fields[info]}"), console=_err(), disable=not bars_on)
-        with bars:
-            task = bars.add_task(f"train {objective}/{preset}", total=steps or 1, info="")
-
-            def cb(log: dict) -> None:
-                total = log.get("total_steps") or steps or 1
-                info = " ".join(f"{k}={log[k]:.3g}" for k in ("loss_mlm", "loss_jepa", "lr") if
-                                isinstance(log.get(k), (int, float)))
-                bars.update(task, completed=log.get("step", 0), total=total, info=info)
-                if level > 0 or (level == 0 and not bars_on):  # logs get a line per logged step
-                    _err().print(f"step {log.get('step', 0)}/{total} {info}", highlight=False)
-
-            summary = trainer.run(objective, preset, corpus, out, steps=steps, resume=resume, overrides=set_ or (),
-                                  device=device, progress=cb)
-        _out().print(f"trained {summary.steps} steps in {summary.wall_seconds:.0f} s "
-                          f"({summary.tokens_per_s:.0f} tokens/s); final checkpoint: {summary.final_checkpoint}")
+    code = train_main(ctx.args, prog="embedgeom train")
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -1,33 +1,55 @@
-"""Matplotlib figures of analysis results, and the report that assembles them (matplotlib imported lazily).
+"""Matplotlib figures of analysis results (matplotlib imported lazily). Report assembly lives in
+:mod:`embedgeom.report`; :mod:`embedgeom.plot` is the public plotting API over these functions.
+
+Every figure is driven by what the results contain: ``pooling=None`` draws every pooling present (as panels,
+or as series on a given ``ax``), ``layer=None`` the last layer each result measured for the task (``-1`` the
+model's last layer, another negative index counts from it, ``k >= 0`` hidden layer ``k``; 0 = embedding output).
+Nothing defaults to one pooling or layer. A task, pooling, layer or metric the results do not hold raises one
+``ValueError`` listing what is present; a figure whose data is absent (e.g. cosine histograms of a
+reference-protocol result) raises :class:`NothingToDraw`, a ``ValueError`` whose message says why.
 
 Conventions: spectra are compared by *shape* (lambda / sum lambda on log-log axes: raw eigenvalues mix a
-model's overall scale into its shape); every point estimate is drawn with its interval; models are told
-apart by colour (Okabe-Ito, colour-blind safe) and poolings by marker, named in legends rather than text
-labels next to points, so labels never overlap. Every function returns a ``Figure``; those drawing a single
-panel accept ``ax=``.
+model's overall scale into its shape); every point estimate is drawn with its interval (reference-protocol rows
+carry none, and their titles say so); models are told apart by colour (Okabe-Ito, colour-blind safe) and
+poolings by marker and line style, named in legends rather than text labels next to points, so labels never
+overlap. Every function returns a ``Figure``; ``ax=`` draws into an existing Axes instead.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import itertools
 import math
+import numbers
+import textwrap
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .results import AnalysisResult, ComparisonResult, array_key
-from .storage import inside, safe_name, unique_name
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
-MARKERS = {"mean": "o", "cls": "s", "max": "^", "attention": "D", "native": "P", "paper_attention": "v"}
+MARKERS = {"mean": "o", "cls": "s", "max": "^", "attention": "D", "native": "P", "paper_attention": "v",
+           "weighted": "X"}
+LINESTYLES = ("-", "--", ":", "-.")
 _Z95 = 1.96
+#: Metrics a layer profile draws when none is named (those present).
+LAYER_PROFILE_METRICS: tuple[str, ...] = ("effective_rank", "uniformity", "alignment", "rankme", "isoscore",
+                                          "mean_cosine")
+#: Metrics a checkpoint trajectory draws when none is named (those present).
+TRAJECTORY_METRICS: tuple[str, ...] = ("uniformity", "alignment", "effective_rank", "rankme", "isoscore")
+#: Probe scores preferred as a task's headline probe, in order; otherwise the first score present.
+MAIN_PROBES: tuple[tuple[str, str], ...] = (("linear", "accuracy"), ("cosine", "spearman"), ("semantic", "accuracy"),
+                                            ("semantic", "spearman"), ("ridge", "spearman"), ("token", "accuracy"))
 
 
-def _plt():
+class NothingToDraw(ValueError):
+    """The results hold nothing this figure can draw; the message says why (one line)."""
+
+
+# --- matplotlib -------------------------------------------------------------------------------------------
+
+def _plt() -> Any:
     import matplotlib
 
     if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg") and not _interactive():
@@ -44,180 +66,47 @@ def _interactive() -> bool:
 
 
 def _axes(ax: Any, figsize: tuple[float, float]) -> tuple[Any, Any]:
-    plt = _plt()
     if ax is None:
-        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+        fig, ax = _plt().subplots(figsize=figsize, layout="constrained")
         return fig, ax
     return ax.figure, ax
 
 
-def _half_width(row: dict) -> float:
-    lo, hi, v = row.get("low"), row.get("high"), row.get("value")
-    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
-        se = row.get("stderr")
-        return _Z95 * se if se is not None and np.isfinite(se) else 0.0
-    return max(v - lo, hi - v)
+def _grid(n: int, panel: tuple[float, float], cols: int = 4) -> tuple[Any, list[Any]]:
+    """A figure with ``n`` panels, at most ``cols`` a row; unused cells removed."""
+    cols = max(1, min(cols, n))
+    rows = math.ceil(n / cols)
+    fig, axes = _plt().subplots(rows, cols, figsize=(panel[0] * cols, panel[1] * rows), layout="constrained",
+                                squeeze=False)
+    flat = list(axes.ravel())
+    for extra in flat[n:]:
+        fig.delaxes(extra)
+    return fig, flat[:n]
 
 
 def _colour(i: int) -> str:
     return OKABE_ITO[i % len(OKABE_ITO)]
 
 
-def _last_layer(res: AnalysisResult) -> int:
-    return int(res.checkpoint.get("num_layers", max(k[2] for k in res.measured())))
+def _half_width(row: Mapping[str, Any]) -> float:
+    lo, hi, v = row.get("low"), row.get("high"), row.get("value")
+    if lo is None or hi is None or not (_finite(lo) and _finite(hi)):
+        se = row.get("stderr")
+        return _Z95 * se if _finite(se) else 0.0
+    return max(v - lo, hi - v)
 
 
-def _layer(res: AnalysisResult, layer: int) -> int:
-    return layer % (_last_layer(res) + 1)
+def _bounds(row: Mapping[str, Any]) -> tuple[float, float]:
+    v = float(row["value"])
+    hw = _half_width(row)
+    lo, hi = row.get("low"), row.get("high")
+    if _finite(lo) and _finite(hi):
+        return float(lo), float(hi)
+    return v - hw, v + hw
 
 
-def _poolings(results: Sequence[AnalysisResult], task: str) -> list[str]:
-    seen: dict[str, None] = {}
-    for r in results:
-        for t, p, _ in r.measured():
-            if t == task:
-                seen.setdefault(p)
-    return list(seen)
-
-
-def tasks_of(results: Sequence[AnalysisResult]) -> list[str]:
-    seen: dict[str, None] = {}
-    for r in results:
-        for t in r.tasks:
-            seen.setdefault(t)
-    return list(seen)
-
-
-# --- single-panel figures -------------------------------------------------------------------------------
-
-def eigenspectrum_figure(results: Sequence[AnalysisResult], task: str, pooling: str = "mean", layer: int = -1, *,
-                         ax: Any = None, fit: bool = True) -> Any:
-    """Normalised covariance eigenspectra (lambda_k / sum lambda) vs rank, log-log, one line per model, with
-    the alpha-ReQ power-law fit over its rank window drawn dashed."""
-    fig, ax = _axes(ax, (5.0, 3.8))
-    for i, res in enumerate(results):
-        lay = _layer(res, layer)
-        key = array_key("spectrum", task, pooling, lay)
-        if key not in res.arrays:
-            continue
-        ev = res.arrays[key]
-        ev = ev[ev > 0]
-        p = ev / ev.sum()
-        k = np.arange(1, len(p) + 1)
-        ax.loglog(k, p, color=_colour(i), lw=1.6, label=res.name)
-        if fit:
-            try:
-                a = res.value(task, pooling, lay, "alpha_req")
-            except KeyError:
-                continue
-            if not np.isfinite(a["value"]):
-                continue
-            from .metrics import alpha_req
-            from .metrics.spectrum import Spectrum
-
-            full = res.arrays[key]
-            f = alpha_req(Spectrum(full, None, int(a["n"]), len(full), 0.0))  # the registered fit, recomputed
-            kk = np.arange(f.window[0], f.window[1] + 1)
-            ax.loglog(kk, np.exp(f.intercept) * kk ** (-f.alpha) / full.sum(), color=_colour(i), lw=1.0, ls="--",
-                      label=f"fit k={f.window[0]}..{f.window[1]}: α = {a['value']:.2f} ± {_half_width(a):.2f}")
-    ax.set_xlabel("rank k")
-    ax.set_ylabel("λ_k / Σλ  (fraction of variance)")
-    ax.set_title(f"{task}: {pooling} pooling eigenspectrum")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=7, frameon=False)
-    return fig
-
-
-def alignment_uniformity_figure(results: Sequence[AnalysisResult], task: str, *, layer: int = -1, ax: Any = None,
-                                trajectory: Sequence[AnalysisResult] | Mapping[str, Sequence[AnalysisResult]]
-                                | None = None, trajectory_pooling: str = "mean") -> Any:
-    """Alignment (y) vs uniformity (x) for one task: one point per model x pooling with 95% interval
-    whiskers on both axes; colour = model, marker = pooling (legends, no point labels). ``trajectory``: results
-    of successive checkpoints of one run (or ``{label: results}`` for several runs), drawn as small points
-    joined by arrows for ``trajectory_pooling``, first checkpoint hollow. Lower-left is better."""
-    own = ax is None
-    fig, ax = _axes(ax, (6.4, 4.2))
-    plotted_pools: dict[str, None] = {}
-    unpaired: list[tuple[int, str, Any]] = []  # (model, pooling, uniformity) where the task has no positive pairs
-    for i, res in enumerate(results):
-        lay = _layer(res, layer)
-        for pooling in _poolings([res], task):
-            try:
-                u = res.value(task, pooling, lay, "uniformity")
-            except KeyError:
-                continue
-            try:
-                a = res.value(task, pooling, lay, "alignment")
-            except KeyError:
-                unpaired.append((i, pooling, u))
-                continue
-            ax.errorbar(u["value"], a["value"], xerr=_half_width(u), yerr=_half_width(a), color=_colour(i),
-                        marker=MARKERS.get(pooling, "o"), ms=6, capsize=2, lw=1, ls="none")
-            plotted_pools.setdefault(pooling)
-    runs = {"": trajectory} if isinstance(trajectory, Sequence) else dict(trajectory or {})
-    names = [r.name for r in results]
-    traj_handles = []
-    for j, (label, seq) in enumerate(runs.items()):
-        colour = _colour(names.index(label)) if label in names else _colour(len(results) + j)
-        pts = []
-        for res in seq:
-            try:
-                lay = _layer(res, layer)
-                pts.append((res.value(task, trajectory_pooling, lay, "uniformity")["value"],
-                            res.value(task, trajectory_pooling, lay, "alignment")["value"]))
-            except KeyError:
-                continue
-        if not pts:
-            continue
-        xs, ys = zip(*pts, strict=True)
-        ax.plot(xs[1:], ys[1:], ls="none", marker=".", color=colour, ms=5)
-        ax.plot(xs[:1], ys[:1], ls="none", marker="o", mfc="white", color=colour, ms=6)
-        for (x0, y0), (x1, y1) in itertools.pairwise(pts):
-            ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops={"arrowstyle": "->", "color": colour, "lw": 1})
-        if label:
-            from matplotlib.lines import Line2D
-
-            traj_handles.append(Line2D([], [], color=colour, marker=".", label=f"{label}: checkpoints"))
-    uniformity_only = not plotted_pools and bool(unpaired)
-    if uniformity_only:  # no alignment without positive pairs: uniformity per model (rows) and pooling (marker)
-        pools = list(dict.fromkeys(p for _, p, _ in unpaired))
-        for i, pooling, u in unpaired:
-            y = i + 0.5 * (pools.index(pooling) - (len(pools) - 1) / 2) / max(1, len(pools))
-            ax.errorbar(u["value"], y, xerr=_half_width(u), color=_colour(i), marker=MARKERS.get(pooling, "o"), ms=6,
-                        capsize=2, lw=1, ls="none")
-            plotted_pools.setdefault(pooling)
-        ax.set_yticks(range(len(results)), [r.name for r in results], fontsize=7)
-        ax.invert_yaxis()
-    elif not plotted_pools:
-        ax.text(0.5, 0.5, f"no alignment or uniformity for {task}", ha="center", va="center",
-                transform=ax.transAxes, fontsize=9)
-    from matplotlib.lines import Line2D
-
-    model_handles = [Line2D([], [], color=_colour(i), marker="o", ls="none", label=r.name)
-                     for i, r in enumerate(results)] + traj_handles
-    pool_handles = [Line2D([], [], color="0.3", marker=MARKERS.get(p, "o"), ls="none", label=p) for p in plotted_pools]
-    if own:  # legends outside the axes, laid out by constrained layout
-        fig.legend(handles=model_handles, title="model", fontsize=7, title_fontsize=8, loc="outside right upper",
-                   frameon=False)
-        if pool_handles:
-            fig.legend(handles=pool_handles, title="pooling", fontsize=7, title_fontsize=8,
-                       loc="outside right lower", frameon=False)
-    else:
-        leg = ax.legend(handles=model_handles, title="model", fontsize=6, title_fontsize=7, loc="upper right")
-        ax.add_artist(leg)
-        if pool_handles:
-            ax.legend(handles=pool_handles, title="pooling", fontsize=6, title_fontsize=7, loc="lower right")
-    ax.set_xlabel("uniformity  (log E exp(-2‖z-z'‖²); lower = more uniform)")
-    if uniformity_only:
-        ax.set_title(f"{task}: uniformity (95% CI); no pairs, no alignment")
-        ax.grid(True, axis="x", alpha=0.3)
-        _plain_ticks(ax, y=False)
-        return fig
-    ax.set_ylabel("alignment  (E‖z-z⁺‖²; lower = closer positives)")
-    ax.set_title(f"{task}: alignment vs uniformity (95% CI)")
-    ax.grid(True, alpha=0.3)
-    _plain_ticks(ax)
-    return fig
+def _finite(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
 def _plain_ticks(ax: Any, *, x: bool = True, y: bool = True) -> None:
@@ -232,293 +121,956 @@ def _plain_ticks(ax: Any, *, x: bool = True, y: bool = True) -> None:
         ax.yaxis.set_major_formatter(fmt)
 
 
-def metric_by_pooling_figure(results: Sequence[AnalysisResult], task: str, metric: str = "effective_rank", *,
-                             layer: int = -1, ax: Any = None) -> Any:
-    """Grouped bars: ``metric`` per pooling, one bar per model, 95% interval whiskers."""
-    fig, ax = _axes(ax, (5.6, 3.6))
-    pools = _poolings(results, task)
-    width = 0.8 / max(len(results), 1)
+def _title(ax: Any, text: str, size: float = 9, width: int = 62) -> None:
+    """A title wrapped onto lines of at most ``width`` characters, so it never runs into a legend."""
+    ax.set_title("\n".join(textwrap.fill(line, width, break_long_words=False) for line in text.split("\n")),
+                 fontsize=size)
+
+
+def _label(metric: str) -> str:
+    return metric.replace("_", " ")
+
+
+# --- what the results hold --------------------------------------------------------------------------------
+
+def as_results(results: Any, what: str = "results") -> list[AnalysisResult]:
+    """``results`` (one AnalysisResult or a sequence of them) as a non-empty list, or one clear ValueError."""
+    if isinstance(results, AnalysisResult):
+        return [results]
+    if isinstance(results, (str, bytes, ComparisonResult)) or not isinstance(results, Sequence):
+        raise ValueError(f"{what}: expected an AnalysisResult or a list of them, got {type(results).__name__}.")
+    out = list(results)
+    if not out:
+        raise ValueError(f"{what}: expected at least one analysis result, got none.")
+    bad = [type(r).__name__ for r in out if not isinstance(r, AnalysisResult)]
+    if bad:
+        raise ValueError(f"{what}: expected AnalysisResult items, got {', '.join(dict.fromkeys(bad))}.")
+    return out
+
+
+def tasks_of(results: Sequence[AnalysisResult]) -> list[str]:
+    """Tasks present in any result, in first-seen order."""
+    seen: dict[str, None] = {}
+    for r in results:
+        for t in r.tasks:
+            seen.setdefault(t)
+        for t, _, _ in r.measured():
+            seen.setdefault(t)
+        for p in r.probes:
+            seen.setdefault(p["task"])
+    return list(seen)
+
+
+def poolings_of(results: Sequence[AnalysisResult], task: str) -> list[str]:
+    """Poolings measured for ``task`` in any result, in first-seen order."""
+    seen: dict[str, None] = {}
+    for r in results:
+        for t, p, _ in r.measured():
+            if t == task:
+                seen.setdefault(p)
+        for row in r.probes:
+            if row["task"] == task:
+                seen.setdefault(row["pooling"])
+    return list(seen)
+
+
+def layers_of(res: AnalysisResult, task: str, pooling: str | None = None) -> list[int]:
+    """Layers ``res`` measured for ``task`` (and ``pooling``), ascending."""
+    return sorted({int(r["layer"]) for r in itertools.chain(res.metrics, res.probes)
+                   if r["task"] == task and (pooling is None or r["pooling"] == pooling)})
+
+
+def metrics_of(results: Sequence[AnalysisResult], task: str, pooling: str | None = None) -> list[str]:
+    """Metric names with a row for ``task`` (and ``pooling``) in any result, in first-seen order."""
+    return list(dict.fromkeys(r["metric"] for res in results for r in res.metrics
+                              if r["task"] == task and (pooling is None or r["pooling"] == pooling)))
+
+
+def num_layers(res: AnalysisResult) -> int:
+    """The model's last hidden-layer index (0 = embedding output): its card's ``num_layers``, else the deepest
+    layer measured."""
+    n = res.checkpoint.get("num_layers")
+    if isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 0:
+        return int(n)
+    return max((int(r["layer"]) for r in itertools.chain(res.metrics, res.probes)), default=0)
+
+
+def resolve_layer(res: AnalysisResult, task: str, layer: int | None, pooling: str | None = None) -> int | None:
+    """The layer of ``res`` to draw for ``task``: ``None`` -> the last one measured; negative -> counted from the
+    model's last layer (-1 = last); None when that layer was not measured."""
+    present = layers_of(res, task, pooling)
+    if not present:
+        return None
+    if layer is None:
+        return present[-1]
+    lay = layer + num_layers(res) + 1 if layer < 0 else layer
+    return lay if lay in present else None
+
+
+def check_task(results: Sequence[AnalysisResult], task: Any) -> str:
+    present = tasks_of(results)
+    if task not in present:
+        raise ValueError(f"task: expected one of {present}, got {task!r}.")
+    return task
+
+
+def select_poolings(results: Sequence[AnalysisResult], task: str, pooling: str | Sequence[str] | None) -> list[str]:
+    """``pooling`` validated against what ``task`` holds; ``None`` -> every pooling present."""
+    present = poolings_of(results, task)
+    if pooling is None:
+        return present
+    wanted = [pooling] if isinstance(pooling, str) else list(pooling)
+    unknown = [p for p in wanted if p not in present]
+    if unknown or not wanted:
+        raise ValueError(f"pooling: expected one or more of {present} (measured for task {task!r}) or None for all, "
+                         f"got {pooling!r}.")
+    return list(dict.fromkeys(wanted))
+
+
+def check_layer(results: Sequence[AnalysisResult], task: str, layer: Any, poolings: Sequence[str]) -> None:
+    if layer is None:
+        return
+    if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
+        raise ValueError(f"layer: expected an integer layer index (-1 = last) or None, got {layer!r}.")
+    if not any(resolve_layer(r, task, int(layer), p) is not None for r in results for p in poolings):
+        present = sorted({lay for r in results for p in poolings for lay in layers_of(r, task, p)})
+        raise ValueError(f"layer: expected one of {present} (negative counts from each model's last layer; None = "
+                         f"the last measured) for task {task!r} and pooling {', '.join(poolings)}, got {layer!r}.")
+
+
+def _check_metric(results: Sequence[AnalysisResult], task: str, metric: Any, what: str = "metric") -> None:
+    present = metrics_of(results, task)
+    if metric not in present:
+        raise ValueError(f"{what}: expected one of {present} (measured for task {task!r}), got {metric!r}.")
+
+
+def _row(res: AnalysisResult, task: str, pooling: str, layer: int | None, metric: str) -> dict[str, Any] | None:
+    if layer is None:
+        return None
+    try:
+        row = res.value(task, pooling, layer, metric)
+    except KeyError:
+        return None
+    return row if _finite(row.get("value")) else None
+
+
+def _layer_text(results: Sequence[AnalysisResult], task: str, layer: int | None, poolings: Sequence[str]) -> str:
+    """'layer 2' when every drawn result uses one layer, else 'layers a: 6, b: 12'."""
+    got = {}
+    for r in results:
+        lays = {resolve_layer(r, task, layer, p) for p in poolings} - {None}
+        if lays:
+            got[r.name] = sorted(lays)
+    distinct = {tuple(v) for v in got.values()}
+    if len(distinct) == 1:
+        lays = next(iter(distinct))
+        return f"layer {lays[0]}" if len(lays) == 1 else "layers " + ", ".join(map(str, lays))
+    return "layers " + ", ".join(f"{n}: {'/'.join(map(str, v))}" for n, v in got.items())
+
+
+def _no_intervals(results: Sequence[AnalysisResult]) -> bool:
+    return any(r.options.get("protocol") == "paper" for r in results)
+
+
+def _ci_note(results: Sequence[AnalysisResult], ci: str = "95% CI") -> str:
+    """The interval a figure draws: reference-protocol results carry none."""
+    paper = [r for r in results if r.options.get("protocol") == "paper"]
+    if not paper:
+        return ci
+    if len(paper) == len(results):
+        return "no intervals: reference protocol"
+    return f"{ci}; reference protocol: no intervals"
+
+
+def _legend_outside(fig: Any, handles: list[Any], title: str, loc: str = "outside right upper") -> None:
+    if handles:
+        fig.legend(handles=handles, title=title, fontsize=7, title_fontsize=8, loc=loc, frameon=False)
+
+
+def _model_handles(results: Sequence[AnalysisResult], marker: str = "o", ls: str = "none") -> list[Any]:
+    from matplotlib.lines import Line2D
+
+    return [Line2D([], [], color=_colour(i), marker=marker, ls=ls, label=r.name) for i, r in enumerate(results)]
+
+
+def _pooling_handles(poolings: Sequence[str], *, lines: bool = False) -> list[Any]:
+    from matplotlib.lines import Line2D
+
+    return [Line2D([], [], color="0.3", marker=MARKERS.get(p, "o"), ls=LINESTYLES[j % 4] if lines else "none",
+                   label=p) for j, p in enumerate(poolings)]
+
+
+# --- eigenspectra -------------------------------------------------------------------------------------------
+
+def eigenspectrum_figure(results: Sequence[AnalysisResult] | AnalysisResult, task: str,
+                         pooling: str | Sequence[str] | None = None, layer: int | None = None, *, ax: Any = None,
+                         fit: bool = True) -> Any:
+    """Normalised covariance eigenspectra (lambda_k / sum lambda) vs rank, log-log, one line per model, with
+    the alpha-ReQ power-law fit over its rank window drawn dashed. One panel per pooling (``pooling=None``: all
+    present); on a given ``ax`` several poolings are told apart by line style (fits omitted)."""
+    results = as_results(results)
+    check_task(results, task)
+    pools = select_poolings(results, task, pooling)
+    check_layer(results, task, layer, pools)
+    panels = [p for p in pools if any(_spectrum(r, task, p, layer) is not None for r in results)]
+    if not panels:
+        raise NothingToDraw(f"no eigenspectra saved for {task} ({', '.join(pools)} pooling, "
+                            f"{_layer_text(results, task, layer, pools)}).")
+    if ax is None:
+        fig, axes = _grid(len(panels), (4.4, 3.7))
+        for a, p in zip(axes, panels, strict=True):
+            _draw_spectra(a, results, task, [p], layer, fit)
+        return fig
+    _draw_spectra(ax, results, task, panels, layer, fit and len(panels) == 1)
+    return ax.figure
+
+
+def _spectrum(res: AnalysisResult, task: str, pooling: str, layer: int | None) -> np.ndarray | None:
+    lay = resolve_layer(res, task, layer, pooling)
+    if lay is None:
+        return None
+    ev = res.arrays.get(array_key("spectrum", task, pooling, lay))
+    if ev is None:
+        return None
+    ev = np.asarray(ev, dtype=np.float64)
+    return ev if (ev > 0).sum() >= 1 and np.isfinite(ev).all() else None
+
+
+def _draw_spectra(ax: Any, results: Sequence[AnalysisResult], task: str, pools: Sequence[str], layer: int | None,
+                  fit: bool) -> None:
+    for j, pooling in enumerate(pools):
+        for i, res in enumerate(results):
+            full = _spectrum(res, task, pooling, layer)
+            if full is None:
+                continue
+            ev = full[full > 0]
+            p = ev / ev.sum()
+            k = np.arange(1, len(p) + 1)
+            label = res.name if len(pools) == 1 else f"{res.name}, {pooling}"
+            ax.loglog(k, p, color=_colour(i), lw=1.6, ls=LINESTYLES[j % 4], label=label)
+            if fit:
+                _draw_fit(ax, res, task, pooling, resolve_layer(res, task, layer, pooling), full, _colour(i))
+    ax.set_xlabel("rank k")
+    ax.set_ylabel("λ_k / Σλ  (fraction of variance)")
+    what = f"{pools[0]} pooling" if len(pools) == 1 else ", ".join(pools)
+    _title(ax, f"{task}: eigenspectrum, {what}, {_layer_text(results, task, layer, pools)}")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=6, frameon=False)
+
+
+def _draw_fit(ax: Any, res: AnalysisResult, task: str, pooling: str, lay: int | None, full: np.ndarray,
+              colour: str) -> None:
+    a = _row(res, task, pooling, lay, "alpha_req")
+    if a is None:
+        return
+    from .metrics import alpha_req
+    from .metrics.spectrum import Spectrum
+
+    try:
+        f = alpha_req(Spectrum(full, None, int(a["n"]), len(full), 0.0))  # the registered fit, recomputed
+    except ValueError:
+        return
+    kk = np.arange(f.window[0], f.window[1] + 1)
+    ax.loglog(kk, np.exp(f.intercept) * kk ** (-f.alpha) / full.sum(), color=colour, lw=1.0, ls="--",
+              label=f"fit k={f.window[0]}..{f.window[1]}: α = {a['value']:.2f} ± {_half_width(a):.2f}")
+
+
+# --- alignment vs uniformity ----------------------------------------------------------------------------------
+
+def _y_metric(results: Sequence[AnalysisResult], task: str) -> str | None:
+    present = metrics_of(results, task)
+    for m in ("alignment", "alignment_class_conditional"):
+        if m in present:
+            return m
+    return None
+
+
+def alignment_uniformity_figure(results: Sequence[AnalysisResult] | AnalysisResult, task: str, *,
+                                pooling: str | Sequence[str] | None = None, layer: int | None = None, ax: Any = None,
+                                trajectory: Sequence[AnalysisResult] | Mapping[str, Sequence[AnalysisResult]]
+                                | None = None, trajectory_pooling: str | None = None) -> Any:
+    """Alignment (y) vs uniformity (x) for one task: one point per model x pooling with interval whiskers on
+    both axes; colour = model, marker = pooling (legends, no point labels). Lower-left is better. A task without
+    positive pairs draws uniformity per model (rows) instead; reference-protocol results draw their
+    class-conditional "alignment" (a different quantity, named on the axis). ``trajectory``: results of
+    successive checkpoints of one run (or ``{label: results}`` for several runs), drawn as small points joined
+    by arrows for ``trajectory_pooling`` (default: every pooling drawn), first checkpoint hollow."""
+    results = as_results(results)
+    check_task(results, task)
+    pools = select_poolings(results, task, pooling)
+    check_layer(results, task, layer, pools)
+    own = ax is None
+    ymetric = _y_metric(results, task)
+    points: list[tuple[int, str, dict, dict | None]] = []
     for i, res in enumerate(results):
-        vals, errs = [], []
         for p in pools:
-            try:
-                r = res.value(task, p, _layer(res, layer), metric)
-                vals.append(r["value"])
-                errs.append(_half_width(r))
-            except KeyError:
-                vals.append(np.nan)
-                errs.append(0.0)
+            lay = resolve_layer(res, task, layer, p)
+            u = _row(res, task, p, lay, "uniformity")
+            if u is None:
+                continue
+            points.append((i, p, u, _row(res, task, p, lay, ymetric) if ymetric else None))
+    if not points:
+        raise NothingToDraw(f"no uniformity measured for {task} ({', '.join(pools)} pooling, "
+                            f"{_layer_text(results, task, layer, pools)}).")
+    fig, ax = _axes(ax, (6.4, 4.2))
+    paired = [pt for pt in points if pt[3] is not None]
+    drawn_pools: dict[str, None] = {}
+    if paired:
+        for i, p, u, a in paired:
+            ax.errorbar(u["value"], a["value"], xerr=_half_width(u), yerr=_half_width(a), color=_colour(i),
+                        marker=MARKERS.get(p, "o"), ms=6, capsize=2, lw=1, ls="none")
+            drawn_pools.setdefault(p)
+    else:  # no alignment without positive pairs: uniformity per model (rows) and pooling (marker)
+        upools = list(dict.fromkeys(p for _, p, _, _ in points))
+        for i, p, u, _ in points:
+            y = i + 0.5 * (upools.index(p) - (len(upools) - 1) / 2) / max(1, len(upools))
+            ax.errorbar(u["value"], y, xerr=_half_width(u), color=_colour(i), marker=MARKERS.get(p, "o"), ms=6,
+                        capsize=2, lw=1, ls="none")
+            drawn_pools.setdefault(p)
+        ax.set_yticks(range(len(results)), [r.name for r in results], fontsize=7)
+        ax.invert_yaxis()
+    traj_handles = _draw_trajectory_arrows(ax, results, task, layer, trajectory, trajectory_pooling, pools,
+                                           ymetric if paired else None)
+    model_handles = _model_handles(results) + traj_handles
+    pool_handles = _pooling_handles(list(drawn_pools))
+    if own:  # legends outside the axes, laid out by constrained layout
+        _legend_outside(fig, model_handles, "model")
+        _legend_outside(fig, pool_handles, "pooling", "outside right lower")
+    else:
+        leg = ax.legend(handles=model_handles, title="model", fontsize=6, title_fontsize=7, loc="upper right")
+        ax.add_artist(leg)
+        ax.legend(handles=pool_handles, title="pooling", fontsize=6, title_fontsize=7, loc="lower right")
+    ax.set_xlabel("uniformity  (log E exp(-2‖z-z'‖²); lower = more uniform)")
+    where = f"{', '.join(drawn_pools)} pooling, {_layer_text(results, task, layer, list(drawn_pools))}"
+    missing = [results[i].name for i in dict.fromkeys(i for i, _, _, a in points if a is None)
+               if paired and not any(j == i for j, _, _, _ in paired)]
+    if missing:  # e.g. a reference-protocol result next to default ones: its "alignment" is another quantity
+        where += f"; not drawn, no {ymetric}: {', '.join(missing)}"
+    ci = _ci_note(results)
+    if not paired:
+        _title(ax, f"{task}: uniformity ({where}; {ci}); no pairs, no alignment")
+        ax.grid(True, axis="x", alpha=0.3)
+        _plain_ticks(ax, y=False)
+        return fig
+    if ymetric == "alignment":
+        ax.set_ylabel("alignment  (E‖z-z⁺‖²; lower = closer positives)")
+    else:
+        ax.set_ylabel("class-conditional alignment (reference definition;\nnot Wang & Isola's alignment)")
+    _title(ax, f"{task}: {_label(ymetric or '')} vs uniformity ({where}; {ci})")
+    ax.grid(True, alpha=0.3)
+    _plain_ticks(ax)
+    return fig
+
+
+def _draw_trajectory_arrows(ax: Any, results: Sequence[AnalysisResult], task: str, layer: int | None,
+                            trajectory: Any, trajectory_pooling: str | None, pools: Sequence[str],
+                            ymetric: str | None) -> list[Any]:
+    if trajectory is None or ymetric is None:
+        return []
+    from matplotlib.lines import Line2D
+
+    runs = dict(trajectory) if isinstance(trajectory, Mapping) else {"": list(trajectory)}
+    names = [r.name for r in results]
+    tpools = [trajectory_pooling] if trajectory_pooling else list(pools)
+    handles = []
+    for j, (label, seq) in enumerate(runs.items()):
+        seq = as_results(seq, "trajectory")
+        colour = _colour(names.index(label)) if label in names else _colour(len(results) + j)
+        drawn = False
+        for p in tpools:
+            pts = []
+            for res in seq:
+                lay = resolve_layer(res, task, layer, p)
+                u, a = _row(res, task, p, lay, "uniformity"), _row(res, task, p, lay, ymetric)
+                if u is not None and a is not None:
+                    pts.append((u["value"], a["value"]))
+            if not pts:
+                continue
+            drawn = True
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(xs[1:], ys[1:], ls="none", marker=".", color=colour, ms=5)
+            ax.plot(xs[:1], ys[:1], ls="none", marker="o", mfc="white", color=colour, ms=6)
+            for (x0, y0), (x1, y1) in itertools.pairwise(pts):
+                ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops={"arrowstyle": "->", "color": colour,
+                                                                          "lw": 1})
+        if drawn and label:
+            handles.append(Line2D([], [], color=colour, marker=".", label=f"{label}: checkpoints"))
+    return handles
+
+
+# --- one metric by pooling ----------------------------------------------------------------------------------
+
+def metric_by_pooling_figure(results: Sequence[AnalysisResult] | AnalysisResult, task: str,
+                             metric: str = "effective_rank", *, pooling: str | Sequence[str] | None = None,
+                             layer: int | None = None, ax: Any = None) -> Any:
+    """Grouped bars: ``metric`` per pooling (``pooling=None``: all present), one bar per model, interval
+    whiskers."""
+    results = as_results(results)
+    check_task(results, task)
+    _check_metric(results, task, metric)
+    pools = select_poolings(results, task, pooling)
+    check_layer(results, task, layer, pools)
+    cells = {(i, p): _row(res, task, p, resolve_layer(res, task, layer, p), metric)
+             for i, res in enumerate(results) for p in pools}
+    pools = [p for p in pools if any(cells[(i, p)] for i in range(len(results)))]
+    if not pools:
+        raise NothingToDraw(f"{metric} is not defined for {task} at {_layer_text(results, task, layer, pools)}.")
+    fig, ax = _axes(ax, (max(4.6, 1.3 * len(pools) + 2.4), 3.6))
+    width = 0.8 / len(results)
+    for i, res in enumerate(results):
+        rows = [cells[(i, p)] for p in pools]
+        vals = [np.nan if r is None else r["value"] for r in rows]
+        errs = [0.0 if r is None else _half_width(r) for r in rows]
         x = np.arange(len(pools)) + (i - (len(results) - 1) / 2) * width
         ax.bar(x, vals, width * 0.92, yerr=errs, color=_colour(i), capsize=2, label=res.name)
     ax.set_xticks(np.arange(len(pools)), pools)
-    ax.set_ylabel(metric.replace("_", " "))
-    ax.set_title(f"{task}: {metric.replace('_', ' ')} by pooling (95% CI)")
+    ax.set_ylabel(_label(metric))
+    ci = _ci_note(results)
+    _title(ax, f"{task}: {_label(metric)} by pooling ({', '.join(pools)}), {_layer_text(results, task, layer, pools)} "
+               f"({ci})")
     ax.legend(fontsize=7, frameon=False)
     ax.grid(True, axis="y", alpha=0.3)
     _plain_ticks(ax, x=False)
     return fig
 
 
-def probe_figure(results: Sequence[AnalysisResult], *, pooling: str = "mean", layer: int = -1, ax: Any = None) -> Any:
-    """Main probe score per task (accuracy for classification, Spearman for similarity), bars per model,
-    +-1.96 standard errors."""
-    fig, ax = _axes(ax, (6.0, 3.6))
-    tasks = tasks_of(results)
-    width = 0.8 / max(len(results), 1)
-    labels = []
+# --- probes -------------------------------------------------------------------------------------------------
+
+def main_probe(results: Sequence[AnalysisResult], task: str) -> tuple[str, str] | None:
+    """The (probe, metric) that headlines ``task``: the first of :data:`MAIN_PROBES` present, else the first
+    score present (fold standard deviations excluded); None when the task has no probe scores."""
+    present = list(dict.fromkeys((r["probe"], r["metric"]) for res in results for r in res.probes
+                                 if r["task"] == task and not str(r["metric"]).endswith("_std")
+                                 and _finite(r.get("value"))))
+    for pm in MAIN_PROBES:
+        if pm in present:
+            return pm
+    return present[0] if present else None
+
+
+def _probe_row(res: AnalysisResult, task: str, pooling: str, layer: int | None, pm: tuple[str, str]
+               ) -> dict[str, Any] | None:
+    if layer is None:
+        return None
+    return next((r for r in res.probes if r["task"] == task and r["pooling"] == pooling and int(r["layer"]) == layer
+                 and (r["probe"], r["metric"]) == pm and _finite(r.get("value"))), None)
+
+
+def probe_figure(results: Sequence[AnalysisResult] | AnalysisResult, *, task: str | Sequence[str] | None = None,
+                 pooling: str | Sequence[str] | None = None, layer: int | None = None, ax: Any = None) -> Any:
+    """Each task's headline probe score (:func:`main_probe`: accuracy for classification, Spearman for
+    similarity, ...) per pooling, one bar per model, +-1.96 standard errors. ``task=None``: every task with
+    probe scores; ``pooling=None``: every pooling; ``layer=None``: the last layer each model probed."""
+    results = as_results(results)
+    present = tasks_of(results)
+    if task is None:
+        tasks = [t for t in present if main_probe(results, t)]
+        if not tasks:
+            raise NothingToDraw("no probe scores in these results (analysed with probes=False, or no task has "
+                                "labels or scored pairs).")
+    else:
+        tasks = [task] if isinstance(task, str) else list(task)
+        for t in tasks:
+            check_task(results, t)
+    cats: list[tuple[str, str, tuple[str, str]]] = []
     for t in tasks:
-        metric = None
-        for res in results:
-            for r in res.probes:
-                if r["task"] == t and r["pooling"] == pooling and (r["probe"], r["metric"]) in (
-                        ("linear", "accuracy"), ("cosine", "spearman")):
-                    metric = metric or (r["probe"], r["metric"])
-        labels.append((t, metric))
+        pools = select_poolings(results, t, pooling)
+        check_layer(results, t, layer, pools)
+        pm = main_probe(results, t)
+        if pm is None:
+            continue
+        cats += [(t, p, pm) for p in pools
+                 if any(_probe_row(r, t, p, resolve_layer(r, t, layer, p), pm) for r in results)]
+    if not cats:
+        raise NothingToDraw(f"no probe scores for {', '.join(tasks)} at the requested pooling and layer "
+                            "(analysed with probes=False, or the task has no labels or scored pairs).")
+    fig, ax = _axes(ax, (max(5.0, 0.55 * len(cats) * max(1, len(results)) + 2.0), 3.8))
+    width = 0.8 / len(results)
     for i, res in enumerate(results):
-        vals, errs = [], []
-        for t, metric in labels:
-            row = next((r for r in res.probes if metric and r["task"] == t and r["pooling"] == pooling
-                        and int(r["layer"]) == _layer(res, layer) and (r["probe"], r["metric"]) == metric), None)
-            vals.append(np.nan if row is None else row["value"])
-            errs.append(0.0 if row is None or not np.isfinite(row["stderr"]) else _Z95 * row["stderr"])
-        x = np.arange(len(labels)) + (i - (len(results) - 1) / 2) * width
+        rows = [_probe_row(res, t, p, resolve_layer(res, t, layer, p), pm) for t, p, pm in cats]
+        vals = [np.nan if r is None else r["value"] for r in rows]
+        errs = [_Z95 * r["stderr"] if r is not None and _finite(r.get("stderr")) else 0.0 for r in rows]
+        x = np.arange(len(cats)) + (i - (len(results) - 1) / 2) * width
         ax.bar(x, vals, width * 0.92, yerr=errs, color=_colour(i), capsize=2, label=res.name)
-    ax.set_xticks(np.arange(len(labels)), [f"{t}\n{m[0]} {m[1]}" if m else f"{t}\n(no probe)" for t, m in labels],
-                  fontsize=7)
+    ax.set_xticks(np.arange(len(cats)), [f"{t}\n{p}\n{pm[0]} {_label(pm[1])}" for t, p, pm in cats], fontsize=7)
     ax.set_ylabel("probe score")
-    ax.set_title(f"probes on {pooling} pooling (±1.96 s.e.)")
+    layers = _layer_text(results, cats[0][0], layer, [cats[0][1]]) if len(tasks) == 1 else (
+        "last layer probed" if layer is None else f"layer {layer}")
+    ci = _ci_note(results, "±1.96 s.e.")
+    shown = ", ".join(dict.fromkeys(p for _, p, _ in cats))
+    _title(ax, f"probes: {', '.join(dict.fromkeys(t for t, _, _ in cats))}, {shown} pooling, {layers} ({ci})")
     ax.legend(fontsize=7, frameon=False)
     ax.grid(True, axis="y", alpha=0.3)
     return fig
 
 
-def layer_profile_figure(results: Sequence[AnalysisResult], task: str, metric: str = "effective_rank", *,
-                         pooling: str = "mean", ax: Any = None) -> Any:
-    """``metric`` against hidden layer (0 = embeddings) with a 95% band, one line per model."""
-    fig, ax = _axes(ax, (5.0, 3.6))
-    for i, res in enumerate(results):
-        rows = sorted((r for r in res.metrics if r["task"] == task and r["pooling"] == pooling
-                       and r["metric"] == metric), key=lambda r: int(r["layer"]))
-        if not rows:
-            continue
-        xs = np.array([int(r["layer"]) for r in rows])
-        v = np.array([r["value"] for r in rows])
-        hw = np.array([_half_width(r) for r in rows])
-        ax.plot(xs, v, marker="o", color=_colour(i), label=res.name)
-        ax.fill_between(xs, v - hw, v + hw, color=_colour(i), alpha=0.2, lw=0)
+# --- layer profiles ------------------------------------------------------------------------------------------
+
+def _metric_list(results: Sequence[AnalysisResult], task: str, metric: str | Sequence[str] | None,
+                 default: Sequence[str]) -> list[str]:
+    present = metrics_of(results, task)
+    if metric is None:
+        chosen = [m for m in default if m in present]
+        if not chosen:
+            raise NothingToDraw(f"none of {', '.join(default)} measured for {task}.")
+        return chosen
+    wanted = [metric] if isinstance(metric, str) else list(metric)
+    for m in wanted:
+        _check_metric(results, task, m)
+    return wanted
+
+
+def _series_rows(res: AnalysisResult, task: str, pooling: str, metric: str) -> list[dict[str, Any]]:
+    return sorted((r for r in res.metrics if r["task"] == task and r["pooling"] == pooling and r["metric"] == metric
+                   and _finite(r.get("value"))), key=lambda r: int(r["layer"]))
+
+
+def _band(ax: Any, xs: np.ndarray, rows: Sequence[Mapping[str, Any]], colour: str, ls: str, marker: str,
+          label: str | None) -> None:
+    v = np.array([float(r["value"]) for r in rows])
+    lo, hi = (np.array(b) for b in zip(*(_bounds(r) for r in rows), strict=True))
+    ax.plot(xs, v, marker=marker, ms=4, color=colour, ls=ls, lw=1.5, label=label)
+    if len(xs) > 1:
+        ax.fill_between(xs, lo, hi, color=colour, alpha=0.2, lw=0)
+    else:
+        ax.errorbar(xs, v, yerr=[v - lo, hi - v], color=colour, capsize=2, ls="none")
+
+
+def layer_profile_figure(results: Sequence[AnalysisResult] | AnalysisResult, task: str,
+                         metric: str | Sequence[str] | None = None, *, pooling: str | Sequence[str] | None = None,
+                         ax: Any = None) -> Any:
+    """Metrics against hidden layer (x = layer index, 0 = embedding output; one tick per layer measured), one
+    line per model with its interval band. ``metric=None``: every one of :data:`LAYER_PROFILE_METRICS` present,
+    a panel each; ``pooling=None``: every pooling, a row of panels each. On a given ``ax`` (one metric) poolings
+    are told apart by line style."""
+    results = as_results(results)
+    check_task(results, task)
+    pools = select_poolings(results, task, pooling)
+    mets = _metric_list(results, task, metric, LAYER_PROFILE_METRICS)
+    if ax is not None:
+        if len(mets) != 1:
+            raise ValueError(f"metric: one Axes draws one metric; got {mets}. Pass metric='{mets[0]}' or omit ax=.")
+        if not any(_series_rows(r, task, p, mets[0]) for r in results for p in pools):
+            raise NothingToDraw(f"{mets[0]} is not defined at any layer of {task} ({', '.join(pools)}).")
+        _draw_profile(ax, results, task, pools, mets[0], legend=True)
+        return ax.figure
+    panels = [(p, m) for p in pools for m in mets if any(_series_rows(r, task, p, m) for r in results)]
+    if not panels:
+        raise NothingToDraw(f"{', '.join(mets)} not defined at any layer of {task} ({', '.join(pools)}).")
+    cols = max(sum(1 for q, _ in panels if q == p) for p in pools)
+    rows_p = list(dict.fromkeys(p for p, _ in panels))
+    plt = _plt()
+    fig, axes = plt.subplots(len(rows_p), cols, figsize=(3.6 * cols + 1.4, 2.9 * len(rows_p)), layout="constrained",
+                             squeeze=False)
+    for r_i, p in enumerate(rows_p):
+        ms = [m for q, m in panels if q == p]
+        for c_i in range(cols):
+            a = axes[r_i][c_i]
+            if c_i >= len(ms):
+                fig.delaxes(a)
+                continue
+            _draw_profile(a, results, task, [p], ms[c_i], legend=False)
+    _legend_outside(fig, _model_handles(results, ls="-"), "model")
+    return fig
+
+
+def _draw_profile(ax: Any, results: Sequence[AnalysisResult], task: str, pools: Sequence[str], metric: str,
+                  legend: bool) -> None:
+    ticks: set[int] = set()
+    for j, p in enumerate(pools):
+        for i, res in enumerate(results):
+            rows = _series_rows(res, task, p, metric)
+            if not rows:
+                continue
+            xs = np.array([int(r["layer"]) for r in rows])
+            ticks.update(int(x) for x in xs)
+            label = res.name if len(pools) == 1 else f"{res.name}, {p}"
+            _band(ax, xs, rows, _colour(i), LINESTYLES[j % 4], MARKERS.get(p, "o"), label)
+    ordered = sorted(ticks)
+    step = max(1, math.ceil(len(ordered) / 14))
+    ax.set_xticks(ordered[::step], [str(t) for t in ordered[::step]])
     ax.set_xlabel("layer (0 = embedding output)")
-    ax.set_ylabel(metric.replace("_", " "))
-    ax.set_title(f"{task}: {metric.replace('_', ' ')} by layer ({pooling})")
-    ax.legend(fontsize=7, frameon=False)
+    ax.set_ylabel(_label(metric))
+    what = f"{pools[0]} pooling" if len(pools) == 1 else ", ".join(pools)
+    _title(ax, f"{task}: {_label(metric)} by layer, {what}")
+    if legend:
+        ax.legend(fontsize=6, frameon=False)
     ax.grid(True, alpha=0.3)
     _plain_ticks(ax, x=False)
-    return fig
 
 
-def cosine_histogram_figure(results: Sequence[AnalysisResult], task: str, pooling: str = "mean", *,
-                            layer: int = -1, ax: Any = None) -> Any:
-    """Density of pairwise cosine similarities (sampled pairs), one step line per model."""
-    fig, ax = _axes(ax, (5.0, 3.4))
-    for i, res in enumerate(results):
-        key = array_key("hist", task, pooling, _layer(res, layer))
-        if key not in res.arrays:
-            continue
-        counts = res.arrays[key].astype(float)
-        bins = res.options.get("histogram", {}).get("bins", len(counts))
-        edges = np.linspace(-1.0, 1.0, bins + 1)
-        dens = counts / counts.sum() / np.diff(edges)
-        ax.stairs(dens, edges, color=_colour(i), lw=1.6, label=res.name)
+# --- cosine histograms ------------------------------------------------------------------------------------------
+
+def _histogram(res: AnalysisResult, task: str, pooling: str, layer: int | None) -> np.ndarray | None:
+    lay = resolve_layer(res, task, layer, pooling)
+    h = None if lay is None else res.arrays.get(array_key("hist", task, pooling, lay))
+    if h is None or np.asarray(h).sum() <= 0:
+        return None
+    return np.asarray(h, dtype=float)
+
+
+def cosine_histogram_figure(results: Sequence[AnalysisResult] | AnalysisResult, task: str,
+                            pooling: str | Sequence[str] | None = None, *, layer: int | None = None,
+                            ax: Any = None) -> Any:
+    """Density of pairwise cosine similarities (sampled pairs), one step line per model; one panel per
+    pooling (``pooling=None``: all present), or line styles per pooling on a given ``ax``."""
+    results = as_results(results)
+    check_task(results, task)
+    pools = select_poolings(results, task, pooling)
+    check_layer(results, task, layer, pools)
+    panels = [p for p in pools if any(_histogram(r, task, p, layer) is not None for r in results)]
+    if not panels:
+        why = "; reference-protocol analyses save none" if _no_intervals(results) else ""
+        raise NothingToDraw(f"no cosine histograms saved for {task} ({', '.join(pools)} pooling, "
+                            f"{_layer_text(results, task, layer, pools)}){why}.")
+    if ax is None:
+        fig, axes = _grid(len(panels), (4.2, 3.3))
+        for a, p in zip(axes, panels, strict=True):
+            _draw_histograms(a, results, task, [p], layer)
+        return fig
+    _draw_histograms(ax, results, task, panels, layer)
+    return ax.figure
+
+
+def _draw_histograms(ax: Any, results: Sequence[AnalysisResult], task: str, pools: Sequence[str],
+                     layer: int | None) -> None:
+    for j, p in enumerate(pools):
+        for i, res in enumerate(results):
+            counts = _histogram(res, task, p, layer)
+            if counts is None:
+                continue
+            bins = int(res.options.get("histogram", {}).get("bins", len(counts)))
+            if bins != len(counts):
+                bins = len(counts)
+            edges = np.linspace(-1.0, 1.0, bins + 1)
+            dens = counts / counts.sum() / np.diff(edges)
+            ax.stairs(dens, edges, color=_colour(i), lw=1.6, ls=LINESTYLES[j % 4],
+                      label=res.name if len(pools) == 1 else f"{res.name}, {p}")
     ax.set_xlabel("cosine similarity between two texts")
     ax.set_ylabel("density")
-    ax.set_title(f"{task}: pairwise cosines ({pooling})")
-    ax.legend(fontsize=7, frameon=False)
+    what = f"{pools[0]} pooling" if len(pools) == 1 else ", ".join(pools)
+    _title(ax, f"{task}: pairwise cosines, {what}, {_layer_text(results, task, layer, pools)}")
+    ax.legend(fontsize=6, frameon=False)
     ax.grid(True, alpha=0.3)
-    return fig
 
 
-def difference_figure(cmp: ComparisonResult, task: str, *, pooling: str = "mean", layer: int | None = None,
-                      ax: Any = None) -> Any:
-    """Forest plot of standardised paired differences (b - a) / s.e. per metric for one task, pooling and
-    layer (default: the deepest layer compared); filled markers where the 95% interval excludes zero."""
-    fig, ax = _axes(ax, (5.4, 4.2))
-    rows = [r for r in cmp.differences if r["task"] == task and r["pooling"] == pooling]
+# --- comparisons -------------------------------------------------------------------------------------------------
+
+def comparison_poolings(cmp: ComparisonResult) -> tuple[str, str] | None:
+    """(first, second) pooling of a comparison of two poolings of one model, else None."""
+    if cmp.options.get("kind") != "poolings":
+        return None
+    pair = cmp.options.get("poolings")
+    if isinstance(pair, Sequence) and not isinstance(pair, str) and len(pair) == 2:
+        return str(pair[0]), str(pair[1])
+    rows = list(dict.fromkeys((r.get("pooling"), r.get("pooling_b")) for r in cmp.differences))
+    return (str(rows[0][0]), str(rows[0][1])) if len(rows) == 1 and rows[0][1] else ("first", "second")
+
+
+def comparison_model(cmp: ComparisonResult) -> str:
+    """The model of a comparison of two of its poolings (labels are 'model:pooling')."""
+    pair = comparison_poolings(cmp) or ("", "")
+    name = str(cmp.options.get("model") or cmp.a)
+    return name[: -len(pair[0]) - 1] if pair[0] and name.endswith(f":{pair[0]}") else name
+
+
+def comparison_label(cmp: ComparisonResult) -> str:
+    """'b − a' for two models; 'max − mean (model)' for two poolings of one model (second minus first)."""
+    pair = comparison_poolings(cmp)
+    if pair is not None:
+        return f"{pair[1]} − {pair[0]} ({comparison_model(cmp)})"
+    return f"{cmp.b} − {cmp.a}"
+
+
+def has_intervals(cmp: ComparisonResult) -> bool:
+    """Whether any difference row carries a standard error (reference-protocol comparisons carry none)."""
+    return any(_finite(r.get("stderr")) for r in cmp.differences)
+
+
+def pooling_key(row: Mapping[str, Any]) -> str:
+    """A difference row's pooling: 'max' for two models, 'max − mean' for two poolings of one model."""
+    pb = row.get("pooling_b")
+    return f"{pb} − {row['pooling']}" if pb and pb != row["pooling"] else str(row["pooling"])
+
+
+def layer_key(row: Mapping[str, Any]) -> tuple[int, int]:
+    lay = int(row["layer"])
+    lb = row.get("layer_b")
+    return lay, lay if lb is None or (isinstance(lb, float) and math.isnan(lb)) else int(lb)
+
+
+def layer_key_text(key: tuple[int, int]) -> str:
+    return f"layer {key[0]}" if key[0] == key[1] else f"layer {key[0]} (a) vs {key[1]} (b)"
+
+
+def confidence_of(cmp: ComparisonResult) -> float:
+    c = cmp.options.get("confidence", 0.95)
+    return float(c) if _finite(c) and 0 < c < 1 else 0.95
+
+
+def _cmp_tasks(cmp: ComparisonResult) -> list[str]:
+    return list(dict.fromkeys(r["task"] for r in cmp.differences))
+
+
+def difference_figure(cmp: ComparisonResult, task: str, *, pooling: str | Sequence[str] | None = None,
+                      layer: int | None = None, ax: Any = None) -> Any:
+    """Forest plot of standardised paired differences diff / s.e. (diff = b − a, second minus first) per
+    metric and probe for one task and layer (``layer=None``: the deepest compared; negative counts from the
+    first model's last layer), with each row's interval; filled markers where the interval excludes zero. One
+    panel per pooling (``pooling=None``: all compared; for a comparison of two poolings, the pooling pair)."""
+    if not isinstance(cmp, ComparisonResult):
+        raise ValueError(f"cmp: expected a ComparisonResult, got {type(cmp).__name__}.")
+    tasks = _cmp_tasks(cmp)
+    if task not in tasks:
+        raise ValueError(f"task: expected one of {tasks} (compared), got {task!r}.")
+    rows = [r for r in cmp.differences if r["task"] == task]
+    pools_all = list(dict.fromkeys(pooling_key(r) for r in rows))
+    if pooling is not None:
+        wanted = [pooling] if isinstance(pooling, str) else list(pooling)
+        bad = [p for p in wanted if p not in pools_all and not any(r["pooling"] == p for r in rows)]
+        if bad or not wanted:
+            raise ValueError(f"pooling: expected one or more of {pools_all} (compared for {task!r}), got {pooling!r}.")
+        rows = [r for r in rows if pooling_key(r) in wanted or r["pooling"] in wanted]
+    keys = sorted({layer_key(r) for r in rows})
     if layer is None:
-        layer = max((int(r["layer"]) for r in rows), default=0)
-    rows = [r for r in rows if int(r["layer"]) == layer and np.isfinite(r["stderr"]) and r["stderr"] > 0]
-    names = [r["name"] for r in rows]
-    z = [r["diff"] / r["stderr"] for r in rows]
+        key = keys[-1]
+    else:
+        if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
+            raise ValueError(f"layer: expected an integer layer index (-1 = last) or None, got {layer!r}.")
+        last = cmp.cards.get("a", {}).get("checkpoint", {}).get("num_layers", keys[-1][0])
+        lay = int(layer) + int(last) + 1 if layer < 0 else int(layer)
+        match = [k for k in keys if k[0] == lay]
+        if not match:
+            raise ValueError(f"layer: expected one of {[k[0] for k in keys]} (compared for {task!r}), got {layer!r}.")
+        key = match[0]
+    rows = [r for r in rows if layer_key(r) == key]
+    standardised = any(_finite(r.get("stderr")) and r["stderr"] > 0 for r in rows)
+    panels: dict[str, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        if not _finite(r.get("diff")):
+            continue
+        if (standardised and _finite(r.get("stderr")) and r["stderr"] > 0) or (
+                not standardised and _finite(r.get("value_a")) and r["value_a"] != 0):
+            panels.setdefault(pooling_key(r), []).append(r)
+    if not panels:
+        raise NothingToDraw(f"no difference of {task} at {layer_key_text(key)} has a finite, non-zero standard "
+                            "error (identical embeddings, or undefined metrics).")
+    label = comparison_label(cmp)
+    conf = f"{confidence_of(cmp):.0%}"
+    if ax is None:
+        fig, axes = _grid(len(panels), (5.0, 0.26 * max(len(v) for v in panels.values()) + 1.6), cols=2)
+        for a, (p, prow) in zip(axes, panels.items(), strict=True):
+            pair = comparison_poolings(cmp)  # a comparison of two poolings names them in its label
+            where = "" if pair and p == f"{pair[1]} − {pair[0]}" else f"{p}, "
+            _draw_differences(a, prow, f"{task}: {label}, {where}{layer_key_text(key)}", cmp, conf, standardised)
+        return fig
+    merged = [dict(r, name=f"{p}: {r['name']}") if len(panels) > 1 else r for p, pr in panels.items() for r in pr]
+    _draw_differences(ax, merged, f"{task}: {label}, {', '.join(panels)}, {layer_key_text(key)}", cmp, conf,
+                      standardised)
+    return ax.figure
+
+
+def _draw_differences(ax: Any, rows: Sequence[Mapping[str, Any]], title: str, cmp: ComparisonResult,
+                      conf: str, standardised: bool) -> None:
     y = np.arange(len(rows))
-    for yi, zi, r in zip(y, z, rows, strict=True):
-        ax.plot([zi], [yi], marker="o", color=_colour(1 if r["significant"] else 0),
-                mfc=_colour(1) if r["significant"] else "white", ls="none")
+    for yi, r in zip(y, rows, strict=True):
+        if not standardised:  # reference protocol: point values only, drawn relative to a's value
+            ax.plot([float(r["diff"]) / abs(float(r["value_a"]))], [yi], marker="D", color=_colour(0), ls="none")
+            continue
+        se = float(r["stderr"])
+        z = float(r["diff"]) / se
+        lo = float(r["low"]) / se if _finite(r.get("low")) else z - _Z95
+        hi = float(r["high"]) / se if _finite(r.get("high")) else z + _Z95
+        sig = bool(r.get("significant"))
+        colour = _colour(3 if sig else 0)
+        ax.errorbar([z], [yi], xerr=[[z - lo], [hi - z]], marker="o", color=colour, mfc=colour if sig else "white",
+                    capsize=2, lw=1, ls="none")
     ax.axvline(0, color="0.5", lw=0.8)
-    for b in (-_Z95, _Z95):
-        ax.axvline(b, color="0.7", lw=0.8, ls=":")
-    ax.set_yticks(y, names, fontsize=7)
-    ax.set_xlabel(f"(b − a) / s.e.   a = {cmp.a}, b = {cmp.b}")
-    ax.set_title(f"{task}: paired differences ({pooling}, layer {layer}); filled = 95% CI excludes 0", fontsize=9)
+    ax.set_yticks(y, [str(r["name"]) for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    what = "diff / s.e." if standardised else "diff / |a|"
+    if cmp.options.get("kind") == "poolings":
+        ax.set_xlabel(f"{what}, diff = second − first pooling", fontsize=8)
+    else:
+        ax.set_xlabel(f"{what}, diff = b − a (second minus first)\na = {cmp.a}, b = {cmp.b}", fontsize=8)
+    note = f"filled = {conf} CI excludes 0" if standardised else "point values, no intervals (reference protocol)"
+    _title(ax, f"{title}\n{note}", 8, 56)
     ax.grid(True, axis="x", alpha=0.3)
+    _plain_ticks(ax, y=False)
+
+
+# --- checkpoint trajectories -----------------------------------------------------------------------------------
+
+def trajectory_of(res: AnalysisResult) -> dict[str, Any] | None:
+    """``res.checkpoint['trajectory']`` ({run, step, tokens, objective}) when ``res`` is a trainer checkpoint of a
+    run, else None."""
+    t = res.checkpoint.get("trajectory") if isinstance(res.checkpoint, Mapping) else None
+    if isinstance(t, Mapping) and t.get("run") is not None and _finite(t.get("step")):
+        return dict(t)
+    return None
+
+
+def group_runs(results: Sequence[AnalysisResult]) -> dict[str, list[AnalysisResult]]:
+    """Results carrying a trajectory, grouped by run and sorted by step (others left out)."""
+    runs: dict[str, list[AnalysisResult]] = {}
+    for r in results:
+        t = trajectory_of(r)
+        if t is not None:
+            runs.setdefault(str(t["run"]), []).append(r)
+    return {k: sorted(v, key=lambda r: int(trajectory_of(r)["step"])) for k, v in runs.items()}  # type: ignore[index]
+
+
+def _runs(results: Any) -> dict[str, list[AnalysisResult]]:
+    if isinstance(results, Mapping):
+        runs = {str(k): as_results(v, "results") for k, v in results.items()}
+        if not runs:
+            raise ValueError("results: expected at least one run, got none.")
+        return runs
+    runs = group_runs(as_results(results))
+    if not runs:
+        raise ValueError("results: expected results of a trainer run's checkpoints (checkpoint['trajectory'] with "
+                         "run and step), got none; analyse RUN_DIR --checkpoints all.")
+    return runs
+
+
+def _step(res: AnalysisResult, index: int) -> tuple[int, int | None]:
+    t = trajectory_of(res)
+    if t is None:
+        return index, None
+    tokens = t.get("tokens")
+    return int(t["step"]), int(tokens) if _finite(tokens) else None
+
+
+def trajectory_figure(results: Sequence[AnalysisResult] | Mapping[str, Sequence[AnalysisResult]], task: str, *,
+                      pooling: str | Sequence[str] | None = None, layer: int | None = None,
+                      metric: str | Sequence[str] | None = None, ax: Any = None) -> Any:
+    """Metrics against training step for the checkpoints of one or more trainer runs (grouped by
+    ``checkpoint['trajectory']['run']``, sorted by step; or ``{run: [results]}``), runs overlaid, interval bands.
+    ``metric=None``: every one of :data:`TRAJECTORY_METRICS` present, a panel each; ``pooling=None``: every
+    pooling, a row each; ``layer=None``: each checkpoint's last measured layer. When every checkpoint records
+    the tokens seen and tokens grow in proportion to steps, a top axis reads tokens."""
+    runs = _runs(results)
+    flat = [r for seq in runs.values() for r in seq]
+    check_task(flat, task)
+    pools = select_poolings(flat, task, pooling)
+    check_layer(flat, task, layer, pools)
+    mets = _metric_list(flat, task, metric, TRAJECTORY_METRICS)
+
+    def series(seq: list[AnalysisResult], p: str, m: str) -> list[tuple[int, int | None, dict]]:
+        out = []
+        for k, res in enumerate(seq):
+            row = _row(res, task, p, resolve_layer(res, task, layer, p), m)
+            if row is not None:
+                out.append((*_step(res, k), row))
+        return out
+
+    if ax is not None:
+        if len(mets) != 1:
+            raise ValueError(f"metric: one Axes draws one metric; got {mets}. Pass metric='{mets[0]}' or omit ax=.")
+        panels = [(p, mets[0]) for p in pools]
+    else:
+        panels = [(p, m) for p in pools for m in mets]
+    drawn = {pm: {run: series(seq, *pm) for run, seq in runs.items()} for pm in panels}
+    panels = [pm for pm in panels if any(drawn[pm].values())]
+    if not panels:
+        raise NothingToDraw(f"no {', '.join(mets)} for {task} ({', '.join(pools)}) at any checkpoint.")
+    ratios = [tok / st for d in drawn.values() for s in d.values() for st, tok, _ in s if tok and st > 0]
+    steps_only = [st for d in drawn.values() for s in d.values() for st, tok, _ in s if tok is None]
+    per_step = ratios[0] if ratios and not steps_only and max(ratios) - min(ratios) <= 1e-6 * max(ratios) else None
+    if ax is not None:
+        fig = ax.figure
+        axes = [ax]
+    else:
+        rows_p = list(dict.fromkeys(p for p, _ in panels))
+        cols = max(sum(1 for q, _ in panels if q == p) for p in rows_p)
+        plt = _plt()
+        fig, grid = plt.subplots(len(rows_p), cols, figsize=(3.6 * cols + 1.6, 3.0 * len(rows_p)),
+                                 layout="constrained", squeeze=False)
+        axes = []
+        for r_i, p in enumerate(rows_p):
+            ms = [pm for pm in panels if pm[0] == p]
+            for c_i in range(cols):
+                if c_i < len(ms):
+                    axes.append(grid[r_i][c_i])
+                else:
+                    fig.delaxes(grid[r_i][c_i])
+    run_names = list(runs)
+    for a, (p, m) in zip(axes if ax is None else axes * len(panels), panels, strict=True):
+        j = pools.index(p)
+        for r_i, run in enumerate(run_names):
+            s = drawn[(p, m)][run]
+            if not s:
+                continue
+            xs = np.array([st for st, _, _ in s])
+            last_tokens = s[-1][1]
+            obj = trajectory_of(runs[run][-1]) or {}
+            label = run + (f" ({obj['objective']})" if obj.get("objective") not in (None, "", run) else "")
+            if per_step is None and last_tokens:
+                label += f", {last_tokens:,} tokens at step {s[-1][0]}"
+            if ax is not None and len(pools) > 1:
+                label += f", {p}"
+            _band(a, xs, [row for _, _, row in s], _colour(r_i), LINESTYLES[j % 4] if ax is not None else "-",
+                  MARKERS.get(p, "o"), label)
+        a.set_xlabel("training step")
+        a.set_ylabel(_label(m))
+        shown = [p] if ax is None else list(dict.fromkeys(q for q, _ in panels))
+        _title(a, f"{task}: {_label(m)}, {', '.join(shown)} pooling, {_layer_text(flat, task, layer, shown)}")
+        a.grid(True, alpha=0.3)
+        _plain_ticks(a, x=False)
+        if per_step is not None and not any(getattr(c, "_embedgeom_tokens", False) for c in a.child_axes):
+            sec = a.secondary_xaxis("top", functions=(lambda s, k=per_step: s * k, lambda t, k=per_step: t / k))
+            sec._embedgeom_tokens = True
+            sec.set_xlabel("tokens seen", fontsize=7)
+            sec.tick_params(labelsize=6)
+        if ax is not None:
+            a.legend(fontsize=6, frameon=False)
+    if ax is None:
+        from matplotlib.lines import Line2D
+
+        handles = []
+        for r_i, run in enumerate(run_names):
+            obj = trajectory_of(runs[run][-1]) or {}
+            text = run + (f" ({obj['objective']})" if obj.get("objective") not in (None, "", run) else "")
+            last = _step(runs[run][-1], len(runs[run]) - 1)
+            if per_step is None and last[1]:
+                text += f"; {last[1]:,} tokens at step {last[0]}"
+            handles.append(Line2D([], [], color=_colour(r_i), marker="o", label=text))
+        _legend_outside(fig, handles, "run")
     return fig
 
 
-# --- report ---------------------------------------------------------------------------------------------
-
-def _table_md(rows: list[list[str]], header: list[str]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
-
-
-def _fmt(v: Any, se: Any = None) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "–"
-    s = f"{v:.4g}"
-    if se is not None and isinstance(se, (int, float)) and math.isfinite(se) and se > 0:
-        s += f" ± {_Z95 * se:.2g}"
-    return s
+def has_data(fig: Any) -> bool:
+    """Whether every Axes of ``fig`` (secondary axes aside) draws at least one line, collection or patch with
+    data."""
+    axes = [a for a in fig.axes if a.get_visible() and not _is_secondary(a)]
+    return bool(axes) and all(_axes_has_data(a) for a in axes)
 
 
-def summary_rows(results: Sequence[AnalysisResult], task: str,
-                 metrics: Sequence[str] = ("uniformity", "alignment", "effective_rank", "isoscore", "alpha_req")
-                 ) -> tuple[list[str], list[list[str]]]:
-    header = ["model", "pooling", *metrics, "n"]
-    rows = []
-    for res in results:
-        for p in _poolings([res], task):
-            lay = _last_layer(res)
-            cells, n = [], "–"
-            for m in metrics:
-                try:
-                    r = res.value(task, p, lay, m)
-                    cells.append(_fmt(r["value"], r["stderr"]))
-                    n = str(r["n"]) if m != "alignment" else n
-                except KeyError:
-                    cells.append("–")
-            rows.append([res.name, p, *cells, n])
-    return header, rows
+def _is_secondary(ax: Any) -> bool:
+    return type(ax).__name__ == "SecondaryAxis"
 
 
-def _save(fig: Any, out: Path, stem: str, formats: Sequence[str]) -> list[Path]:
-    plt = _plt()
-    paths = []
-    for ext in formats:
-        path = inside(out, f"{stem}.{ext}")
-        fig.savefig(path, dpi=150 if ext == "png" else None)
-        paths.append(path)
-    plt.close(fig)
-    return paths
+def _axes_has_data(ax: Any) -> bool:
+    for line in ax.lines:
+        x, y = (np.asarray(v, dtype=float) for v in line.get_data())
+        if x.size and np.isfinite(x).any() and np.isfinite(y).any():
+            return True
+    for coll in ax.collections:
+        if any(len(p.vertices) for p in coll.get_paths()) or len(coll.get_offsets()):
+            return True
+    for patch in ax.patches:
+        if type(patch).__name__ == "StepPatch":
+            v, _ = patch.get_data()[:2]
+            if np.isfinite(np.asarray(v, dtype=float)).any():
+                return True
+        elif type(patch).__name__ == "Rectangle" and math.isfinite(patch.get_height()) and patch.get_width() > 0:
+            return True
+    return False
 
 
-def compute_dtype_note(result: AnalysisResult) -> str:
-    """The forward-pass dtype(s) a result's embeddings were computed in, and the outcome of ``auto``'s check."""
-    used: dict[str, None] = {}
-    rejected: dict[str, None] = {}
-    for card in result.tasks.values():
-        enc = card.get("encode", {})
-        used.setdefault(str(enc.get("compute_dtype", "?")))
-        check = enc.get("precision_check")
-        if check and not check.get("passed"):
-            rejected.setdefault(str(check.get("dtype")))
-    note = "computed in " + " and ".join(used)
-    if rejected:
-        note += f" ({' and '.join(rejected)} failed the precision check)"
-    return note
+def __getattr__(name: str) -> Any:  # report assembly moved to embedgeom.report; old imports keep working
+    if name in ("build_report", "summary_rows", "compute_dtype_note"):
+        from . import report
 
-
-def build_report(results: Sequence[AnalysisResult], out: str | Path, *,
-                 comparisons: Sequence[ComparisonResult] = (), title: str = "embedgeom report",
-                 formats: Sequence[str] = ("png", "pdf")) -> Path:
-    """Write every figure (PNG and PDF) plus ``index.md`` and a self-contained ``index.html`` to ``out``."""
-    if not results:
-        raise ValueError("results: expected at least one analysis result, got none.")
-    out = Path(out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    sections: list[tuple[str, str | None, str]] = []  # (heading, png path, markdown body)
-    intro = ["Models: " + ", ".join(f"**{r.name}** (`{r.checkpoint.get('spec')}`, "
-                                    f"{r.checkpoint.get('num_parameters', 0) / 1e6:.1f}M params, "
-                                    f"{r.options.get('protocol', 'default')} protocol, {compute_dtype_note(r)})"
-                                    for r in results),
-             "", "Intervals are 95% jackknife intervals over texts (see each result's `method`); n is the number of "
-             "texts (positive pairs for alignment)."]
-    sections.append((title, None, "\n".join(intro)))
-    used: set[str] = set()
-    for task in tasks_of(results):
-        tstem = unique_name(safe_name(task, default="task"), used)  # task names come from data: never a path
-        header, rows = summary_rows(results, task)
-        card = next((r.tasks[task] for r in results if task in r.tasks), {})
-        desc = (f"{card.get('description', '')}. {card.get('n_texts', '?')} texts; positives: "
-                f"{card.get('positive_rule')}.")
-        sections.append((f"Task {task}", None, desc + "\n\n" + _table_md(rows, header)))
-        stem = f"{tstem}-eigenspectrum"
-        pools = _poolings(results, task)
-        plt = _plt()
-        fig, axes = plt.subplots(1, len(pools), figsize=(4.2 * len(pools), 3.6), layout="constrained", squeeze=False)
-        for ax, p in zip(axes[0], pools, strict=True):
-            eigenspectrum_figure(results, task, p, ax=ax)
-        _save(fig, out, stem, formats)
-        sections.append((f"{task}: eigenspectra (normalised, log-log)", f"{stem}.png", ""))
-        for stem, fig, heading in (
-            (f"{tstem}-alignment-uniformity", alignment_uniformity_figure(results, task), "alignment vs uniformity"),
-            (f"{tstem}-effective-rank", metric_by_pooling_figure(results, task, "effective_rank"), "effective rank"),
-            (f"{tstem}-cosines", cosine_histogram_figure(results, task), "pairwise cosine similarity"),
-        ):
-            _save(fig, out, stem, formats)
-            sections.append((f"{task}: {heading}", f"{stem}.png", ""))
-        if any(len({int(r["layer"]) for r in res.metrics if r["task"] == task}) > 1 for res in results):
-            stem = f"{tstem}-layer-profile"
-            _save(layer_profile_figure(results, task), out, stem, formats)
-            sections.append((f"{task}: effective rank by layer", f"{stem}.png", ""))
-        for cmp in comparisons:
-            if any(r["task"] == task for r in cmp.differences):
-                stem = (f"{tstem}-differences-{safe_name(cmp.a, default='a')}-vs-"
-                        f"{safe_name(cmp.b, default='b')}")
-                _save(difference_figure(cmp, task), out, stem, formats)
-                top = max(int(r["layer"]) for r in cmp.differences if r["task"] == task)
-                sig = [r for r in cmp.differences if r["task"] == task and r["significant"] and r["pooling"] == "mean"
-                       and int(r["layer"]) == top]
-                body = "Significant (95% CI excludes 0), mean pooling: " + (
-                    ", ".join(f"{r['name']} {r['diff']:+.3g}" for r in sig) or "none")
-                sections.append((f"{task}: {cmp.b} − {cmp.a}", f"{stem}.png", body))
-    if any(r.probes for r in results):
-        _save(probe_figure(results), out, "probes", formats)
-        sections.append(("Probes (mean pooling)", "probes.png", ""))
-    md = []
-    for heading, img, body in sections:
-        md.append(("# " if heading == title else "## ") + heading)
-        if body:
-            md.append(body)
-        if img:
-            md.append(f"![{heading}]({img})")
-        md.append("")
-    (out / "index.md").write_text("\n".join(md))
-    (out / "index.html").write_text(_html(sections, out, title))
-    return out / "index.md"
-
-
-def _md_table_to_html(body: str) -> str:
-    lines = [ln for ln in body.splitlines() if ln.startswith("|")]
-    if len(lines) < 2:
-        return f"<p>{html.escape(body)}</p>"
-    text = "\n".join(ln for ln in body.splitlines() if not ln.startswith("|"))
-    head = [c.strip() for c in lines[0].strip("|").split("|")]
-    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
-    t = "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
-    t += "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>"
-    return (f"<p>{html.escape(text)}</p>" if text.strip() else "") + t
-
-
-def _html(sections: list[tuple[str, str | None, str]], out: Path, title: str) -> str:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-             "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-             "table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;"
-             "padding:3px 7px;text-align:right}th{background:#f3f3f3}img{max-width:100%}</style></head><body>"]
-    for heading, img, body in sections:
-        tag = "h1" if heading == title else "h2"
-        parts.append(f"<{tag}>{html.escape(heading)}</{tag}>")
-        if body:
-            parts.append(_md_table_to_html(body))
-        if img:
-            data = base64.b64encode((out / img).read_bytes()).decode()
-            parts.append(f"<img alt='{html.escape(heading)}' src='data:image/png;base64,{data}'>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+        return getattr(report, name)
+    raise AttributeError(f"module 'embedgeom.figures' has no attribute {name!r}")

@@ -252,16 +252,22 @@ def _check_encoder(encoder: Any) -> None:
         raise ValueError(f"encoder: expected float32 weights (the reference runs in float32), got "
                          f"{sorted(str(d) for d in dtypes)}. Load it with embedgeom.load_encoder(path) (weights are "
                          "kept in float32).")
-    positions = getattr(model.config, "max_position_embeddings", None)
-    if positions is not None and positions < PAPER_MAX_LENGTH:
-        raise ValueError(f"encoder: expected at least {PAPER_MAX_LENGTH} positions (the reference pads every item "
-                         f"to {PAPER_MAX_LENGTH} tokens), got a model with {positions}. Use a checkpoint with >= "
-                         f"{PAPER_MAX_LENGTH} position embeddings.")
+
+
+def paper_max_length(encoder: Any) -> tuple[int, str | None]:
+    """The reference's 128 tokens, or the model's own limit when it has fewer position embeddings (then with a
+    note naming the departure, recorded in the result's deviations)."""
+    positions = getattr(encoder.model.config, "max_position_embeddings", None)
+    if positions is None or positions >= PAPER_MAX_LENGTH:
+        return PAPER_MAX_LENGTH, None
+    return int(positions), (f"this model has {positions} position embeddings, so items are truncated and padded to "
+                            f"{positions} tokens instead of the reference's {PAPER_MAX_LENGTH}")
 
 
 def paper_embed(encoder: Any, texts: Sequence[str], *, seed: int = 0, batch_size: int | None = None,
                 progress: Progress | None = None) -> PaperEmbeddings:
-    """Embed ``texts`` the reference way: 128-token single-segment inputs, float32 forward of the encoder's
+    """Embed ``texts`` the reference way: 128-token single-segment inputs (fewer only for a model with fewer
+    positions, see :func:`paper_max_length`), float32 forward of the encoder's
     Hugging Face model with an all-ones attention mask (padding attended), last layer, then :func:`paper_pool`
     with a :class:`ReferenceAttentionHead` seeded by ``seed``. ``progress(done, total)`` after each batch."""
     _check_encoder(encoder)
@@ -269,7 +275,8 @@ def paper_embed(encoder: Any, texts: Sequence[str], *, seed: int = 0, batch_size
     dev = torch.device(encoder.device)
     bs = _check_int(batch_size, "batch_size", 1, "Omit it for the default (64 on CPU, 256 on GPU).") \
         if batch_size is not None else (256 if dev.type == "cuda" else 64)
-    ids = paper_tokenize(encoder.tokenizer, texts)
+    max_length, _ = paper_max_length(encoder)
+    ids = paper_tokenize(encoder.tokenizer, texts, max_length=max_length)
     pad_id = pad_id_of(encoder.tokenizer)
     head = ReferenceAttentionHead(int(encoder.model.config.hidden_size), seed)
     model = encoder.model
@@ -290,7 +297,7 @@ def paper_embed(encoder: Any, texts: Sequence[str], *, seed: int = 0, batch_size
     finally:
         torch.set_float32_matmul_precision(precision)
     vectors = {p: np.concatenate(v).astype(np.float32, copy=False) for p, v in chunks.items()}
-    meta = {"max_length": PAPER_MAX_LENGTH, "truncation": True, "padding": "max_length", "segments": 1,
+    meta = {"max_length": max_length, "truncation": True, "padding": "max_length", "segments": 1,
             "attention_mask": "all ones (padding attended; the Hugging Face equivalent of passing no mask)",
             "dtype": "float32 (autocast off, float32 matmul precision 'highest': no TF32)",
             "layer": "last (last_hidden_state)", "pad_id": pad_id,
@@ -517,6 +524,9 @@ def analyze_paper_task(encoder: Any, spec: str | PaperItems, *, max_samples: int
     classes = None if items.labels is None else paper_classes(items.labels, items.task)
     targets = token_targets(emb.input_ids, encoder.tokenizer.all_special_ids)
     deviations = dict(PAPER_PROTOCOL_DEPARTURES)
+    max_length, length_note = paper_max_length(encoder)
+    if length_note:
+        deviations["max_length"] = length_note
     if items.pair and sep_note:
         deviations["separator"] = sep_note
     if not items.spec.startswith("glue:"):
@@ -564,7 +574,7 @@ def analyze_paper_task(encoder: Any, spec: str | PaperItems, *, max_samples: int
     arrays[array_key("struct", name, "token_targets")] = targets
     card = {"protocol": "paper", "reference": "paper_protocol.md (aymen-000/predict-reconstruct-language-models "
             "@bc6dc05, src/scripts/representation_analysis.py)", **items.card(), "task": name,
-            "max_samples": max_samples, "max_length": PAPER_MAX_LENGTH, "dtype": "float32", "separator": sep,
+            "max_samples": max_samples, "max_length": max_length, "dtype": "float32", "separator": sep,
             "tokenization": {k: emb.meta[k] for k in (
                 "max_length", "truncation", "padding", "segments")},
             "forward": {k: emb.meta[k] for k in ("attention_mask", "dtype", "layer", "pad_id", "pad_rule",

@@ -57,6 +57,21 @@ def inside(root: Path, name: str) -> Path:
     return root / name
 
 
+def display_path(spec: Any) -> str:
+    """How a checkpoint path is shown in reports: relative to the working directory when inside it; the part after
+    ``site-packages/`` for a model shipped in a Python package; otherwise the last two components. Never a
+    machine's absolute path."""
+    text = str(spec)
+    p = Path(text)
+    if not p.is_absolute():
+        return text
+    with contextlib.suppress(ValueError):
+        return str(p.relative_to(Path.cwd()))
+    if "site-packages" in p.parts:
+        return "/".join(p.parts[p.parts.index("site-packages") + 1:])
+    return "/".join(p.parts[-2:])
+
+
 def check_writable(path: str | os.PathLike, option: str = "--out") -> Path:
     """Raise one clear ValueError, before any work, if directory ``path`` cannot be created and written."""
     p = Path(path).expanduser()

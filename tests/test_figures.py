@@ -1,7 +1,9 @@
-"""Figure functions: return Figures, accept ax=, draw intervals, and produce non-blank images."""
+"""Figure functions: return Figures, accept ax=, draw intervals, draw whatever pooling and layer the results hold
+(never a default of mean pooling), and produce non-blank images."""
 
 from __future__ import annotations
 
+import copy
 import io
 
 import matplotlib
@@ -12,17 +14,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-import embedgeom as eg
 from embedgeom import figures as F
+from tests.test_report import analysed, axes_with_data, fake_compare, shifted, subset  # noqa: F401 - fixture
 
 
-@pytest.fixture(scope="module")
-def results(tiny_encoder, tmp_path_factory):
-    from tests.fixtures import make_tiny_bert
-
-    other = eg.load_encoder(make_tiny_bert(tmp_path_factory.mktemp("other"), seed=5), dtype="float32")
-    kw = {"data": ["sample:lee", "sample:polarity"], "max_texts": 60, "layers": "all", "cache": False}
-    return [eg.analyze(tiny_encoder, **kw), eg.analyze(other, **kw)]
+@pytest.fixture
+def results(analysed):  # noqa: F811 - the shared session fixture
+    return list(analysed)
 
 
 def _non_blank(fig) -> None:
@@ -34,7 +32,8 @@ def _non_blank(fig) -> None:
 
 
 def test_every_figure_renders(results):
-    cmp = eg.compare(*results)
+    cmp = fake_compare(*(subset(r, tasks=["lee"]) for r in results))
+    runs = {"r": [shifted(results[0], 1 + k / 10, f"c{k}", trajectory={"run": "r", "step": k}) for k in (1, 2, 3)]}
     figs = [
         F.eigenspectrum_figure(results, "lee", "mean"),
         F.alignment_uniformity_figure(results, "lee", trajectory=results),
@@ -43,9 +42,12 @@ def test_every_figure_renders(results):
         F.layer_profile_figure(results, "lee", "uniformity"),
         F.cosine_histogram_figure(results, "polarity"),
         F.difference_figure(cmp, "lee"),
+        F.trajectory_figure(runs, "lee", pooling="max"),
     ]
     for fig in figs:
         assert isinstance(fig, matplotlib.figure.Figure)
+        axes_with_data(fig)
+        assert F.has_data(fig)
         _non_blank(fig)
 
 
@@ -59,6 +61,32 @@ def test_axes_are_reused_and_intervals_drawn(results):
     _non_blank(fig)
 
 
+@pytest.mark.parametrize("pooling", ["max", "cls", "attention"])
+def test_a_result_holding_one_pooling_is_drawn_without_naming_it(results, pooling):
+    only = [subset(r, poolings=[pooling]) for r in results]
+    figs = [F.eigenspectrum_figure(only, "lee"), F.cosine_histogram_figure(only, "lee"),
+            F.alignment_uniformity_figure(only, "lee"), F.probe_figure(only),
+            F.metric_by_pooling_figure(only, "lee"), F.layer_profile_figure(only, "lee")]
+    for fig in figs:
+        for ax in axes_with_data(fig):
+            assert "mean pooling" not in ax.get_title() and "(mean" not in ax.get_title()
+        assert any(pooling in ax.get_title() or pooling in " ".join(t.get_text() for t in ax.get_xticklabels())
+                   for ax in fig.axes)
+        plt.close(fig)
+
+
+def test_layer_none_is_the_last_measured_and_negative_counts_from_the_model_end(results):
+    early = [subset(r, layers=[0, 1]) for r in results]  # a result that never reached the last layer
+    fig = F.cosine_histogram_figure(early, "lee", "max")
+    assert "layer 1" in fig.axes[0].get_title()
+    plt.close(fig)
+    with pytest.raises(ValueError, match=r"layer: expected one of \[0, 1\]"):
+        F.cosine_histogram_figure(early, "lee", "max", layer=-1)  # layer 2 was not measured
+    fig = F.eigenspectrum_figure(results, "lee", "max", -3)
+    assert "layer 0" in fig.axes[0].get_title()
+    plt.close(fig)
+
+
 def test_report_needs_results(tmp_path):
     with pytest.raises(ValueError, match="results"):
         F.build_report([], tmp_path)
@@ -67,7 +95,7 @@ def test_report_needs_results(tmp_path):
 def test_task_without_positive_pairs_shows_uniformity_per_model(results):
     fig, ax = plt.subplots()
     F.alignment_uniformity_figure(results, "polarity", ax=ax)
-    # one errorbar per model x pooling, placed at that result's uniformity
+    # one errorbar per model x pooling, placed at that result's uniformity (at the last layer measured)
     assert len(ax.containers) >= len(results)
     xs = sorted(float(c.lines[0].get_xdata()[0]) for c in ax.containers)
     want = sorted(float(r.value("polarity", p, r.checkpoint["num_layers"], "uniformity")["value"])
@@ -79,8 +107,6 @@ def test_task_without_positive_pairs_shows_uniformity_per_model(results):
 
 
 def test_compute_dtype_note_reports_the_dtype_used_and_a_failed_check(results):
-    import copy
-
     r = copy.deepcopy(results[0])
     assert F.compute_dtype_note(r) == "computed in float32"
     for card in r.tasks.values():
@@ -89,8 +115,6 @@ def test_compute_dtype_note_reports_the_dtype_used_and_a_failed_check(results):
 
 
 def test_metric_axes_label_each_tick_without_a_shared_offset_note(results):
-    import copy
-
     tiny = copy.deepcopy(results)  # a near-collapsed encoder's scale: uniformities of ~1e-7, offset + 1e-3 spread
     for r in tiny:
         for row in r.metrics:
@@ -99,9 +123,9 @@ def test_metric_axes_label_each_tick_without_a_shared_offset_note(results):
                     row[key] = row[key] * 1e-5 + (1e-3 if key != "stderr" else 0.0)
     results = tiny
     fig, axes = plt.subplots(1, 3)
-    F.alignment_uniformity_figure(results, "lee", ax=axes[0])
+    F.alignment_uniformity_figure(results, "lee", pooling=["mean", "max"], ax=axes[0])
     F.metric_by_pooling_figure(results, "lee", "uniformity", ax=axes[1])
-    F.layer_profile_figure(results, "lee", "uniformity", ax=axes[2])
+    F.layer_profile_figure(results, "lee", "uniformity", pooling="max", ax=axes[2])
     fig.canvas.draw()
     for ax in axes:
         assert ax.yaxis.get_offset_text().get_text() == ""
@@ -109,4 +133,28 @@ def test_metric_axes_label_each_tick_without_a_shared_offset_note(results):
         assert ticks  # every label states its own tick's value
         for text, value in ticks:
             assert float(text.replace("−", "-")) == pytest.approx(value, rel=1e-2, abs=1e-12)
+    plt.close(fig)
+
+
+def test_a_figure_without_data_raises_nothing_to_draw(results):
+    bare = subset(results[0])
+    bare.arrays = {k: v for k, v in bare.arrays.items() if not k.startswith(("hist|", "spectrum|"))}
+    with pytest.raises(F.NothingToDraw, match="no cosine histograms"):
+        F.cosine_histogram_figure([bare], "lee")
+    with pytest.raises(F.NothingToDraw, match="no eigenspectra"):
+        F.eigenspectrum_figure([bare], "lee")
+    bare.probes = []
+    with pytest.raises(F.NothingToDraw, match="no probe scores"):
+        F.probe_figure([bare])
+
+
+def test_layer_profile_ticks_are_the_layers_with_values(results):
+    # CLS at layer 0 is one vector for every text: its spectral metrics are undefined there, so not drawn
+    fig = F.layer_profile_figure(results, "lee", "effective_rank", pooling="cls")
+    (ax,) = axes_with_data(fig)
+    drawn = sorted({int(x) for ln in ax.lines for x in ln.get_xdata()})
+    want = sorted({int(r["layer"]) for r in results[0].metrics if (r["task"], r["pooling"], r["metric"]) ==
+                   ("lee", "cls", "effective_rank") and np.isfinite(r["value"])})
+    assert drawn == want and list(ax.get_xticks()) == want
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(x) for x in want]
     plt.close(fig)

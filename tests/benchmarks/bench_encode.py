@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -77,12 +78,12 @@ def bert_base_throughput(device: str, dtype: str) -> float:
 
     from tests.fixtures import make_tiny_bert  # tokenizer only
 
-    tmp = Path("/tmp/embedgeom-bench-bert-base")
-    if not (tmp / "config.json").exists():
+    with tempfile.TemporaryDirectory(prefix="embedgeom-bench-") as d:
+        tmp = Path(d)
         make_tiny_bert(tmp)  # writes a tokenizer we reuse
         cfg = BertConfig(vocab_size=30522, max_position_embeddings=512)
         BertModel(cfg).save_pretrained(tmp, safe_serialization=True)
-    enc = eg.load_encoder(tmp, device=device, dtype=dtype)
+        enc = eg.load_encoder(tmp, device=device, dtype=dtype)
     words = ("the cat sat on the mat and the dog ran to the city " * 20).split()
     texts = [" ".join(words[: 100 + (i % 20)]) for i in range(4096)]
     eg.encode(enc, texts[:256], poolings=POOLINGS, max_length=128, batch_size=256)

@@ -1,0 +1,622 @@
+"""The report: every figure it writes has data drawn in it, every number it states matches the results or the
+comparison's rows, the HTML is rendered Markdown with a working table of contents, PDFs embed TrueType fonts.
+
+Inputs: two real analyses of tiny BERTs (every pooling, layers 0-2), cut down to what a narrower analysis would
+hold (one pooling, one layer), and comparisons / trajectories / reference-protocol companions built from them."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np
+import pytest
+
+import embedgeom as eg
+from embedgeom import figures as F
+from embedgeom import report as R
+from embedgeom.results import AnalysisResult, ComparisonResult
+
+# --- inputs -------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _analyses(dir_a: str, dir_b: str) -> tuple[AnalysisResult, AnalysisResult]:
+    kw = {"max_texts": 40, "layers": "all", "cache": False}
+    enc = eg.load_encoder(dir_a, device="cpu", dtype="float32")
+    a = eg.analyze(enc, ["sample:lee"], name="tiny-a", **kw)  # probes (the slow part) on lee only
+    a_pol = eg.analyze(enc, ["sample:polarity"], name="tiny-a", probes=False, **kw)
+    a.tasks.update(a_pol.tasks)
+    a.metrics += a_pol.metrics
+    a.arrays.update(a_pol.arrays)
+    b = eg.analyze(eg.load_encoder(dir_b, device="cpu", dtype="float32"), ["sample:lee", "sample:polarity"],
+                   name="tiny-b", probes=False, **kw)
+    return a, b
+
+
+@pytest.fixture(scope="session")
+def analysed(tiny_bert_dir, tmp_path_factory) -> tuple[AnalysisResult, AnalysisResult]:
+    """Two tiny BERTs (seeds 0 and 5) on lee (scored pairs, 4 positives) and polarity (labels), every pooling,
+    layers 0, 1, 2; probes on the first model's lee only (they are the slow part)."""
+    from tests.fixtures import make_tiny_bert
+
+    other = tmp_path_factory.getbasetemp() / "tiny-bert-seed5"  # one per session, whichever module asks first
+    if not (other / "config.json").is_file():
+        make_tiny_bert(other, seed=5)
+    return _analyses(str(tiny_bert_dir), str(other))
+
+
+def subset(res: AnalysisResult, *, poolings=None, layers=None, tasks=None, name=None) -> AnalysisResult:
+    """What ``analyze`` would have returned with fewer poolings / layers / tasks."""
+    def keep(t, p, lay):
+        return ((tasks is None or t in tasks) and (poolings is None or p in poolings)
+                and (layers is None or int(lay) in layers))
+
+    out = copy.copy(res)
+    out.metrics = [dict(r) for r in res.metrics if keep(r["task"], r["pooling"], r["layer"])]
+    out.probes = [dict(r) for r in res.probes if keep(r["task"], r["pooling"], r["layer"])]
+    arrays = {}
+    for k, v in res.arrays.items():
+        parts = k.split("|")
+        if parts[0] == "struct":
+            if tasks is None or parts[1] in tasks:
+                arrays[k] = v
+        elif keep(parts[1], parts[2], parts[3]):
+            arrays[k] = v
+    out.arrays = arrays
+    out.tasks = {t: c for t, c in res.tasks.items() if tasks is None or t in tasks}
+    out.checkpoint = dict(res.checkpoint)
+    if name:
+        out.name = name
+    return out
+
+
+def shifted(res: AnalysisResult, factor: float, name: str, **checkpoint) -> AnalysisResult:
+    """A stand-in for another model: every value scaled by ``factor`` (intervals with it)."""
+    out = subset(res, name=name)
+    for r in out.metrics:
+        for k in ("value", "low", "high"):
+            r[k] = r[k] * factor
+        r["stderr"] = r["stderr"] * abs(factor)
+    out.checkpoint.update(checkpoint)
+    return out
+
+
+def fake_compare(a: AnalysisResult, b: AnalysisResult, *, options=None) -> ComparisonResult:
+    """Rows shaped like compare()'s for two models: diff = b - a with a symmetric interval; two rows in three
+    significant (the interval excludes 0)."""
+    rows = []
+    for r in a.metrics:
+        t, p, lay = r["task"], r["pooling"], int(r["layer"])
+        try:
+            other = b.value(t, p, lay, r["metric"])
+        except KeyError:
+            continue
+        if not (math.isfinite(r["value"]) and math.isfinite(other["value"])):
+            continue
+        diff = other["value"] - r["value"]
+        se = abs(diff) / 2.5 if len(rows) % 3 else abs(diff) * 2 + 1e-9
+        rows.append({"task": t, "pooling": p, "layer": lay, "pooling_b": p, "layer_b": lay, "kind": "metric",
+                     "name": r["metric"], "value_a": r["value"], "value_b": other["value"], "diff": diff,
+                     "stderr": se, "low": diff - 1.96 * se, "high": diff + 1.96 * se,
+                     "significant": bool(abs(diff) > 1.96 * se), "n": r["n"], "method": "test"})
+    opts = {"confidence": 0.95, "direction": "diff = b - a (second minus first)", "kind": "models", **(options or {})}
+    return ComparisonResult(a.name, b.name, rows, [], opts)
+
+
+def paper_companion(res: AnalysisResult) -> AnalysisResult:
+    """A reference-protocol result shaped like ``--protocol paper``'s: its own metric names and poolings, point
+    values without intervals, probes semantic/token/gap."""
+    names = {"spectral_entropy": "spectral_entropy", "effective_rank": "effective_rank", "rank_at_variance": "rank_90",
+             "stable_rank": "stable_rank", "uniformity": "uniformity"}
+    last = res.checkpoint["num_layers"]
+    metrics, probes, arrays = [], [], {}
+    for t in res.tasks:
+        for p, src in (("mean", "mean"), ("max", "max"), ("weighted", "mean"), ("attention", "attention")):
+            if f"spectrum|{t}|{src}|{last}" not in res.arrays:
+                continue
+            for r in res.metrics:
+                if (r["task"], r["pooling"], int(r["layer"])) == (t, src, last) and r["metric"] in names:
+                    metrics.append({"task": t, "pooling": p, "layer": last, "metric": names[r["metric"]],
+                                    "value": r["value"] * 1.01, "stderr": math.nan, "low": math.nan,
+                                    "high": math.nan, "n": r["n"], "confidence": math.nan, "method": "reference",
+                                    "replicates": 0})
+            for m, v in (("alignment_class_conditional", 0.42), ("intra_inter_ratio", 0.9)):
+                metrics.append({"task": t, "pooling": p, "layer": last, "metric": m, "value": v, "stderr": math.nan,
+                                "low": math.nan, "high": math.nan, "n": 40, "confidence": math.nan,
+                                "method": "reference", "replicates": 0})
+            for probe, metric, v in (("semantic", "accuracy", 0.61), ("token", "accuracy", 0.3),
+                                     ("gap", "semantic_minus_token", 0.31)):
+                probes.append({"task": t, "pooling": p, "layer": last, "probe": probe, "metric": metric, "value": v,
+                               "stderr": math.nan, "n": 40, "method": "reference"})
+            arrays[f"spectrum|{t}|{p}|{last}"] = res.arrays[f"spectrum|{t}|{src}|{last}"]
+    tasks = {t: {"protocol": "paper", "description": c.get("description"), "dtype": "float32"}
+             for t, c in res.tasks.items()}
+    return AnalysisResult(dict(res.checkpoint), tasks, {"protocol": "paper"}, metrics, probes, arrays, {},
+                          f"{res.name} (reference protocol)")
+
+
+# --- what a report wrote ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """Every figure build_report saves, by file stem, captured before it is closed."""
+    figs: dict[str, object] = {}
+    original = R.save_figure
+
+    def spy(fig, out, stem, formats=("png", "pdf")):
+        figs[stem] = fig
+        return original(fig, out, stem, formats)
+
+    monkeypatch.setattr(R, "save_figure", spy)
+    return figs
+
+
+def axes_with_data(fig) -> list:
+    """Main Axes (secondary axes aside), asserting each draws a line, collection or patch with finite data."""
+    axes = [a for a in fig.axes if type(a).__name__ != "SecondaryAxis"]
+    assert axes
+    for ax in axes:
+        lines = [ln for ln in ax.lines if np.isfinite(np.asarray(ln.get_ydata(), dtype=float)).any()]
+        colls = [c for c in ax.collections if len(c.get_offsets()) or any(len(p.vertices) for p in c.get_paths())]
+        patches = [p for p in ax.patches if (type(p).__name__ == "Rectangle" and np.isfinite(p.get_height()))
+                   or (type(p).__name__ == "StepPatch" and np.isfinite(p.get_data()[0]).any())]
+        assert lines or colls or patches, f"empty axes: {ax.get_title()!r}"
+    return axes
+
+
+def check_written(out: Path, drawn: dict) -> None:
+    pngs = {p.stem for p in out.glob("*.png")}
+    assert pngs == set(drawn), pngs ^ set(drawn)
+    index = (out / "index.md").read_text()
+    for stem, fig in drawn.items():
+        axes_with_data(fig)
+        assert f"]({stem}.png)" in index
+
+
+def titles(drawn: dict) -> list[str]:
+    return [a.get_title().replace("\n", " ") for fig in drawn.values() for a in fig.axes]
+
+
+def sections(md: str) -> dict[str, str]:
+    """Heading text -> the Markdown below it (up to the next heading)."""
+    out, head, buf = {}, None, []
+    for line in md.splitlines():
+        m = re.match(r"^(#+) (.*)$", line)
+        if m:
+            if head is not None:
+                out[head] = "\n".join(buf)
+            head, buf = unescape(m.group(2)), []
+        else:
+            buf.append(line)
+    out[head] = "\n".join(buf)
+    return out
+
+
+def unescape(s: str) -> str:
+    return re.sub(r"\\(.)", r"\1", s)
+
+
+def tables(md: str) -> list[list[dict[str, str]]]:
+    """Every Markdown table in ``md`` as a list of {header: cell} rows (escapes removed)."""
+    out, lines = [], md.splitlines()
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("| ") and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+            header = [unescape(c.strip()) for c in re.split(r"(?<!\\)\|", lines[i])[1:-1]]
+            rows, i = [], i + 2
+            while i < len(lines) and lines[i].startswith("|"):
+                cells = [unescape(c.strip()) for c in re.split(r"(?<!\\)\|", lines[i])[1:-1]]
+                rows.append(dict(zip(header, cells, strict=True)))
+                i += 1
+            out.append(rows)
+        else:
+            i += 1
+    return out
+
+
+def cell(row: dict) -> str:
+    """What the report must print for a metric row: value [low, high] (4 significant digits)."""
+    v = f"{row['value']:.4g}"
+    if math.isfinite(row.get("low", math.nan)) and math.isfinite(row.get("high", math.nan)):
+        return f"{v} [{row['low']:.4g}, {row['high']:.4g}]"
+    return v
+
+
+def check_summary_tables(md: str, results: list[AnalysisResult]) -> int:
+    """Every row of every per-task table matches the results' own rows; returns how many cells were checked."""
+    by_name = {r.name: r for r in results}
+    checked = 0
+    for head, body in sections(md).items():
+        m = re.match(r"^(\S+), (?:layer (\d+)|last layer)", head or "")
+        if not m or ":" in head:
+            continue
+        task = m.group(1)
+        for table in tables(body):
+            for row in table:
+                res = by_name[row["model"]]
+                for metric, text in row.items():
+                    if metric in ("model", "pooling", "layer", "n") or text == "–":
+                        continue
+                    want = res.value(task, row["pooling"], int(row["layer"]), metric)
+                    assert text == cell(want), (task, row["model"], row["pooling"], metric)
+                    checked += 1
+    return checked
+
+
+def build(results, out, drawn, **kw) -> str:
+    R.build_report(results, out, formats=kw.pop("formats", ("png",)), **kw)
+    check_written(out, drawn)
+    return (out / "index.md").read_text()
+
+
+# --- one pooling alone, one layer ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pooling", ["max", "cls", "attention"])
+def test_a_single_pooling_report_draws_that_pooling(analysed, tmp_path, drawn, pooling):
+    res = subset(analysed[0], poolings=[pooling], layers=[2], tasks=["lee"])
+    md = build([res], tmp_path, drawn)
+    # every per-layer figure is written, with data, and says which pooling and layer it shows
+    for what in ("eigenspectrum", "alignment-uniformity", "effective-rank", "cosines", "probes"):
+        assert f"lee-Llast-{what}" in drawn, sorted(drawn)
+    assert all("mean pooling" not in t and "(mean" not in t and "no probe" not in t for t in titles(drawn))
+    assert any(f"{pooling} pooling" in t and "layer 2" in t for t in titles(drawn))
+    lee_probes = drawn["lee-Llast-probes"].axes[0]
+    assert pooling in " ".join(t.get_text() for t in lee_probes.get_xticklabels())
+    assert check_summary_tables(md, [res]) >= 6
+    # the probe table states the results' own scores
+    body = sections(md)["lee, layer 2 (last): probes"]
+    rows = tables(body)[0]
+    assert {(r["probe"], r["metric"]) for r in rows} == {(p["probe"], p["metric"]) for p in res.probes
+                                                         if p["task"] == "lee"}
+    for r in rows:
+        p = next(p for p in res.probes if (p["task"], p["probe"], p["metric"]) == ("lee", r["probe"], r["metric"]))
+        assert r["value (± 1.96 s.e. where the probe has one)"].split(" ±")[0] == f"{p['value']:.4g}"
+
+
+# --- every layer ---------------------------------------------------------------------------------------------
+
+
+def test_layer_all_report_profiles_every_layer(analysed, tmp_path, drawn):
+    a, b = (subset(r, poolings=["max"], tasks=["lee"]) for r in analysed)
+    md = build([a, b], tmp_path, drawn)
+    secs = sections(md)
+    for head in ("lee, layer 0", "lee, layer 1", "lee, layer 2 (last)"):
+        assert head in secs
+    for key in ("L0", "L1", "Llast"):
+        assert f"lee-{key}-eigenspectrum" in drawn
+    for pooling in ("max",):
+        fig = drawn[f"lee-layer-profile-{pooling}"]
+        axes = axes_with_data(fig)
+        metrics = {a.get_ylabel() for a in axes}
+        assert {"effective rank", "uniformity", "alignment", "rankme", "isoscore", "mean cosine"} <= metrics
+        for ax in axes:
+            assert list(ax.get_xticks()) == [0, 1, 2]  # ticks are the integer layers
+            assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "2"]
+            lines = [ln for ln in ax.lines if len(ln.get_xdata()) == 3]
+            assert [list(ln.get_xdata()) for ln in lines] == [[0, 1, 2]] * 2  # one per model, every layer
+            assert ax.collections  # interval bands
+        ax = next(x for x in axes if x.get_ylabel() == "effective rank")
+        want = [r for r in a.metrics if (r["task"], r["pooling"], r["metric"]) == ("lee", pooling, "effective_rank")
+                and math.isfinite(r["value"])]
+        np.testing.assert_allclose(ax.lines[0].get_xdata(), [r["layer"] for r in want])
+        np.testing.assert_allclose(ax.lines[0].get_ydata(), [r["value"] for r in want])
+    assert check_summary_tables(md, [a, b]) >= 3 * 2 * 6
+    # two models: a best-first ranking per metric, in the registry's direction
+    body = secs["lee, layer 1"]
+    line = next(ln for ln in body.splitlines() if ln.startswith("- effective\\_rank (higher is better)"))
+    ranks = {p: a.value("lee", p, 1, "effective_rank")["value"] > b.value("lee", p, 1, "effective_rank")["value"]
+             for p in ("max",)}
+    for p, a_first in ranks.items():
+        seg = unescape(line.split(f"{p}: ", 1)[1].split(";")[0])
+        assert seg.startswith("tiny-a" if a_first else "tiny-b")
+
+
+# --- comparisons -----------------------------------------------------------------------------------------------
+
+
+def _significant_lines(md: str) -> list[str]:
+    return [unescape(ln) for ln in md.splitlines() if ln.startswith("- Significant")]
+
+
+def test_pooling_comparison_report_lists_every_significant_row(analysed, tmp_path, drawn):
+    model = subset(analysed[0], poolings=["mean", "max"], layers=[2], tasks=["lee"])
+    cmp = eg.compare(model, poolings=("mean", "max"), groups=5)
+    sig = [r for r in cmp.differences if R._excludes_zero(r)]
+    assert 0 < len(sig) < len(cmp.differences)
+    md = build([model], tmp_path, drawn, comparisons=[cmp])
+    assert "## Comparison: max − mean (tiny-a)" in md
+    lines = _significant_lines(md)
+    assert len(lines) == 1 and "max − mean pooling, layer 2" in lines[0]
+    assert f": {len(sig)} of {len(cmp.differences)}: " in lines[0]
+    listed = re.findall(r"([\w:]+) ([+-][\d.e+-]+) \[([+-][\d.e+-]+), ([+-][\d.e+-]+)\]", lines[0])
+    assert [(n, float(d), float(lo), float(hi)) for n, d, lo, hi in listed] == [
+        (r["name"], float(f"{r['diff']:+.4g}"), float(f"{r['low']:+.4g}"), float(f"{r['high']:+.4g}")) for r in sig]
+    table = next(t for t in tables(md) if t and "significant" in t[0])
+    assert len(table) == len(cmp.differences)
+    for row, r in zip(table, cmp.differences, strict=True):
+        assert row["name"] == r["name"] and row["mean (first)"] == f"{r['value_a']:.4g}"
+        assert row["max (second)"] == f"{r['value_b']:.4g}"
+        assert row["diff (second − first) [95% CI]"] == f"{r['diff']:+.4g} [{r['low']:+.4g}, {r['high']:+.4g}]"
+        assert row["significant"] == ("yes" if R._excludes_zero(r) else "no")
+    fig = drawn["differences-tiny-a-max-vs-mean-lee-L2"]
+    (ax,) = axes_with_data(fig)
+    assert "max − mean" in ax.get_title() and "layer 2" in ax.get_title()
+    assert "second − first" in ax.get_xlabel()
+    finite = [r for r in cmp.differences if math.isfinite(r["stderr"]) and r["stderr"] > 0]
+    assert len(ax.containers) == len(finite)  # every row with its interval
+    filled = sum(1 for c in ax.containers if c.lines[0].get_markerfacecolor() != "white")
+    assert filled == sum(bool(r["significant"]) for r in finite)
+
+
+def test_a_reference_protocol_comparison_reports_point_differences(analysed, tmp_path, drawn):
+    a = subset(analysed[0], poolings=["max"], layers=[2], tasks=["lee"])
+    cmp = fake_compare(a, shifted(a, 1.1, "tiny-a2"), options={"protocol": "paper"})
+    for r in cmp.differences:
+        r.update(stderr=math.nan, low=math.nan, high=math.nan, significant=False)
+    md = build([a], tmp_path, drawn, comparisons=[cmp])
+    (line,) = _significant_lines(md)
+    assert "not assessed" in line and f"{len(cmp.differences)} point differences" in line
+    table = next(t for t in tables(md) if t and "significant" in t[0])
+    assert [row["diff (b − a)"] for row in table] == [f"{r['diff']:+.4g}" for r in cmp.differences]
+    (ax,) = axes_with_data(drawn["differences-tiny-a-vs-tiny-a2-lee-L2"])
+    assert "no intervals" in ax.get_title() and "diff / |a|" in ax.get_xlabel()
+
+
+def test_real_comparison_at_max_pooling_reports_its_rows(analysed, tmp_path, drawn):
+    a, b = (subset(r, poolings=["max"], layers=[2], tasks=["lee"]) for r in analysed)
+    cmp = eg.compare(a, b, groups=5)
+    md = build([a, b], tmp_path, drawn, comparisons=[cmp])
+    lines = _significant_lines(md)
+    assert len(lines) == 1 and "max pooling, layer 2" in lines[0] and "mean" not in lines[0].split(":")[0]
+    n_sig = sum(R._excludes_zero(r) for r in cmp.differences)
+    assert f"{n_sig} of {len(cmp.differences)}" in lines[0]
+    for r in cmp.differences:
+        if R._excludes_zero(r):
+            assert f"{r['name']} {r['diff']:+.4g} [{r['low']:+.4g}, {r['high']:+.4g}]" in lines[0]
+    assert "## Comparison: tiny-b − tiny-a" in md and "diff = b − a (second minus first)" in md
+    fig = next(f for s, f in drawn.items() if "differences" in s)
+    (ax,) = axes_with_data(fig)
+    assert "b − a" in ax.get_xlabel() and "max" in ax.get_title()
+
+
+# --- three models, trajectories ---------------------------------------------------------------------------------
+
+
+def test_three_models_get_one_table_and_a_ranking_per_metric(analysed, tmp_path, drawn):
+    a, b = (subset(r, poolings=["mean", "max"], layers=[2], tasks=["lee"]) for r in analysed)
+    c = shifted(a, 1.05, "tiny-c")
+    cmps = [fake_compare(a, b), fake_compare(a, c)]
+    md = build([a, b, c], tmp_path, drawn, comparisons=cmps)
+    secs = sections(md)
+    (table,) = tables(secs["lee, layer 2 (last)"])
+    assert [(r["model"], r["pooling"]) for r in table] == [(m, p) for m in ("tiny-a", "tiny-b", "tiny-c")
+                                                           for p in ("mean", "max")]
+    assert {"uniformity", "alignment", "effective_rank", "rankme", "isoscore", "mean_cosine"} <= set(table[0])
+    check_summary_tables(md, [a, b, c])
+    from embedgeom.metrics import REGISTRY
+
+    ranking = [unescape(ln) for ln in secs["lee, layer 2 (last)"].splitlines() if ln.startswith("- ")]
+    for metric in ("uniformity", "effective_rank", "isoscore", "alignment"):
+        line = next(ln for ln in ranking if ln.startswith(f"- {metric} ("))
+        higher = REGISTRY[metric].higher_is_better
+        assert ("higher is better" if higher else "lower is better") in line
+        for p in ("mean", "max"):
+            seg = line.split(f"{p}: ", 1)[1].split(";")[0]
+            names = re.findall(r"(tiny-\w) \(", seg)
+            vals = {r.name: r.value("lee", p, 2, metric)["value"] for r in (a, b, c)}
+            assert names == sorted(vals, key=lambda n: -vals[n] if higher else vals[n])
+            assert [float(v) for v in re.findall(r"\(([-\d.e+]+)\)", seg)] == [float(f"{vals[n]:.4g}") for n in names]
+    assert any("not ranked" in ln and "alpha_req" in ln for ln in ranking)
+    assert md.count("## Comparison: ") == 2
+    assert len([s for s in drawn if "differences" in s]) == 2
+    for fig in (f for s, f in drawn.items() if "differences" in s):
+        assert len(axes_with_data(fig)) == 2  # a panel per pooling
+
+
+def test_three_checkpoint_trajectories_are_drawn_against_step(analysed, tmp_path, drawn):
+    a, b = (subset(r, poolings=["mean"], layers=[2], tasks=["lee"]) for r in analysed)
+    ckpts = []
+    for run, base, obj in (("mlm", a, "mlm"), ("hybrid", b, "hybrid")):
+        for k, step in enumerate((300, 100, 200)):  # out of order: sorted by step
+            ckpts.append(shifted(base, 1 + 0.1 * step / 100, f"{run}-{step}", trajectory={
+                "run": run, "step": step, "tokens": step * 4096, "objective": obj}))
+            del k
+    md = build(ckpts, tmp_path, drawn)
+    assert "## Training trajectories" in md
+    stem = next(s for s in drawn if s.startswith("trajectory-lee"))
+    axes = axes_with_data(drawn[stem])
+    assert {ax.get_ylabel() for ax in axes} >= {"uniformity", "effective rank", "rankme", "isoscore", "alignment"}
+    for ax in axes:
+        runs = [ln for ln in ax.lines if len(ln.get_xdata()) == 3]
+        assert len(runs) == 2 and all(list(ln.get_xdata()) == [100, 200, 300] for ln in runs)
+        assert len(ax.collections) >= 2  # bands
+        assert "mean pooling" in ax.get_title() and "layer 2" in ax.get_title()
+    assert any(type(c).__name__ == "SecondaryAxis" for c in axes[0].child_axes)  # tokens seen
+    ax = next(x for x in axes if x.get_ylabel() == "uniformity")
+    mlm = sorted((c for c in ckpts if c.checkpoint["trajectory"]["run"] == "mlm"),
+                 key=lambda c: c.checkpoint["trajectory"]["step"])
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [c.value("lee", "mean", 2, "uniformity")["value"]
+                                                         for c in mlm])
+    body = sections(md)["lee: trajectory, mean pooling, layer 2 (last)"]
+    (table,) = tables(body)
+    assert [(r["run"], r["step"]) for r in table] == [("mlm", "100"), ("mlm", "200"), ("mlm", "300"),
+                                                      ("hybrid", "100"), ("hybrid", "200"), ("hybrid", "300")]
+    for r in table:
+        c = next(c for c in ckpts if c.name == f"{r['run']}-{r['step']}")
+        assert r["tokens"] == f"{int(r['step']) * 4096:,}"
+        assert r["effective_rank"] == cell(c.value("lee", "mean", 2, "effective_rank"))
+    # each run's last checkpoint is a model of the per-task sections
+    assert "mlm (step 300)" in md and "hybrid (step 300)" in md
+
+
+# --- reference protocol ---------------------------------------------------------------------------------------
+
+
+def test_reference_protocol_companion_is_tabulated_side_by_side(analysed, tmp_path, drawn):
+    res = subset(analysed[0], poolings=["mean", "cls", "max"], layers=[2], tasks=["lee"])
+    res.paper = paper_companion(res)
+    md = build([res], tmp_path, drawn)
+    body = sections(md)["lee: default vs reference protocol (tiny-a)"]
+    (table,) = tables(body)
+    got = {(r["pooling"], r["metric"]): r for r in table}
+    assert {p for p, _ in got} == {"mean", "cls", "max", "weighted"}
+    for (p, metric), r in got.items():
+        dm, _, rm = metric.partition(" vs ")
+        rm = rm or dm
+        if r["default protocol"] != "–":
+            assert r["default protocol"] == f"{cell(res.value('lee', p, 2, dm))} (layer 2)"
+        if r["reference protocol"] != "–":
+            assert r["reference protocol"] == f"{res.paper.value('lee', p, 2, rm)['value']:.4g} (layer 2)"
+    assert got[("max", "rank_at_variance vs rank_90")]["reference protocol"] != "–"
+    assert "different quantities" in got[("mean", "alignment vs alignment_class_conditional")]["note"]
+    assert got[("weighted", "effective_rank")]["default protocol"] == "–"
+    assert got[("cls", "effective_rank")]["reference protocol"] == "–"
+
+
+def test_a_standalone_reference_protocol_result_reports_cleanly(analysed, tmp_path, drawn):
+    paper = paper_companion(subset(analysed[0], layers=[2], tasks=["lee"]))
+    md = build([paper], tmp_path, drawn)
+    secs = sections(md)
+    # no cosine histograms under the reference protocol: not written, and the section says why
+    cos = secs["lee, layer 2 (last): pairwise cosine similarity"]
+    assert "Not drawn:" in cos and "cosine histograms" in cos and "![" not in cos
+    assert not list(tmp_path.glob("*cosines*"))
+    for what in ("eigenspectrum", "alignment-uniformity", "effective-rank", "probes"):
+        assert f"lee-Llast-{what}" in drawn
+    au = drawn["lee-Llast-alignment-uniformity"].axes[0]
+    assert "class-conditional" in au.get_ylabel()
+    (table,) = tables(secs["lee, layer 2 (last)"])
+    assert {"uniformity", "effective_rank", "rank_90", "alignment_class_conditional"} <= set(table[0])
+    for row in table:
+        assert row["rank_90"] == f"{paper.value('lee', row['pooling'], 2, 'rank_90')['value']:.4g}"
+    assert "without intervals" in md
+
+
+# --- Markdown, HTML, PDF ------------------------------------------------------------------------------------------
+
+
+class _Html(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids, self.links, self.headings, self.imgs, self.text = set(), [], [], [], []
+        self._in_heading = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.add(a["id"])
+        if tag == "a" and a.get("href", "").startswith("#"):
+            self.links.append(a["href"][1:])
+        if tag in ("h1", "h2", "h3", "h4"):
+            self.headings.append(a.get("id"))
+        if tag == "img":
+            self.imgs.append(a.get("src", ""))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_html_is_rendered_markdown_with_a_working_table_of_contents(analysed, tmp_path, drawn):
+    a = subset(analysed[0], poolings=["max"], layers=[2], tasks=["lee"], name="model_*with*_[marks]")
+    cmp = fake_compare(a, shifted(a, 1.1, "other|name"))
+    R.build_report([a], tmp_path, comparisons=[cmp], formats=("png",), title="My report")
+    text = (tmp_path / "index.html").read_text()
+    parser = _Html()
+    parser.feed(text)
+    parser.close()
+    for marker in ("**", "`", "![", "|---"):
+        assert marker not in text, marker
+    assert "<table>" in text and "<strong>" in text
+    assert parser.links and set(parser.links) <= parser.ids
+    assert all(h for h in parser.headings)  # every heading has an id ...
+    assert set(parser.headings[2:]) <= set(parser.links)  # ... and the contents link every section
+    assert parser.imgs and all(s.startswith("data:image/png;base64,") for s in parser.imgs)
+    assert len(parser.imgs) == len(list(tmp_path.glob("*.png")))
+    assert "model_*with*_[marks]" in "".join(parser.text) and "<em>" not in text  # data never becomes markup
+    assert "other|name" in "".join(parser.text)
+
+
+def test_pdfs_embed_truetype_fonts_not_type3(analysed, tmp_path):
+    res = subset(analysed[0], poolings=["max"], layers=[2], tasks=["polarity"])
+    res.arrays = {k: v for k, v in res.arrays.items() if not k.startswith("hist|")}  # fewer figures, same fonts
+    R.build_report([res], tmp_path, formats=("png", "pdf"))
+    pdfs = list(tmp_path.glob("*.pdf"))
+    assert len(pdfs) == len(list(tmp_path.glob("*.png"))) >= 3
+    for pdf in pdfs:
+        data = pdf.read_bytes()
+        assert b"/Subtype /Type3" not in data, pdf.name
+        assert b"/FontFile2" in data, pdf.name
+    assert matplotlib.rcParams["pdf.fonttype"] == 3  # set only while saving
+
+
+def test_a_figure_with_nothing_to_draw_is_not_written_and_says_why(analysed, tmp_path, drawn):
+    res = subset(analysed[0], poolings=["max"], layers=[2], tasks=["polarity"])
+    res.arrays = {k: v for k, v in res.arrays.items() if not k.startswith("hist|")}
+    res.probes = []
+    md = build([res], tmp_path, drawn)
+    secs = sections(md)
+    assert secs["polarity, layer 2 (last): pairwise cosine similarity"].strip().startswith("Not drawn: no cosine")
+    assert secs["polarity, layer 2 (last): probes"].strip().startswith("Not drawn: no probe scores")
+    assert not list(tmp_path.glob("*cosines*")) and not list(tmp_path.glob("*probes*"))
+
+
+def test_report_validates_its_inputs(analysed, tmp_path):
+    with pytest.raises(ValueError, match="results"):
+        R.build_report([], tmp_path)
+    with pytest.raises(ValueError, match="comparisons"):
+        R.build_report([analysed[0]], tmp_path, comparisons=[analysed[0]])
+    with pytest.raises(ValueError, match="formats"):
+        R.build_report([analysed[0]], tmp_path, formats=("gif",))
+    assert F.build_report is R.build_report  # the old import path keeps working
+
+
+# --- the public plotting API --------------------------------------------------------------------------------------
+
+
+def test_plot_api_draws_every_figure_and_validates_arguments(analysed):
+    import matplotlib.pyplot as plt
+
+    a, b = analysed
+    res = [a, b]
+    fig = eg.plot.alignment_uniformity(res, "lee", pooling="max", layer=-1)
+    (ax,) = axes_with_data(fig)
+    assert len(ax.containers) == 2 and "max pooling" in ax.get_title() and "layer 2" in ax.get_title()
+    cmp = fake_compare(subset(a, tasks=["lee"]), subset(b, tasks=["lee"]))
+    ckpts = [shifted(a, 1 + k / 10, f"c{k}", trajectory={"run": "r", "step": k, "tokens": None, "objective": None})
+             for k in (1, 2, 3)]
+    figs = [eg.plot.eigenspectrum(res, "lee", pooling=["mean", "max"], layer=1),
+            eg.plot.metric_by_pooling(res, "polarity", "uniformity", layer=0),
+            eg.plot.layer_profile(res, "lee", pooling="cls"),
+            eg.plot.cosine_histogram(res, "polarity", pooling="attention"),
+            eg.plot.probes(res, "lee", pooling="max"),
+            eg.plot.differences(cmp, "lee", pooling="max", layer=1),
+            eg.plot.trajectory(ckpts, "lee", pooling="max")]
+    assert len(figs[0].axes) == 2 and len(figs[2].axes) >= 5
+    for f in [fig, *figs]:
+        axes_with_data(f)
+        plt.close(f)
+    for name in eg.plot.__all__:
+        if name != "NothingToDraw":
+            assert "Example::" in getattr(eg.plot, name).__doc__
+    with pytest.raises(ValueError, match=r"task: expected one of \['lee', 'polarity'\], got 'sst2'"):
+        eg.plot.eigenspectrum(res, "sst2")
+    with pytest.raises(ValueError, match=r"pooling: expected one or more of \['mean', 'max', 'cls', 'attention'\]"):
+        eg.plot.alignment_uniformity(res, "lee", pooling="native")
+    with pytest.raises(ValueError, match=r"layer: expected one of \[0, 1, 2\]"):
+        eg.plot.cosine_histogram(res, "lee", layer=7)
+    with pytest.raises(ValueError, match="metric: expected one of"):
+        eg.plot.layer_profile(res, "lee", "accuracy")
+    with pytest.raises(ValueError, match="checkpoints"):
+        eg.plot.trajectory(res, "lee")
+    with pytest.raises(ValueError, match="results"):
+        eg.plot.probes([], "lee")
