@@ -138,6 +138,9 @@ def test_trajectory_over_checkpoints(tiny_run, tmp_path):
     assert loaded.checkpoint["trajectory"]["step"] == 6
     frame = pd.read_csv(io.StringIO(r.stdout))
     assert set(frame["model"]) == {"mlm@4", "mlm@6"}
+    rep = runner.invoke(app, ["report", str(tmp_path / "traj"), "--out", str(tmp_path / "rep"), "--no-pdf"])
+    assert rep.exit_code == 0, rep.output
+    assert any("trajectory" in p.name for p in (tmp_path / "rep").glob("*.png"))
     assert np.isfinite(frame.loc[frame["name"] == "uniformity", "value"]).all()
 
 
