@@ -20,6 +20,7 @@ _LAZY = {
     "analyze": "embedgeom.analysis",
     "compare": "embedgeom.analysis",
     "analyze_checkpoints": "embedgeom.analysis",
+    "compare_groups": "embedgeom.analysis",
     "AnalysisResult": "embedgeom.results",
     "ComparisonResult": "embedgeom.results",
     "load_texts": "embedgeom.data",

@@ -179,6 +179,57 @@ def _print_analysis(res: Any) -> None:
         _out().print(table)
 
 
+def _expand_group(spec: str) -> list[str]:
+    import glob
+
+    out: list[str] = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        matches = sorted(glob.glob(os.path.expanduser(part))) if any(c in part for c in "*?[") else [part]
+        if not matches:
+            _fail(f"--group-a/--group-b: the pattern {part!r} matches nothing. Check the path or quote the glob.")
+        out += matches
+    return out
+
+
+def _compare_groups(models: list[str], group_a: str | None, group_b: str | None, *analysis: Any) -> None:
+    *akw, groups, confidence, out, fmt, significant = analysis
+    if models or group_a is None or group_b is None:
+        _fail("--group-a, --group-b: expected both seed groups and no positional models, e.g. --group-a "
+              "runs/mlm-s0,runs/mlm-s1,runs/mlm-s2 --group-b runs/hybrid-s0,runs/hybrid-s1,runs/hybrid-s2.")
+    from .analysis import compare_groups
+    from .storage import check_writable, safe_name
+
+    if out is not None:
+        check_writable(out)
+    kw = _analysis_kwargs(*akw, True, True, groups, confidence)
+    shared = {k: kw.pop(k) for k in ("groups", "seed", "confidence")}
+    with _progress() as cb:
+        cmp = compare_groups(_expand_group(group_a), _expand_group(group_b), progress=cb, **shared, **kw)
+    if out is not None:
+        target = out / f"{safe_name(cmp.a, default='a')}-vs-{safe_name(cmp.b, default='b')}"
+        cmp.save(target)
+        _err().print(f"saved to {target}")
+    if fmt is Format.json:
+        _emit_json({"a": cmp.a, "b": cmp.b, "options": cmp.options, "differences": cmp.differences,
+                    "similarity": cmp.similarity})
+    elif fmt is Format.csv:
+        cmp.to_frame().to_csv(sys.stdout, index=False)
+    else:
+        table = Table(title=f"{cmp.b} − {cmp.a}: mean over {cmp.options['seeds']} seeds, between-seed 95% CI; "
+                            "holds = seeds with the mean's sign (with a per-seed interval excluding 0)",
+                      title_justify="left")
+        for c in ("task", "pooling", "layer", "metric", "a", "b", "b − a", "95% CI", "holds", ""):
+            table.add_column(c, justify="left" if c in ("task", "pooling", "metric", "") else "right")
+        for r in cmp.differences:
+            if significant and not r["significant"]:
+                continue
+            table.add_row(r["task"], r["pooling"], str(r["layer"]), r["name"], _fmt(r["value_a"]),
+                          _fmt(r["value_b"]), _fmt(r["diff"]), f"[{_fmt(r['low'])}, {_fmt(r['high'])}]",
+                          f"{r['seeds_agree']} of {r['seeds']} ({r['seeds_significant']})",
+                          "*" if r["significant"] else "")
+        _out().print(table)
+
+
 def _pair_label(r: dict, key: str) -> str:
     a, b = r.get(key), r.get(f"{key}_b", r.get(key))
     return str(a) if a == b else f"{a}→{b}"
@@ -372,11 +423,16 @@ def _emit_results(results: list, fmt: Format) -> None:
 
 @app.command()
 def compare(
-    models: Annotated[list[str], typer.Argument(help="Checkpoints or saved analysis dirs (analyze --out): two or more "
-                                                "(the first is the reference every other is compared with), or one "
-                                                "with --poolings.")],
+    models: Annotated[list[str] | None, typer.Argument(help="Checkpoints or saved analysis dirs (analyze --out): two "
+                                                       "or more (the first is the reference every other is compared "
+                                                       "with), or one with --poolings.")] = None,
     poolings: Annotated[str | None, typer.Option("--poolings", help="Compare two poolings of one model on the same "
                                                  "texts, e.g. mean,max (gives max − mean).")] = None,
+    group_a: Annotated[str | None, typer.Option("--group-a", help="Seed group A: comma-separated runs/analysis dirs "
+                                                "or a quoted glob ('runs/mlm-seed*'), paired by position with "
+                                                "--group-b; gives per-seed differences and a between-seed interval."
+                                                )] = None,
+    group_b: Annotated[str | None, typer.Option("--group-b", help="Seed group B (same seeds, same order).")] = None,
     data: DataOpt = "sample:bbc,sample:lee",
     pooling: PoolOpt = "all",
     layer: LayerOpt = "-1",
@@ -407,7 +463,13 @@ def compare(
     Checkpoints are analysed first (with the analysis options given); saved analysis dirs are used as they are.
     """
     _set_verbosity(verbose, quiet)
+    models = models or []
     with _guard():
+        if group_a is not None or group_b is not None:
+            _compare_groups(models, group_a, group_b, data, pooling, layer, max_texts, seed, protocol, device, dtype,
+                            batch_size, max_length, special_tokens, glue_dir, no_cache, cache_dir, groups, confidence,
+                            out, fmt, significant)
+            return
         if poolings is None and len(models) < 2:
             _fail(f"models: expected at least two checkpoints or analysis dirs (or one with --poolings), got "
                   f"{len(models)}.")

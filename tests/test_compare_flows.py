@@ -156,3 +156,48 @@ def test_short_reprs(res_all, tiny_encoder):
     assert "layers=2" in enc_text and "hidden=32" in enc_text and len(enc_text) < 300
     emb = eg.encode(tiny_encoder, "one text", poolings=("mean",))
     assert repr(emb) == "Embeddings(n=1, poolings=['mean'], layers=[2], dim=[32], compute_dtype='float32')"
+
+
+@pytest.fixture(scope="module")
+def seed_groups(tmp_path_factory):
+    from tests.fixtures import make_tiny_bert
+
+    root = tmp_path_factory.mktemp("seeds")
+    kw = {**KW, "data": "sample:polarity", "poolings": "mean", "probes": False}
+    a = [eg.analyze(make_tiny_bert(root / f"a{s}", seed=s), name=f"mlm-s{s}", **kw) for s in range(3)]
+    b = [eg.analyze(make_tiny_bert(root / f"b{s}", seed=10 + s, layers=1), name=f"hyb-s{s}", **kw) for s in range(3)]
+    for i, r in enumerate(a + b):
+        r.save(root / f"r{i}")
+    return root, a, b
+
+
+def test_seed_groups_give_a_between_seed_interval(seed_groups):
+    from scipy.stats import t
+
+    _, a, b = seed_groups
+    cmp = eg.compare_groups(a, b)
+    assert cmp.options["kind"] == "groups" and (cmp.a, cmp.b) == ("mlm-s (x3)", "hyb-s (x3)")
+    row = next(r for r in cmp.differences if r["name"] == "effective_rank")
+    per_seed = [next(r for r in eg.compare(x, y).differences if r["name"] == "effective_rank")["diff"]
+                for x, y in zip(a, b, strict=True)]
+    assert row["per_seed"] == pytest.approx(per_seed) and row["diff"] == pytest.approx(np.mean(per_seed))
+    half = t.ppf(0.975, 2) * np.std(per_seed, ddof=1) / np.sqrt(3)
+    mean = np.mean(per_seed)
+    assert row["low"] == pytest.approx(mean - half) and row["high"] == pytest.approx(mean + half)
+    assert row["seeds_agree"] == sum(np.sign(per_seed) == np.sign(np.mean(per_seed)))
+    with pytest.raises(ValueError, match="as many runs as group_a"):
+        eg.compare_groups(a, b[:2])
+
+
+def test_cli_seed_groups_with_a_glob(seed_groups):
+    root, _, _ = seed_groups
+    r = runner.invoke(app, ["compare", "--group-a", f"{root}/r0,{root}/r1,{root}/r2",
+                            "--group-b", str(root / "r[345]"), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["options"]["seeds"] == 3 and data["options"]["members"]["b"] == ["hyb-s0", "hyb-s1", "hyb-s2"]
+    table = runner.invoke(app, ["compare", "--group-a", f"{root}/r0,{root}/r1,{root}/r2",
+                                "--group-b", str(root / "r[345]")])
+    assert table.exit_code == 0 and " of 3 " in table.stdout
+    bad = runner.invoke(app, ["compare", "--group-a", str(root / "nothing*"), "--group-b", str(root / "r[345]")])
+    assert bad.exit_code == 1 and "matches nothing" in bad.output
