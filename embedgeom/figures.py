@@ -364,7 +364,7 @@ def _draw_fit(ax: Any, res: AnalysisResult, task: str, pooling: str, lay: int | 
     if a is None:
         return
     from .metrics import alpha_req
-    from .metrics.spectrum import Spectrum
+    from .metrics.moments import Spectrum
 
     try:
         f = alpha_req(Spectrum(full, None, int(a["n"]), len(full), 0.0))  # the registered fit, recomputed

@@ -10,6 +10,7 @@ this package pulls in neither transformers nor matplotlib.
 from .cross import knn_overlap, linear_cka
 from .distance import EXACT_LIMIT, alignment, mean_cosine, uniformity
 from .estimates import Estimate, Interval, PairedDifference, PowerLawFit
+from .moments import Spectrum
 from .registry import REGISTRY, MetricInfo, get_metric, names
 from .spectral import (
     alpha_req,
@@ -23,7 +24,6 @@ from .spectral import (
     spectrum,
     stable_rank,
 )
-from .spectrum import Spectrum
 from .streaming import SpectralAccumulator
 from .uncertainty import confidence_interval, confidence_intervals, paired_difference, paired_differences
 

@@ -32,6 +32,7 @@ class MetricInfo:
       ``"rowmean"`` (a mean over rows; exact delete-one jackknife) or ``"generic"`` (delete-a-group
       jackknife by recomputation).
     * ``kwargs``: the options the registered value uses (recorded with every saved result).
+    * ``pair_kernel`` (pair family): the kernel whose per-row sums give its exact delete-one jackknife.
     * ``bounds``: the metric's range on n rows in d dimensions; confidence intervals are clipped to it
       (:func:`embedgeom.metrics.confidence_interval`). None where the range is unbounded or not known.
     """
@@ -46,6 +47,9 @@ class MetricInfo:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     extract: Callable[[Any], float] = float
     bounds: Bounds | None = None
+    #: For the ``"pair"`` family: which pair kernel's per-row sums give the exact delete-one jackknife
+    #: (``"gaussian"``: exp(-t||z_i - z_j||^2); ``"cosine"``: z_i . z_j).
+    pair_kernel: Literal["gaussian", "cosine"] | None = None
 
     def __call__(self, *arrays: Any, **overrides: Any) -> float:
         return float(self.extract(self.function(*arrays, **{**self.kwargs, **overrides})))
@@ -77,7 +81,8 @@ _ENTRIES = [
                reference="Wang & Isola 2020, ICML, 'Understanding contrastive representation learning through "
                          "alignment and uniformity on the hypersphere'", kind="set", family="pair",
                description="log mean over pairs i<j of exp(-t||z_i-z_j||^2) on L2-normalised rows, exact",
-               kwargs={"t": 2.0}, bounds=lambda n, d, opts: (-4.0 * float(opts.get("t", 2.0)), 0.0)),
+               kwargs={"t": 2.0}, bounds=lambda n, d, opts: (-4.0 * float(opts.get("t", 2.0)), 0.0),
+               pair_kernel="gaussian"),
     MetricInfo(name="alignment", function=distance.alignment, higher_is_better=False,
                reference="Wang & Isola 2020, ICML", kind="paired", family="rowmean",
                description="mean ||z_x - z_y||^alpha over positive pairs, L2-normalised rows", kwargs={"alpha": 2.0},
@@ -85,7 +90,7 @@ _ENTRIES = [
     MetricInfo(name="mean_cosine", function=distance.mean_cosine, higher_is_better=False,
                reference="Ethayarajh 2019, EMNLP, 'How contextual are contextualized word representations?'",
                kind="set", family="pair", description="exact mean cosine similarity over pairs i != j (anisotropy)",
-               bounds=_fixed(-1.0, 1.0)),
+               bounds=_fixed(-1.0, 1.0), pair_kernel="cosine"),
     MetricInfo(name="effective_rank", function=spectral.effective_rank, higher_is_better=True,
                reference="Roy & Vetterli 2007, EUSIPCO, 'The effective rank: a measure of effective "
                          "dimensionality'", kind="set", family="spectral",

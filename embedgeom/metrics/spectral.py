@@ -21,7 +21,7 @@ import numpy as np
 
 from ._validate import as_matrix
 from .estimates import PowerLawFit
-from .spectrum import Spectrum, spectrum_of
+from .moments import Spectrum, spectrum_of
 
 #: RankMe's epsilon, added to each normalised singular value (Garrido et al. 2023).
 RANKME_EPS = 1e-7

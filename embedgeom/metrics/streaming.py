@@ -7,14 +7,14 @@ from typing import Any
 import torch
 
 from ._validate import as_matrix
-from .spectrum import Moments, Spectrum, merge_moments, moments_of, spectrum_from_moments
+from .moments import Moments, Spectrum, merge_moments, moments_of, spectrum_from_moments
 
 
 class SpectralAccumulator:
     """Running float64 moments (n, mean, centred scatter M2) of every row seen, for the spectral metrics.
 
     ``update(batch)`` folds in a batch, ``merge(other)`` folds in another accumulator (another shard or
-    process), ``spectrum()`` returns the same :class:`~embedgeom.metrics.spectrum.Spectrum` that the
+    process), ``spectrum()`` returns the same :class:`~embedgeom.metrics.moments.Spectrum` that the
     functional metrics compute on the concatenated rows, and ``compute()`` gives every spectral metric.
     Batches merge with Chan et al.'s pairwise update, which is exact and avoids the cancellation of
     ``sum(x x^T) - n mean mean^T`` when embeddings share a large common mean.

@@ -31,8 +31,8 @@ from ._validate import as_matrix, match_device, same_rows
 from .distance import _alignment_rows
 from .estimates import Interval, PairedDifference
 from .jackknife import interval, split_groups
+from .moments import Moments, Spectrum, merge_moments, moments_of, spectrum_from_moments, spectrum_of
 from .registry import MetricInfo, get_metric
-from .spectrum import Moments, Spectrum, merge_moments, moments_of, spectrum_from_moments, spectrum_of
 
 DEFAULT_GROUPS = 20
 
@@ -61,14 +61,14 @@ def _pair_replicates(info: MetricInfo, x: torch.Tensor, opts: dict) -> tuple[flo
     n = z.shape[0]
     if n < 3:
         raise ValueError(f"x: expected at least 3 rows for a delete-one jackknife of a pair metric, got {n}.")
-    if info.function.__name__ == "uniformity":
+    if info.pair_kernel == "gaussian":
         t = float(opts.get("t", 2.0))
         total, rows = gaussian_pair_sums(z, t, tile=int(opts.get("tile") or default_tile(z.device)),
                                          row_sums=True)
         assert rows is not None
         full = math.log(total / (n * (n - 1) / 2))
         reps = np.log((total - rows.cpu().numpy()) / ((n - 1) * (n - 2) / 2))
-    elif info.function.__name__ == "mean_cosine":
+    elif info.pair_kernel == "cosine":
         z64 = z.to(torch.float64)
         s = z64.sum(dim=0)
         rows_t = z64 @ s - (z64 * z64).sum(dim=1)
