@@ -14,13 +14,21 @@ import os
 from collections.abc import Callable, Sequence
 
 from .config import OBJECTIVES, PRESETS, TrainerConfig, preset_config, resolve_config, valid_keys
-from .errors import CheckpointWriteError, PartialRunWarning, TrainerError, TrainerWarning, TrainingDiverged
+from .errors import (
+    CheckpointWriteError,
+    CollapseWarning,
+    PartialRunWarning,
+    TrainerError,
+    TrainerWarning,
+    TrainingDiverged,
+)
 from .summary import TrainSummary
 
 __all__ = [
     "OBJECTIVES",
     "PRESETS",
     "CheckpointWriteError",
+    "CollapseWarning",
     "PartialRunWarning",
     "TrainSummary",
     "TrainerConfig",

@@ -48,5 +48,14 @@ class Balance(nn.Module):
         total = weights[0] * l_mlm + s[0] + weights[1] * l_jepa + s[1]
         return total, weights[0].detach(), weights[1].detach()
 
+    @torch.no_grad()
+    def weights(self) -> tuple[float, float]:
+        """The current effective weights ``(w_mlm, w_jepa)`` (one host sync; for evaluation rows)."""
+        if self.mode == "sigmoid":
+            w = float(torch.sigmoid(self.logit.float()))
+            return w, 1.0 - w
+        a, b = torch.exp(-self.log_vars.float()).tolist()
+        return float(a), float(b)
+
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}"

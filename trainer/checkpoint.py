@@ -5,7 +5,7 @@ Layout of ``OUT``::
     run.json                       {"format": "embedgeom-trainer-run", "version": 1, "latest": "checkpoints/step-…"}
     tokenizer/                     the run's tokenizer (copied into every checkpoint)
     logs/train.jsonl, train.csv    one row per logging step
-    logs/eval.jsonl                held-out MLM loss and geometry snapshots
+    logs/eval.jsonl, eval.csv      held-out MLM loss, geometry snapshots and the collapse watch
     checkpoints/step-0000300/      a complete Hugging Face directory:
         config.json                BertForMaskedLM, "attn_implementation": "sdpa"
         model.safetensors          encoder + MLM head + (untrained) pooler
@@ -54,7 +54,7 @@ CONFIG_JSON = "trainer_config.json"
 RUN_JSON = "run.json"
 TOKENIZER_DIR = "tokenizer"
 LOGS_DIR = "logs"
-LOG_ENTRIES = ("train.jsonl", "train.csv", "eval.jsonl", "tensorboard")
+LOG_ENTRIES = ("train.jsonl", "train.csv", "eval.jsonl", "eval.csv", "tensorboard")
 
 
 def checkpoint_name(step: int) -> str:

@@ -1,7 +1,7 @@
 """Trainer configuration: frozen dataclasses, the three presets, and ``section.field=value`` overrides.
 
 A run is fully described by a :class:`TrainerConfig` (sections ``model``, ``data``, ``mask``, ``objective``,
-``predictor``, ``ema``, ``optim``, ``train``). :func:`resolve_config` builds it from a preset, the objective
+``predictor``, ``ema``, ``optim``, ``train``, ``watch``). :func:`resolve_config` builds it from a preset, the objective
 and command-line overrides; the resolved config is saved with every checkpoint (``trainer_config.json``) and
 compared field by field on ``--resume``.
 
@@ -173,11 +173,45 @@ class TrainConfig:
     #: Held-out MLM loss every this many steps (0 = only at the end).
     eval_every: int = 100
     eval_batches: int = 4
-    #: Geometry snapshot (effective rank, uniformity of mean-pooled held-out texts); 0 = with every eval.
+    #: Geometry snapshot (effective rank, RankMe, uniformity of mean-pooled held-out texts); 0 = with every eval.
+    #: With ``watch.enabled`` it is taken at every evaluation as well (the collapse watch reads it).
     geometry_every: int = 0
     geometry_texts: int = 256
     ckpt_every: int = 100
     keep_last: int = 3
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """Collapse watch: at every evaluation (``train.eval_every``, step 0 and the end) the geometry snapshot of
+    held-out text gives the student's (and the hybrid teacher's) effective rank and RankMe of mean-pooled
+    last-layer states, and the hybrid's predictor/target variance ratio at fixed masked slots. Each criterion
+    below warns once (:class:`trainer.CollapseWarning`) the first time it trips at or after the grace period
+    (``grace_steps``); a threshold of 0 turns one off. None of these fields changes training (they may differ
+    on ``--resume``)."""
+
+    #: Compute the watch numbers (and the geometry snapshot they come from) at every evaluation.
+    enabled: bool = True
+    #: ``rank_drop``: the student's effective rank fell below this fraction of its step-0 value.
+    rank_fraction: float = 0.35
+    #: ``rank_floor``: the student's effective rank fell below this absolute value.
+    rank_floor: float = 2.0
+    #: ``rankme_floor``: the student's RankMe (uncentred spectrum) fell below this value.
+    rankme_floor: float = 1.5
+    #: ``var_ratio`` (hybrid): predictor-output variance / teacher-target variance fell below this.
+    var_ratio: float = 0.1
+    #: ``target_var_floor`` (hybrid): the teacher targets' per-feature variance over masked tokens fell below this.
+    target_var_floor: float = 0.01
+    #: Criteria are checked from this step on; -1 = three times ``optim.warmup_steps``. Early in training
+    #: every run passes through a phase where the predictor outputs the mean target (variance ratio ~1e-3) and
+    #: RankMe dips, which healthy runs leave within about 3 warm-ups (measured: trainer/README.md).
+    grace_steps: int = -1
+    #: Held-out batches (``train.batch_size`` rows each; at least one micro-batch) for the variance ratio.
+    batches: int = 1
+
+    def first_checked_step(self, warmup_steps: int) -> int:
+        """The first step at which the criteria are checked (``grace_steps``, -1 = 3 x ``warmup_steps``; never 0)."""
+        return max(1, 3 * warmup_steps if self.grace_steps < 0 else self.grace_steps)
 
 
 @dataclass(frozen=True)
@@ -193,6 +227,7 @@ class TrainerConfig:
     ema: EmaConfig = field(default_factory=EmaConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready nested dict (tuples become lists)."""
@@ -232,6 +267,7 @@ _SECTIONS: dict[str, type] = {
     "ema": EmaConfig,
     "optim": OptimConfig,
     "train": TrainConfig,
+    "watch": WatchConfig,
 }
 
 #: Fields that may differ between a run and its resumption: they do not change the numbers of training.
@@ -239,6 +275,7 @@ RUNTIME_FIELDS: frozenset[str] = frozenset({
     "data.cache_dir",
     "train.log_every", "train.eval_every", "train.eval_batches", "train.geometry_every", "train.geometry_texts",
     "train.ckpt_every", "train.keep_last", "train.compile", "train.compile_mode",
+    *(f"watch.{f.name}" for f in fields(WatchConfig)),
 })
 
 
@@ -425,6 +462,16 @@ def validate_config(c: TrainerConfig) -> TrainerConfig:
     _check(t.batch_size % t.grad_accum == 0, "train.batch_size",
            f"a multiple of train.grad_accum ({t.grad_accum})", t.batch_size, "Change one of the two.")
     _check(t.geometry_texts >= 8, "train.geometry_texts", "an integer >= 8", t.geometry_texts, "Use e.g. 256.")
+    w = c.watch
+    _check(0.0 <= w.rank_fraction < 1.0, "watch.rank_fraction", "a fraction in [0, 1) (0 = off)", w.rank_fraction,
+           "Use e.g. 0.25.")
+    for key, value in (("watch.rank_floor", w.rank_floor), ("watch.rankme_floor", w.rankme_floor),
+                       ("watch.var_ratio", w.var_ratio), ("watch.target_var_floor", w.target_var_floor)):
+        _check(math.isfinite(value) and value >= 0.0, key, "a number >= 0 (0 = off)", value,
+               f"Use 0 to turn {key} off.")
+    _check(w.batches >= 1, "watch.batches", "an integer >= 1", w.batches, "Use e.g. 1.")
+    _check(w.grace_steps >= -1, "watch.grace_steps", "an integer >= -1 (-1 = 3 x optim.warmup_steps)",
+           w.grace_steps, "Use -1, or 0 to check from the first evaluation.")
     return c
 
 

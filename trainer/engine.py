@@ -299,6 +299,54 @@ class Engine:
         self.student.train()
         return mean_pool_segments(h.float(), packed.segments)
 
+    @torch.no_grad()
+    def embed_teacher(self, batch: HostBatch) -> torch.Tensor:
+        """As :meth:`embed`, from the hybrid's EMA teacher (clean text, float32). Raises for ``mlm``."""
+        if self.teacher is None:
+            raise fail("embed_teacher", "a hybrid engine (with a teacher)", "an mlm engine", "Use embed().")
+        packed = self._to_device(batch)
+        with torch.autocast(self.device.type, enabled=False):
+            h = self.teacher(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
+                             position_ids=packed.position_ids).last_hidden_state
+        return mean_pool_segments(h.float(), packed.segments)
+
+    @torch.no_grad()
+    def jepa_variances(self, batches: Sequence[HostBatch]) -> tuple[float, float, int]:
+        """Collapse watch, hybrid only: ``(pred_var, target_var, n)`` = per-feature variance over the ``n`` masked
+        slots of ``batches`` (the held-out batches, with :meth:`heldout_mlm`'s fixed masks) of the predictor's
+        outputs and of the teacher's targets, each row first layer-normed without parameters (scale-free, as the
+        training rows' ``pred_var``/``target_var``), averaged over features. Eval mode, float32, no grad."""
+        from .objectives import masked_feature_variance
+
+        if self.teacher is None or self.student.predictor is None:
+            raise fail("jepa_variances", "a hybrid engine", "an mlm engine", "Only the hybrid has a predictor.")
+        self.student.eval()
+        preds, targets, valid = [], [], []
+        try:
+            for i, host_batch in enumerate(batches):
+                batch = self._to_device(host_batch)
+                self._gen.manual_seed(derive_seed(self.seed, _EVAL, self.dist.rank, i))
+                masked = self._mask(batch, self._eligible(batch))
+                with torch.autocast(self.device.type, enabled=False):
+                    h = self.student.encode(masked.input_ids, batch.attention_mask, batch.position_ids)
+                    preds.append(gather_slots(self.student.predictor(h, masked.selected, batch.attention_mask),
+                                              masked.slots).float())
+                    targets.append(teacher_targets(self.teacher, batch.input_ids, batch.attention_mask,
+                                                   batch.position_ids, masked.slots, self.objective.target_layers))
+                valid.append(masked.valid.reshape(-1))
+        finally:
+            self.student.train()
+        if not valid:
+            return float("nan"), float("nan"), 0
+        ok = torch.cat(valid)
+        n = int(ok.sum().item())
+        return (float(masked_feature_variance(torch.cat(preds), ok)),
+                float(masked_feature_variance(torch.cat(targets), ok)), n)
+
+    def balance_weights(self) -> tuple[float, float] | None:
+        """The hybrid's current ``(w_mlm, w_jepa)``; None for ``mlm``."""
+        return self.student.balance.weights() if self.student.balance is not None else None
+
     # -- state -------------------------------------------------------------------------------------------------
     def replica_tensors(self) -> list[torch.Tensor]:
         tensors = list(self.student.parameters())

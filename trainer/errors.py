@@ -42,3 +42,9 @@ class TrainerWarning(UserWarning):
 class PartialRunWarning(TrainerWarning):
     """``--out`` held a run that stopped before its first checkpoint: having nothing to resume, it was overwritten
     (or, under ``--resume``, started again from step 0)."""
+
+
+class CollapseWarning(TrainerWarning):
+    """The collapse watch (``watch.*``, see trainer/README.md) saw a criterion trip at an evaluation: the student's
+    held-out sentence embeddings losing directions, or the hybrid's predictor output far less varied than the
+    teacher targets. Emitted once per criterion and run, naming the step, the numbers and the threshold."""

@@ -3,13 +3,16 @@ snapshots and checkpoints; ``--resume`` continues from the newest checkpoint on 
 
 Cadence (``completed`` = optimizer steps done): a log row every ``train.log_every`` steps; held-out MLM loss
 every ``train.eval_every`` steps and a geometry snapshot every ``train.geometry_every`` (0 = with every eval),
-both also at step 0 of a fresh run and at the end; a checkpoint every ``train.ckpt_every`` steps and at the end.
+both also at step 0 of a fresh run and at the end; with ``watch.enabled`` (default) the snapshot is also taken at
+every evaluation and the collapse watch (:mod:`trainer.watch`) checks it; a checkpoint every ``train.ckpt_every``
+steps and at the end.
 Non-finite losses are detected at every log, eval and checkpoint step (a checkpoint is never written from a
 diverged state) and stop the run with :class:`trainer.errors.TrainingDiverged`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -47,9 +50,10 @@ from .data import PackedData, RowSampler, check_sizes, data_key, holdout_every, 
 from .distributed import DistInfo, barrier, init_from_env, shutdown
 from .engine import Engine, engine_from_config
 from .errors import PartialRunWarning, TrainerError, TrainerWarning, TrainingDiverged, fail
-from .logs import TRAIN_COLUMNS_HYBRID, TRAIN_COLUMNS_MLM, RunLog
+from .logs import EVAL_COLUMNS_HYBRID, EVAL_COLUMNS_MLM, TRAIN_COLUMNS_HYBRID, TRAIN_COLUMNS_MLM, RunLog
 from .summary import TrainSummary
 from .tokenizer import encoder_for, load_tokenizer, save_tokenizer, special_ids, tokenizer_digest
+from .watch import CollapseWatch
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -219,27 +223,54 @@ def _eval_batches(data: PackedData, engine: Engine, n_batches: int, dist: DistIn
     return out
 
 
-def _geometry(engine: Engine, data: PackedData, n_texts: int) -> dict[str, Any]:
-    """Effective rank and uniformity of mean-pooled held-out texts (each packed segment is one text)."""
+def _geometry(engine: Engine, data: PackedData, n_texts: int, watch_batches: Sequence[tuple[np.ndarray, ...]] = ()
+              ) -> dict[str, Any]:
+    """The geometry snapshot, which the collapse watch reads: effective rank, RankMe, stable rank and uniformity of
+    the student's mean-pooled last-layer states of up to ``n_texts`` held-out texts (each packed segment is one text),
+    float32; for the hybrid also the teacher's effective rank and RankMe on the same texts, the predictor/target
+    variances on ``watch_batches`` (:meth:`Engine.jepa_variances`) and the current balance."""
     from embedgeom import metrics as M
 
-    chunks, have, start = [], 0, 0
+    hybrid = engine.teacher is not None
+    chunks, teacher_chunks, have, start = [], [], 0, 0
     while have < n_texts and start < data.heldout.rows:
         rows = np.arange(start, min(data.heldout.rows, start + engine.micro_batch))
-        emb = engine.embed(data.heldout.take(rows))
+        batch = data.heldout.take(rows)
+        emb = engine.embed(batch)
         chunks.append(emb)
+        if hybrid:
+            teacher_chunks.append(engine.embed_teacher(batch))
         have += emb.shape[0]
         start = int(rows[-1]) + 1
     x = torch.cat(chunks)[:n_texts].cpu() if chunks else torch.zeros(0, 1)
     row: dict[str, Any] = {"geometry_n": int(x.shape[0]), "geometry_dim": int(x.shape[1])}
+    notes = []
     if x.shape[0] < 8:
-        row["geometry_note"] = f"only {x.shape[0]} held-out texts (need 8)"
-        return row
-    try:
-        row["geometry_effective_rank"] = float(M.effective_rank(x))
-        row["geometry_uniformity"] = float(M.uniformity(x))
-    except ValueError as err:  # e.g. a collapsed encoder: every text the same vector
-        row["geometry_note"] = str(err)
+        notes.append(f"only {x.shape[0]} held-out texts (need 8)")
+    else:
+        encoders = [("geometry", x)]
+        if hybrid:
+            encoders.append(("geometry_teacher", torch.cat(teacher_chunks)[:n_texts].cpu()))
+        for prefix, emb in encoders:
+            student_only = (("stable_rank", M.stable_rank), ("uniformity", M.uniformity))
+            for name, fn in (("effective_rank", M.effective_rank), ("rankme", M.rankme),
+                             *(student_only if prefix == "geometry" else ())):
+                try:
+                    row[f"{prefix}_{name}"] = float(fn(emb))
+                except ValueError as err:  # e.g. a collapsed encoder: every text the same vector
+                    notes.append(f"{prefix}_{name}: {err}")
+    if hybrid:
+        if watch_batches:
+            pred_var, target_var, n = engine.jepa_variances(watch_batches)
+            row.update(watch_pred_var=pred_var, watch_target_var=target_var,
+                       watch_var_ratio=pred_var / target_var if target_var > 0 else float("nan"),
+                       watch_masked_tokens=n)
+        weights = engine.balance_weights()
+        if weights is not None:
+            w_mlm, w_jepa = weights
+            row.update(watch_balance=w_mlm / (w_mlm + w_jepa), watch_w_mlm=w_mlm, watch_w_jepa=w_jepa)
+    if notes:
+        row["geometry_note"] = "; ".join(notes)
     return row
 
 
@@ -371,6 +402,11 @@ class _Session:
         self.latest_eval: dict[str, Any] = {}
         self.geometry: dict[str, Any] = {}
         self.eval_batches = _eval_batches(data, engine, self.t.eval_batches, dist)
+        # the variance-ratio batches: computed by rank 0 alone, so not split over ranks
+        self.watch_batches = (_eval_batches(data, engine, config.watch.batches, DistInfo())
+                              if config.objective.name == "hybrid" and config.watch.enabled else [])
+        self.watch = CollapseWatch(config.watch, config.objective.name,
+                                   first_step=config.watch.first_checked_step(config.optim.warmup_steps))
         self.trainer_config = {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, **config.to_dict(), "corpus": spec,
                                "corpus_digest": corpus_digest}
         self.hf_config = hf_config_dict(engine.student.mlm.config)
@@ -385,13 +421,31 @@ class _Session:
         self.seconds_before = float(meta.get("train_seconds", 0.0))
         self.last_row = dict(meta.get("last_log", {}))
         self.latest_eval = dict(meta.get("last_eval", {}))
+        self.geometry = {k: v for k, v in self.latest_eval.items() if k.startswith(("geometry_", "watch_"))}
+        self.watch.load_state(meta.get("watch") or self._legacy_watch_state())
         self.resumed = True
 
+    def _legacy_watch_state(self) -> dict[str, Any] | None:
+        """A checkpoint written before the collapse watch: its step-0 effective rank from ``logs/eval.jsonl``."""
+        path = self.out / "logs" / "eval.jsonl"
+        if not path.is_file():
+            return None
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if row.get("step") == 0 and isinstance(row.get("geometry_effective_rank"), (int, float)):
+                return {"reference_effective_rank": row["geometry_effective_rank"]}
+        return None
+
     def write_run_json(self, device: torch.device, *, fresh: bool) -> None:
-        columns = TRAIN_COLUMNS_HYBRID if self.config.objective.name == "hybrid" else TRAIN_COLUMNS_MLM
+        hybrid = self.config.objective.name == "hybrid"
+        columns = TRAIN_COLUMNS_HYBRID if hybrid else TRAIN_COLUMNS_MLM
         if not self.dist.is_main:
             return
-        self.log = RunLog(self.out, columns, resume_step=None if fresh else self.start_step)
+        self.log = RunLog(self.out, columns, resume_step=None if fresh else self.start_step,
+                          eval_columns=EVAL_COLUMNS_HYBRID if hybrid else EVAL_COLUMNS_MLM)
         data = self.data
         latest = (self.resumed_from.relative_to(self.out).as_posix() if self.resumed_from is not None
                   else (read_run_json(self.out) or {}).get("latest"))
@@ -401,7 +455,8 @@ class _Session:
             "total_steps": self.t.steps,
             "world_size": self.dist.world_size, "device": device.type, "precision": self.engine.precision,
             "tokenizer": TOKENIZER_DIR,
-            "logs": {"train": "logs/train.jsonl", "train_csv": "logs/train.csv", "eval": "logs/eval.jsonl"},
+            "logs": {"train": "logs/train.jsonl", "train_csv": "logs/train.csv", "eval": "logs/eval.jsonl",
+                     "eval_csv": "logs/eval.csv"},
             "data": {"cache": str(data.directory), "train_rows": data.train.rows, "heldout_rows": data.heldout.rows,
                      "train_tokens": data.train.stats.tokens, "heldout_tokens": data.heldout.stats.tokens},
             "status": "running", **({"created": time.strftime("%Y-%m-%dT%H:%M:%S")} if fresh else {}),
@@ -412,11 +467,22 @@ class _Session:
         loss, n = self.engine.heldout_mlm(self.eval_batches)
         row: dict[str, Any] = {"step": step, "heldout_mlm_loss": loss, "heldout_masked_tokens": n}
         if with_geometry and self.dist.is_main:
-            self.geometry = _geometry(self.engine, self.data, self.t.geometry_texts)
+            self.geometry = _geometry(self.engine, self.data, self.t.geometry_texts, self.watch_batches)
             row.update(self.geometry)
-        self.latest_eval = {k: v for k, v in row.items() if k != "step"}
+            trips = self.watch.check(step, row)
+            if trips:
+                row["collapse"] = [t.criterion for t in trips]
+        self.latest_eval = {k: v for k, v in row.items() if k not in ("step", "collapse")}
         if self.log is not None:
             self.log.log_eval(row)
+        if with_geometry and self.dist.is_main:
+            update_run_json(self.out, {"watch": self.watch_summary()})
+
+    def watch_summary(self) -> dict[str, Any]:
+        """The collapse watch for ``run.json`` and :class:`TrainSummary`: the latest numbers (with their step),
+        the thresholds, the step-0 reference and every criterion that tripped."""
+        latest = {k: v for k, v in self.geometry.items() if k.startswith(("geometry_", "watch_"))}
+        return {"enabled": self.config.watch.enabled, "latest": latest, **self.watch.summary()}
 
     def check_finite(self, stats: dict[str, float] | None) -> None:
         bad = stats["first_bad_step"] if stats is not None else self.engine.first_bad_step()
@@ -459,6 +525,7 @@ class _Session:
             "optimizer": engine.optimizer_meta(),
             "rng": {"scheme": "every micro-step reseeds from (train.seed, step, global micro-batch)", "seed": t.seed},
             "replicas_identical": identical, "last_log": self.last_row, "last_eval": self.latest_eval,
+            "watch": self.watch.state(),
             "train_seconds": self.seconds_before + (time.perf_counter() - self.t_loop),
         }
         path = write_checkpoint(out, completed, model_state=engine.student.hf_state_dict(), hf_config=self.hf_config,
@@ -484,6 +551,7 @@ class _Session:
         tokens_start = self.tokens_seen
         final_ckpt = self.resumed_from
         geo_every = t.geometry_every or t.eval_every
+        watch_on = self.config.watch.enabled
         try:
             for step in range(self.start_step, t.steps):
                 rows = self.sampler.rows_for_step(step)
@@ -494,7 +562,7 @@ class _Session:
                 last = completed == t.steps
                 is_log = completed % t.log_every == 0 or last
                 is_eval = (t.eval_every > 0 and completed % t.eval_every == 0) or last
-                is_geo = (geo_every > 0 and completed % geo_every == 0) or last
+                is_geo = (geo_every > 0 and completed % geo_every == 0) or last or (watch_on and is_eval)
                 is_ckpt = completed % t.ckpt_every == 0 or last
                 if is_log:
                     stats = engine.pop_stats()
@@ -526,7 +594,8 @@ class _Session:
             tokens_seen=self.tokens_seen, final_losses=losses, wall_seconds=time.perf_counter() - t_start,
             tokens_per_s=trained / loop_seconds if loop_seconds > 0 and trained else 0.0,
             resumed_from=self.start_step if self.resumed else None, geometry=self.geometry,
-            world_size=self.dist.world_size, device=str(device))
+            world_size=self.dist.world_size, device=str(device),
+            watch=self.watch_summary() if self.dist.is_main else {})
 
 
 def _fmt(values: dict[str, Any]) -> str:

@@ -14,7 +14,11 @@ class TrainSummary:
     ``tokens_seen`` counts real (non-padding) tokens over the whole run, all ranks; ``wall_seconds`` and
     ``tokens_per_s`` cover this call only (``tokens_per_s`` = tokens trained in this call / seconds spent in the
     training loop). ``final_losses`` holds the last logged training losses and the last held-out MLM loss;
-    ``geometry`` the last geometry snapshot.
+    ``geometry`` the last geometry snapshot (with the collapse watch's numbers); ``watch`` the collapse watch:
+    ``enabled``, ``latest`` (the last snapshot's ``geometry_*``/``watch_*`` numbers), ``thresholds``,
+    ``checked_from_step`` (the end of the grace period), ``reference_effective_rank`` (the student's at step 0) and
+    ``tripped`` (criterion -> step, value,
+    threshold, message; empty when nothing tripped). An ``mlm`` run has no teacher or predictor numbers.
     """
 
     out_dir: Path
@@ -30,3 +34,4 @@ class TrainSummary:
     geometry: dict[str, Any] = field(default_factory=dict)
     world_size: int = 1
     device: str = "cpu"
+    watch: dict[str, Any] = field(default_factory=dict)
