@@ -289,9 +289,9 @@ def test_cache_key_fields_for_every_option_are_pinned(tiny_encoder, tmp_path):
     last = tiny_encoder.num_layers
     common = _key_fields(tiny_encoder, texts, pairs, max_length=16, special_tokens="exclude", padding_side="left")
     wanted = [("mean", 0), ("mine", 0), ("mean", last), ("cls", last), ("mine", last)]
+    custom = {"mine": "pinned-custom-v1"}
     assert _stored_keys(cache) == {
-        EmbeddingCache.key({**common, "pooling": p, "layer": lay, "custom": "pinned-custom-v1" if p == "mine" else None})
-        for p, lay in wanted}
+        EmbeddingCache.key({**common, "pooling": p, "layer": lay, "custom": custom.get(p)}) for p, lay in wanted}
 
 
 def test_cache_key_fields_for_native_and_checked_reduced_precision_are_pinned(tiny_bert_dir, tmp_path):
