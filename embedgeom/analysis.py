@@ -21,7 +21,7 @@ import numpy as np
 
 from . import metrics as M
 from .data import TextSet, load_texts
-from .encoding import encode
+from .encoding import Embeddings, encode
 from .loading import COMPUTE_DTYPES, Encoder, load_encoder, resolve_device, trainer_checkpoints
 from .metrics.jackknife import delete_group_replicates, jackknife_stderr, t_interval
 from .options import check_bool, check_choice, check_confidence, check_groups, check_int, check_seed, parse_layers
@@ -224,86 +224,122 @@ def analyze(
     as work proceeds. ``name``: the model's label in tables, comparisons and figures (default: from the
     checkpoint path). Returns an :class:`~embedgeom.results.AnalysisResult`.
     """
-    if name is not None and (not isinstance(name, str) or not name.strip()):
-        raise ValueError(f"name: expected a non-empty label such as 'MiniLM', got {name!r}. Omit it to use the "
-                         "checkpoint's directory name.")
+    _check_name(name)
     cfg = _config(data, poolings, layers, metrics, max_texts=max_texts, seed=seed, protocol=protocol,
                   probes=probes, groups=groups, confidence=confidence, device=device, dtype=dtype,
                   batch_size=batch_size, max_length=max_length, special_tokens=special_tokens,
                   cache=cache if isinstance(cache, bool) else str(cache),
                   glue_dir=None if glue_dir is None else str(glue_dir), save_embeddings=save_embeddings)
-    if cfg.protocol == "both":  # the default analysis, with the reference protocol's as its companion
-        enc = _encoder(checkpoint, cfg)
-        common = {k: v for k, v in asdict(cfg).items() if k not in ("data", "poolings", "metrics", "extra",
-                                                                   "protocol", "cache", "glue_dir")}
-        kw = {**common, "data": cfg.data, "metrics": cfg.metrics, "cache": cfg.cache, "glue_dir": cfg.glue_dir,
-              "progress": progress, "name": name}
-        paper = analyze(enc, protocol="paper", **{**kw, "max_texts": None})
-        res = analyze(enc, protocol="default", poolings=cfg.poolings, **kw)
-        res.paper = paper
-        return res
+    if cfg.protocol == "both":
+        return _analyze_both(checkpoint, cfg, progress, name)
     if cfg.protocol == "paper":
         return _analyze_paper(checkpoint, cfg, progress, name)
     if not isinstance(checkpoint, Encoder):
         resolve_device(cfg.device)  # a bad --device fails before any data or model is read
-    text_sets = []
-    for spec in cfg.data:  # every data spec is read (and checked) before the model is loaded
-        _emit(progress, f"load {spec}", 0, 1)
-        text_sets.append(load_texts(spec, max_texts=cfg.max_texts, seed=cfg.seed, glue_dir=cfg.glue_dir))
-        _emit(progress, f"load {spec}", 1, 1)
+    text_sets = _load_text_sets(cfg, progress)
     enc = _encoder(checkpoint, cfg)
-    pools = cfg.poolings
-    arrays: dict[str, np.ndarray] = {}
-    metric_rows: list[dict] = []
-    probe_rows: list[dict] = []
-    tasks: dict[str, dict] = {}
+    out = _Collected()
     used: set[str] = set()
     for spec, ts in zip(cfg.data, text_sets, strict=True):
         task = unique_name(ts.name, used)
-        texts = list(ts.texts)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            emb = encode(enc, texts, poolings=pools, layers=cfg.layers, batch_size=cfg.batch_size,
+            emb = encode(enc, list(ts.texts), poolings=cfg.poolings, layers=cfg.layers, batch_size=cfg.batch_size,
                          max_length=cfg.max_length, special_tokens=cfg.special_tokens, cache=cfg.cache,
                          progress=lambda d, t, s=spec: _emit(progress, f"encode {s}", d, t))
-        _rewarn(caught, task, enc)
-        tasks[task] = {**ts.card(), "items": "texts", "n_items": emb.n,
-                       "encode": {k: v for k, v in emb.meta.items() if k not in ("model_spec",)}}
-        for what in ("labels", "pairs", "pair_labels", "positives"):
-            val = getattr(ts, what)
-            if val is not None:
-                arrays[array_key("struct", task, what)] = np.asarray(val)
-        last = enc.num_layers
-        keys = list(emb.vectors)
-        for k_i, (pooling, layer) in enumerate(keys):
-            _emit(progress, f"metrics {task}", k_i, len(keys))
-            x = emb.vectors[(pooling, layer)]
-            base = {"task": task, "pooling": pooling, "layer": layer}
-            metric_rows += _metric_rows(base, x, cfg)
-            if len(ts.positives) >= 2:
-                p = ts.positives
-                ci = M.confidence_interval("alignment", x[p[:, 0]], x[p[:, 1]], confidence=cfg.confidence)
-                metric_rows.append({**base, "metric": "alignment", **ci.as_dict()})
-            arrays[array_key("spectrum", task, pooling, layer)] = M.eigenspectrum(x)
-            arrays[array_key("hist", task, pooling, layer)] = _cosine_histogram(x, cfg.seed)
-            if cfg.save_embeddings:
-                arrays[array_key("emb", task, pooling, layer)] = x
-            if cfg.probes:
-                _emit(progress, f"probes {task}", k_i, len(keys))
-                scores = _run_probes(ts, x, cfg.seed, lexical=layer == last)
-                probe_rows += _probe_rows(task, pooling, layer, scores, arrays)
-        _emit(progress, f"metrics {task}", len(keys), len(keys))
-    options = {**asdict(cfg), "poolings": list(pools), "protocol": "default",
-               "protocol_deviations": PAPER_DEVIATIONS,
-               "metric_definitions": {n: {"description": M.REGISTRY[n].description,
-                                          "options": dict(M.REGISTRY[n].kwargs),
-                                          "reference": M.REGISTRY[n].reference,
-                                          "higher_is_better": M.REGISTRY[n].higher_is_better}
-                                      for n in (*cfg.metrics, "alignment")},
-               "pooling_definitions": _POOLING_DEFINITIONS, "histogram": {"bins": HIST_BINS, "range": [-1, 1],
-                                                                         "pairs": HIST_PAIRS}}
-    return AnalysisResult(enc.card(), tasks, options, metric_rows, probe_rows, arrays,
+        _rewarn(caught, task, enc)  # from here, so that the warnings name analyze's caller
+        _measure_task(task, ts, emb, enc.num_layers, cfg, progress, out)
+    return AnalysisResult(enc.card(), out.tasks, _options(cfg), out.metric_rows, out.probe_rows, out.arrays,
                           reproducibility_card(cfg.seed), name.strip() if name else "")
+
+
+def _check_name(name: str | None) -> None:
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise ValueError(f"name: expected a non-empty label such as 'MiniLM', got {name!r}. Omit it to use the "
+                         "checkpoint's directory name.")
+
+
+def _analyze_both(checkpoint: str | os.PathLike | Encoder, cfg: AnalyzeConfig, progress: Progress | None,
+                  name: str | None) -> AnalysisResult:
+    """The default analysis, with the reference protocol's as its companion (``result.paper``)."""
+    enc = _encoder(checkpoint, cfg)
+    common = {k: v for k, v in asdict(cfg).items() if k not in ("data", "poolings", "metrics", "extra",
+                                                               "protocol", "cache", "glue_dir")}
+    kw = {**common, "data": cfg.data, "metrics": cfg.metrics, "cache": cfg.cache, "glue_dir": cfg.glue_dir,
+          "progress": progress, "name": name}
+    paper = analyze(enc, protocol="paper", **{**kw, "max_texts": None})
+    res = analyze(enc, protocol="default", poolings=cfg.poolings, **kw)
+    res.paper = paper
+    return res
+
+
+def _load_text_sets(cfg: AnalyzeConfig, progress: Progress | None) -> list[TextSet]:
+    """Every data spec, read (and checked) before the model is loaded."""
+    text_sets = []
+    for spec in cfg.data:
+        _emit(progress, f"load {spec}", 0, 1)
+        text_sets.append(load_texts(spec, max_texts=cfg.max_texts, seed=cfg.seed, glue_dir=cfg.glue_dir))
+        _emit(progress, f"load {spec}", 1, 1)
+    return text_sets
+
+
+@dataclass
+class _Collected:
+    """What an analysis gathers task by task for its AnalysisResult."""
+
+    tasks: dict[str, dict] = field(default_factory=dict)
+    metric_rows: list[dict] = field(default_factory=list)
+    probe_rows: list[dict] = field(default_factory=list)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _measure_task(task: str, ts: TextSet, emb: Embeddings, last_layer: int, cfg: AnalyzeConfig,
+                  progress: Progress | None, out: _Collected) -> None:
+    """One task: its card and structure arrays, then per (pooling, layer) its geometry and probes."""
+    out.tasks[task] = {**ts.card(), "items": "texts", "n_items": emb.n,
+                       "encode": {k: v for k, v in emb.meta.items() if k not in ("model_spec",)}}
+    for what in ("labels", "pairs", "pair_labels", "positives"):
+        val = getattr(ts, what)
+        if val is not None:
+            out.arrays[array_key("struct", task, what)] = np.asarray(val)
+    keys = list(emb.vectors)
+    for k_i, (pooling, layer) in enumerate(keys):
+        _emit(progress, f"metrics {task}", k_i, len(keys))
+        x = emb.vectors[(pooling, layer)]
+        _measure_geometry({"task": task, "pooling": pooling, "layer": layer}, ts, x, cfg, out)
+        if cfg.probes:
+            _emit(progress, f"probes {task}", k_i, len(keys))
+            scores = _run_probes(ts, x, cfg.seed, lexical=layer == last_layer)
+            out.probe_rows += _probe_rows(task, pooling, layer, scores, out.arrays)
+    _emit(progress, f"metrics {task}", len(keys), len(keys))
+
+
+def _measure_geometry(base: dict, ts: TextSet, x: np.ndarray, cfg: AnalyzeConfig, out: _Collected) -> None:
+    """One embedding set (``base``: its task, pooling and layer): every metric with its interval, alignment on the
+    task's positive pairs, the eigenspectrum, a histogram of pairwise cosines, and the embeddings when saved."""
+    task, pooling, layer = base["task"], base["pooling"], base["layer"]
+    out.metric_rows += _metric_rows(base, x, cfg)
+    if len(ts.positives) >= 2:
+        p = ts.positives
+        ci = M.confidence_interval("alignment", x[p[:, 0]], x[p[:, 1]], confidence=cfg.confidence)
+        out.metric_rows.append({**base, "metric": "alignment", **ci.as_dict()})
+    out.arrays[array_key("spectrum", task, pooling, layer)] = M.eigenspectrum(x)
+    out.arrays[array_key("hist", task, pooling, layer)] = _cosine_histogram(x, cfg.seed)
+    if cfg.save_embeddings:
+        out.arrays[array_key("emb", task, pooling, layer)] = x
+
+
+def _options(cfg: AnalyzeConfig) -> dict[str, Any]:
+    """The default protocol's recorded options: the config, and the definitions of what was measured."""
+    return {**asdict(cfg), "poolings": list(cfg.poolings), "protocol": "default",
+            "protocol_deviations": PAPER_DEVIATIONS,
+            "metric_definitions": {n: {"description": M.REGISTRY[n].description,
+                                       "options": dict(M.REGISTRY[n].kwargs),
+                                       "reference": M.REGISTRY[n].reference,
+                                       "higher_is_better": M.REGISTRY[n].higher_is_better}
+                                   for n in (*cfg.metrics, "alignment")},
+            "pooling_definitions": _POOLING_DEFINITIONS, "histogram": {"bins": HIST_BINS, "range": [-1, 1],
+                                                                      "pairs": HIST_PAIRS}}
 
 
 def analyze_checkpoints(run_dir: str | os.PathLike, checkpoints: str | Sequence[int] = "all", *,
@@ -485,69 +521,106 @@ def compare(
     groups, seed, confidence = check_groups(groups), check_seed(seed), check_confidence(confidence)
     knn_k = check_int(knn_k, "knn_k", minimum=1, fix="Pass e.g. knn_k=10.")
     if poolings is not None:
-        pair = _as_tuple(poolings)
-        if len(pair) != 2 or pair[0] == pair[1]:
-            raise ValueError(f"poolings: expected two different poolings to compare, e.g. ('mean', 'max'), got "
-                             f"{poolings!r}.")
-        if b is not None:
-            raise ValueError("b: expected no second model when poolings= is given (it compares two poolings of "
-                             "a). Compare models without poolings=, or poolings of one model without b.")
-        ra = resolve_result(a, **analyze_kwargs)
-        _check_embeddings(ra, ra)
-        rb = ra
-        matches = _pooling_matches(ra, pair[0], pair[1])
-        label_a, label_b = f"{ra.name}:{pair[0]}", f"{ra.name}:{pair[1]}"
-        kind = "poolings"
+        pairing = _pooling_pairing(a, b, poolings, analyze_kwargs)
     else:
-        if b is None:
-            raise ValueError("b: expected a second model to compare with a, got none. Pass b, or poolings=('mean', "
-                             "'max') to compare two poolings of a.")
-        ra, rb = resolve_result(a, **analyze_kwargs), resolve_result(b, **analyze_kwargs)
-        _check_comparable(ra, rb)
-        matches = [(t, p, la, p, lb) for (t, p, la), lb in _matched_keys(ra, rb, [t for t in ra.tasks
-                                                                                  if t in rb.tasks])]
-        if not matches:
-            raise ValueError(f"b: expected (task, pooling, layer) combinations in common with a, got none (a: "
-                             f"{ra.measured()[:4]}..., b: {rb.measured()[:4]}...). Use the same --pooling and "
-                             "--layer, or poolings=(...) to compare two poolings of one model.")
-        if ra is rb or all(np.array_equal(ra.embedding(t, p, la), rb.embedding(t, q, lb))
-                           for t, p, la, q, lb in matches):
-            raise ValueError("b: holds the same embeddings as a (the same model analysed twice), so every "
-                             "difference would be 0. Compare two models, or two poolings of one with "
-                             "poolings=('mean', 'max').")
-        label_a, label_b = (ra.name, rb.name) if ra.name != rb.name else (f"{ra.name} (a)", f"{rb.name} (b)")
-        kind = "models"
-    paper = ra.options.get("protocol") == "paper"
-    metric_names = [m for m in M.names("set") if any(r["metric"] == m for r in ra.metrics)]
-    diffs: list[dict] = []
-    sims: list[dict] = []
-    for i, (task, pooling, layer, pooling_b, layer_b) in enumerate(matches):
-        _emit(progress, "compare", i, len(matches))
-        xa, xb = ra.embedding(task, pooling, layer), rb.embedding(task, pooling_b, layer_b)
-        base = {"task": task, "pooling": pooling, "layer": layer, "pooling_b": pooling_b, "layer_b": layer_b}
-        if paper:  # the reference protocol's own numbers, as it reports them: point values, no interval
-            diffs += _point_differences(base, ra, rb)
-            sims += _similarities(base, xa, xb, groups, seed, confidence, knn_k)
-            continue
-        diffs += _metric_differences(base, metric_names, xa, xb, groups, seed, confidence)
-        pos = ra.structure(task, "positives")
-        if pos is not None and len(pos) >= 2 and ra.tasks[task].get("items") == "texts":
-            pdiff = M.paired_difference("alignment", xa[pos[:, 0]], xb[pos[:, 0]], y_a=xa[pos[:, 1]],
-                                        y_b=xb[pos[:, 1]], confidence=confidence)
-            diffs.append({**base, "kind": "metric", "name": "alignment", "value_a": pdiff.value_a,
-                          "value_b": pdiff.value_b, "diff": pdiff.value, "stderr": pdiff.stderr, "low": pdiff.low,
-                          "high": pdiff.high, "significant": pdiff.significant, "n": pdiff.n,
-                          "method": pdiff.method})
-        diffs += _probe_differences(ra, rb, base, groups, seed, confidence)
-        sims += _similarities(base, xa, xb, groups, seed, confidence, knn_k)
-    _emit(progress, "compare", len(matches), len(matches))
-    return ComparisonResult(label_a, label_b, diffs, sims,
+        pairing = _model_pairing(a, b, analyze_kwargs)
+    ra, rb = pairing.a, pairing.b
+    diffs, sims = _compare_matches(pairing, groups, seed, confidence, knn_k, progress)
+    return ComparisonResult(pairing.label_a, pairing.label_b, diffs, sims,
                             {"groups": groups, "seed": seed, "confidence": confidence, "knn_k": knn_k,
-                             "direction": "diff = b - a (second minus first)", "kind": kind,
+                             "direction": "diff = b - a (second minus first)", "kind": pairing.kind,
                              "poolings": list(_as_tuple(poolings)) if poolings is not None else None,
                              "protocol": ra.options.get("protocol")},
                             {"a": {"checkpoint": ra.checkpoint, "card": ra.card},
                              "b": {"checkpoint": rb.checkpoint, "card": rb.card}})
+
+
+@dataclass(frozen=True)
+class _Pairing:
+    """What compare() compares: results ``a`` and ``b`` (the same result for two poolings), the matched embedding
+    sets, their labels, and the kind of comparison (``"models"`` or ``"poolings"``)."""
+
+    a: AnalysisResult
+    b: AnalysisResult
+    matches: list[Match]
+    label_a: str
+    label_b: str
+    kind: str
+
+
+def _pooling_pairing(a: Any, b: Any, poolings: str | Sequence[str], analyze_kwargs: dict[str, Any]) -> _Pairing:
+    """Two poolings of one model: every (task, layer) at which both were measured."""
+    pair = _as_tuple(poolings)
+    if len(pair) != 2 or pair[0] == pair[1]:
+        raise ValueError(f"poolings: expected two different poolings to compare, e.g. ('mean', 'max'), got "
+                         f"{poolings!r}.")
+    if b is not None:
+        raise ValueError("b: expected no second model when poolings= is given (it compares two poolings of "
+                         "a). Compare models without poolings=, or poolings of one model without b.")
+    ra = resolve_result(a, **analyze_kwargs)
+    _check_embeddings(ra, ra)
+    return _Pairing(ra, ra, _pooling_matches(ra, pair[0], pair[1]), f"{ra.name}:{pair[0]}", f"{ra.name}:{pair[1]}",
+                    "poolings")
+
+
+def _model_pairing(a: Any, b: Any, analyze_kwargs: dict[str, Any]) -> _Pairing:
+    """Two models: every (task, pooling, layer) both measured on identical texts (last layers match each other);
+    refused when they hold the same embeddings."""
+    if b is None:
+        raise ValueError("b: expected a second model to compare with a, got none. Pass b, or poolings=('mean', "
+                         "'max') to compare two poolings of a.")
+    ra, rb = resolve_result(a, **analyze_kwargs), resolve_result(b, **analyze_kwargs)
+    _check_comparable(ra, rb)
+    matches = [(t, p, la, p, lb) for (t, p, la), lb in _matched_keys(ra, rb, [t for t in ra.tasks if t in rb.tasks])]
+    if not matches:
+        raise ValueError(f"b: expected (task, pooling, layer) combinations in common with a, got none (a: "
+                         f"{ra.measured()[:4]}..., b: {rb.measured()[:4]}...). Use the same --pooling and "
+                         "--layer, or poolings=(...) to compare two poolings of one model.")
+    if ra is rb or all(np.array_equal(ra.embedding(t, p, la), rb.embedding(t, q, lb))
+                       for t, p, la, q, lb in matches):
+        raise ValueError("b: holds the same embeddings as a (the same model analysed twice), so every "
+                         "difference would be 0. Compare two models, or two poolings of one with "
+                         "poolings=('mean', 'max').")
+    label_a, label_b = (ra.name, rb.name) if ra.name != rb.name else (f"{ra.name} (a)", f"{rb.name} (b)")
+    return _Pairing(ra, rb, matches, label_a, label_b, "models")
+
+
+def _compare_matches(pairing: _Pairing, groups: int, seed: int, confidence: float, knn_k: int,
+                     progress: Progress | None) -> tuple[list[dict], list[dict]]:
+    """Differences (metrics, alignment, probes) and similarities (CKA, k-NN overlap) for every matched pair of
+    embedding sets; under the reference protocol, differences of its point values."""
+    ra, rb = pairing.a, pairing.b
+    paper = ra.options.get("protocol") == "paper"
+    metric_names = [m for m in M.names("set") if any(r["metric"] == m for r in ra.metrics)]
+    diffs: list[dict] = []
+    sims: list[dict] = []
+    for i, (task, pooling, layer, pooling_b, layer_b) in enumerate(pairing.matches):
+        _emit(progress, "compare", i, len(pairing.matches))
+        xa, xb = ra.embedding(task, pooling, layer), rb.embedding(task, pooling_b, layer_b)
+        base = {"task": task, "pooling": pooling, "layer": layer, "pooling_b": pooling_b, "layer_b": layer_b}
+        if paper:  # the reference protocol's own numbers, as it reports them: point values, no interval
+            diffs += _point_differences(base, ra, rb)
+        else:
+            diffs += _metric_differences(base, metric_names, xa, xb, groups, seed, confidence)
+            diffs += _alignment_difference(base, ra, xa, xb, confidence)
+            diffs += _probe_differences(ra, rb, base, groups, seed, confidence)
+        sims += _similarities(base, xa, xb, groups, seed, confidence, knn_k)
+    _emit(progress, "compare", len(pairing.matches), len(pairing.matches))
+    return diffs, sims
+
+
+def _alignment_difference(base: dict, ra: AnalysisResult, xa: np.ndarray, xb: np.ndarray, confidence: float
+                          ) -> list[dict]:
+    """Paired b - a alignment on the task's positive pairs (none for joined pairs or fewer than 2 positives)."""
+    task = base["task"]
+    pos = ra.structure(task, "positives")
+    if pos is None or len(pos) < 2 or ra.tasks[task].get("items") != "texts":
+        return []
+    d = M.paired_difference("alignment", xa[pos[:, 0]], xb[pos[:, 0]], y_a=xa[pos[:, 1]], y_b=xb[pos[:, 1]],
+                            confidence=confidence)
+    return [{**base, "kind": "metric", "name": "alignment", "value_a": d.value_a, "value_b": d.value_b,
+             "diff": d.value, "stderr": d.stderr, "low": d.low, "high": d.high, "significant": d.significant,
+             "n": d.n, "method": d.method}]
 
 
 def compare_groups(group_a: Sequence[AnalysisResult | str | os.PathLike],
@@ -572,36 +645,8 @@ def compare_groups(group_a: Sequence[AnalysisResult | str | os.PathLike],
         per_seed.append((ra, rb, compare(ra, rb, groups=groups, seed=seed, confidence=confidence)))
     _emit(progress, "seed pairs", len(group_a), len(group_a))
     k = len(per_seed)
-    key = ("task", "pooling", "layer", "name")
-    tables = [{tuple(r[c] for c in key): r for r in cmp.differences} for _, _, cmp in per_seed]
-    common = [kk for kk in tables[0] if all(kk in t for t in tables[1:])]
-    diffs = []
-    for kk in common:
-        rows = [t[kk] for t in tables]
-        d = np.array([r["diff"] for r in rows], dtype=np.float64)
-        if not np.isfinite(d).all():
-            continue
-        mean, sd = float(d.mean()), float(d.std(ddof=1))
-        low, high, _ = t_interval(mean, sd / math.sqrt(k), k - 1, confidence)
-        sign = np.sign(mean)
-        diffs.append({**dict(zip(key, kk, strict=True)), "kind": rows[0]["kind"],
-                      "value_a": float(np.mean([r["value_a"] for r in rows])),
-                      "value_b": float(np.mean([r["value_b"] for r in rows])), "diff": mean,
-                      "stderr": sd / math.sqrt(k), "low": low, "high": high, "significant": not (low <= 0.0 <= high),
-                      "n": k, "seeds": k, "seeds_agree": int((np.sign(d) == sign).sum()) if sign else 0,
-                      "seeds_significant": int(sum(bool(r["significant"]) and np.sign(r["diff"]) == sign
-                                                   for r in rows)),
-                      "per_seed": d.tolist(), "method": f"between-seed t-interval over {k} per-seed paired "
-                                                        "differences (includes training variation)"})
-    sims = []
-    skey = ("task", "pooling", "layer", "name")
-    stables = [{tuple(r[c] for c in skey): r for r in cmp.similarity} for _, _, cmp in per_seed]
-    for kk in [kk for kk in stables[0] if all(kk in t for t in stables[1:])]:
-        v = np.array([t[kk]["value"] for t in stables], dtype=np.float64)
-        low, high, _ = t_interval(float(v.mean()), float(v.std(ddof=1)) / math.sqrt(k), k - 1, confidence)
-        sims.append({**dict(zip(skey, kk, strict=True)), "value": float(v.mean()),
-                     "stderr": float(v.std(ddof=1)) / math.sqrt(k), "low": low, "high": high, "n": k,
-                     "method": f"mean over {k} seeds, between-seed t-interval"})
+    diffs = _seed_differences([cmp for _, _, cmp in per_seed], confidence)
+    sims = _seed_similarities([cmp for _, _, cmp in per_seed], confidence)
     label_a, label_b = names or (_group_label([ra for ra, _, _ in per_seed]),
                                  _group_label([rb for _, rb, _ in per_seed]))
     return ComparisonResult(label_a, label_b, diffs, sims,
@@ -612,6 +657,51 @@ def compare_groups(group_a: Sequence[AnalysisResult | str | os.PathLike],
                              "protocol": per_seed[0][0].options.get("protocol")},
                             {"a": {"checkpoint": per_seed[0][0].checkpoint},
                              "b": {"checkpoint": per_seed[0][1].checkpoint}})
+
+
+#: What identifies one row of a comparison across the seeds of a group.
+_ROW_KEY = ("task", "pooling", "layer", "name")
+
+
+def _seed_differences(per_seed: list[ComparisonResult], confidence: float) -> list[dict]:
+    """Per row every seed's comparison has: the mean of the per-seed differences with a between-seed t-interval,
+    and how many seeds agree with its sign (and are significant); rows with a non-finite difference are left out."""
+    k = len(per_seed)
+    tables = [{tuple(r[c] for c in _ROW_KEY): r for r in cmp.differences} for cmp in per_seed]
+    common = [kk for kk in tables[0] if all(kk in t for t in tables[1:])]
+    diffs = []
+    for kk in common:
+        rows = [t[kk] for t in tables]
+        d = np.array([r["diff"] for r in rows], dtype=np.float64)
+        if not np.isfinite(d).all():
+            continue
+        mean, sd = float(d.mean()), float(d.std(ddof=1))
+        low, high, _ = t_interval(mean, sd / math.sqrt(k), k - 1, confidence)
+        sign = np.sign(mean)
+        diffs.append({**dict(zip(_ROW_KEY, kk, strict=True)), "kind": rows[0]["kind"],
+                      "value_a": float(np.mean([r["value_a"] for r in rows])),
+                      "value_b": float(np.mean([r["value_b"] for r in rows])), "diff": mean,
+                      "stderr": sd / math.sqrt(k), "low": low, "high": high, "significant": not (low <= 0.0 <= high),
+                      "n": k, "seeds": k, "seeds_agree": int((np.sign(d) == sign).sum()) if sign else 0,
+                      "seeds_significant": int(sum(bool(r["significant"]) and np.sign(r["diff"]) == sign
+                                                   for r in rows)),
+                      "per_seed": d.tolist(), "method": f"between-seed t-interval over {k} per-seed paired "
+                                                        "differences (includes training variation)"})
+    return diffs
+
+
+def _seed_similarities(per_seed: list[ComparisonResult], confidence: float) -> list[dict]:
+    """Per similarity row every seed's comparison has: the mean over seeds with a between-seed t-interval."""
+    k = len(per_seed)
+    stables = [{tuple(r[c] for c in _ROW_KEY): r for r in cmp.similarity} for cmp in per_seed]
+    sims = []
+    for kk in [kk for kk in stables[0] if all(kk in t for t in stables[1:])]:
+        v = np.array([t[kk]["value"] for t in stables], dtype=np.float64)
+        low, high, _ = t_interval(float(v.mean()), float(v.std(ddof=1)) / math.sqrt(k), k - 1, confidence)
+        sims.append({**dict(zip(_ROW_KEY, kk, strict=True)), "value": float(v.mean()),
+                     "stderr": float(v.std(ddof=1)) / math.sqrt(k), "low": low, "high": high, "n": k,
+                     "method": f"mean over {k} seeds, between-seed t-interval"})
+    return sims
 
 
 def _group_label(results: list[AnalysisResult]) -> str:

@@ -447,6 +447,8 @@ def _glue_from_hub(task: str, split: str, spec: str) -> RawRows:
 # --- files ----------------------------------------------------------------------------------------------
 
 def _file(path: Path, opts: dict[str, str], spec: str) -> RawRows:
+    """A local .txt (one text per line), .csv/.tsv (a header row) or .jsonl (one object per line) file; columns
+    and labels are found as ``_file_columns`` and ``_file_rows`` describe."""
     base = spec.split("?")[0]
     if not path.is_file():
         raise DataError(f"data: {path} does not exist (expected glue:TASK, sample:NAME or a .txt/.csv/.tsv/.jsonl "
@@ -459,36 +461,60 @@ def _file(path: Path, opts: dict[str, str], spec: str) -> RawRows:
     desc = f"local file {path}"
     if suffix == ".txt":
         return _rows(spec, path.stem, desc + " (one text per line)", "txt", text.splitlines())
-    records: list[dict[str, Any]] = []
-    lines: list[int] = []
     if suffix in (".csv", ".tsv"):
-        delim = "\t" if suffix == ".tsv" else ","
-        rows = _csv_rows(text, path, delim)
-        columns = rows[0][1] if rows else []
-        for line, rec in rows[1:]:
-            if len(rec) != len(columns):
-                raise DataError(f"data: {path} line {line} has {len(rec)} field(s) but the header has {len(columns)} "
-                                f"({', '.join(columns)}): quote fields that contain {delim!r} (or add the missing "
-                                "fields).")
-            records.append(dict(zip(columns, rec, strict=True)))
-            lines.append(line)
+        records, lines, columns = _delimited_records(text, path, "\t" if suffix == ".tsv" else ",")
     else:
-        for i, line_text in enumerate(text.splitlines()):
-            if not line_text.strip():
-                continue
-            try:
-                rec = json.loads(line_text)
-            except ValueError as err:
-                raise DataError(f"data: {path} line {i + 1} is not JSON ({err}): write one JSON object per line "
-                                "(check that line's quotes, commas and escapes).") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"data: {path} line {i + 1} is a JSON {type(rec).__name__}, expected an object such "
-                                'as {"text": "...", "label": "..."}: write one JSON object per line.')
-            records.append(rec)
-            lines.append(i + 1)
-        columns = sorted({k for r in records for k in r})
+        records, lines, columns = _jsonl_records(text, path)
     if not records:
         raise DataError(f"data: {path} has no rows.")
+    text_col, pair_col, label_col = _file_columns(records, lines, columns, opts, path, base)
+    return _file_rows(spec, path, desc, suffix[1:], records, (text_col, pair_col, label_col), opts)
+
+
+_Records = tuple[list[dict[str, Any]], list[int], list[str]]
+
+
+def _delimited_records(text: str, path: Path, delim: str) -> _Records:
+    """A .csv/.tsv file's rows as dicts keyed by the header, their line numbers, and the header's columns."""
+    rows = _csv_rows(text, path, delim)
+    columns = rows[0][1] if rows else []
+    records: list[dict[str, Any]] = []
+    lines: list[int] = []
+    for line, rec in rows[1:]:
+        if len(rec) != len(columns):
+            raise DataError(f"data: {path} line {line} has {len(rec)} field(s) but the header has {len(columns)} "
+                            f"({', '.join(columns)}): quote fields that contain {delim!r} (or add the missing "
+                            "fields).")
+        records.append(dict(zip(columns, rec, strict=True)))
+        lines.append(line)
+    return records, lines, columns
+
+
+def _jsonl_records(text: str, path: Path) -> _Records:
+    """A .jsonl file's objects (blank lines skipped), their line numbers, and every key any of them has."""
+    records: list[dict[str, Any]] = []
+    lines: list[int] = []
+    for i, line_text in enumerate(text.splitlines()):
+        if not line_text.strip():
+            continue
+        try:
+            rec = json.loads(line_text)
+        except ValueError as err:
+            raise DataError(f"data: {path} line {i + 1} is not JSON ({err}): write one JSON object per line "
+                            "(check that line's quotes, commas and escapes).") from None
+        if not isinstance(rec, dict):
+            raise DataError(f"data: {path} line {i + 1} is a JSON {type(rec).__name__}, expected an object such "
+                            'as {"text": "...", "label": "..."}: write one JSON object per line.')
+        records.append(rec)
+        lines.append(i + 1)
+    return records, lines, sorted({k for r in records for k in r})
+
+
+def _file_columns(records: list[dict[str, Any]], lines: list[int], columns: list[str], opts: dict[str, str],
+                  path: Path, base: str) -> tuple[str, str | None, str | None]:
+    """The text, second-text and label columns: those named by ``?text=``, ``?text_pair=``, ``?label=``, else the
+    first conventional name present (``text``/``sentence``, or ``text``/``sentence1``/``premise`` beside a
+    ``text_pair``/``sentence2``/``hypothesis`` column; ``label``/``score``). Every row must have each one chosen."""
 
     def pick(key: str, defaults: Sequence[str], required: bool) -> str | None:
         if key in opts:
@@ -509,6 +535,17 @@ def _file(path: Path, opts: dict[str, str], spec: str) -> RawRows:
         if missing:
             raise DataError(f"data: {path} line {missing[0]} has no {col!r} field ({len(missing)} row(s) lack it): "
                             f"add it to every row, or choose another column with {base}?{opt}=COLUMN.")
+    assert text_col is not None
+    return text_col, pair_col, label_col
+
+
+def _file_rows(spec: str, path: Path, desc: str, source: str, records: list[dict[str, Any]],
+               cols: tuple[str, str | None, str | None], opts: dict[str, str]) -> RawRows:
+    """The records as rows. Single texts: labels are classes (their sorted names). Pairs: without labels every pair
+    is a positive; numeric labels with more than 10 distinct values or a non-integer one are regression scores
+    (positives: at or above ``?positive=``, else the 80th percentile), other labels are classes (positives: class
+    ``?positive=``, else ``1``, else the last in sorted order)."""
+    text_col, pair_col, label_col = cols
     texts = [str(r.get(text_col, "") or "") for r in records]
     raw = [r.get(label_col) for r in records] if label_col else None
     if pair_col is None:
@@ -516,10 +553,10 @@ def _file(path: Path, opts: dict[str, str], spec: str) -> RawRows:
         if raw is not None:
             names = tuple(sorted({str(v) for v in raw}))
             labels = [names.index(str(v)) for v in raw]
-        return _rows(spec, path.stem, desc, suffix[1:], texts, labels=labels, label_names=names)
+        return _rows(spec, path.stem, desc, source, texts, labels=labels, label_names=names)
     other = [str(r.get(pair_col, "") or "") for r in records]
     if raw is None:
-        return _rows(spec, path.stem, desc, suffix[1:], texts, other, positive=lambda v: True,
+        return _rows(spec, path.stem, desc, source, texts, other, positive=lambda v: True,
                      positive_rule="every row's text and text_pair")
     try:
         scores = [float(v) for v in raw]  # type: ignore[arg-type]
@@ -528,11 +565,11 @@ def _file(path: Path, opts: dict[str, str], spec: str) -> RawRows:
         is_reg = False
     if is_reg:
         thr = float(opts.get("positive", np.quantile(scores, 0.8)))
-        return _rows(spec, path.stem, desc, suffix[1:], texts, other, scores, "regression",
+        return _rows(spec, path.stem, desc, source, texts, other, scores, "regression",
                      positive=lambda v: v >= thr, positive_rule=f"pairs with {label_col} >= {thr:g}")
     names = tuple(sorted({str(v) for v in raw}))
     pos_name = opts.get("positive", "1" if "1" in names else names[-1])
-    return _rows(spec, path.stem, desc, suffix[1:], texts, other, [names.index(str(v)) for v in raw],
+    return _rows(spec, path.stem, desc, source, texts, other, [names.index(str(v)) for v in raw],
                  "classification", names, positive=lambda v: names[int(v)] == pos_name,
                  positive_rule=f"pairs with {label_col} == {pos_name!r}")
 

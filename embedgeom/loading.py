@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -491,23 +491,47 @@ def load_encoder(
     smallest of the tokenizer's limit, the position-embedding table, and a sentence-transformers
     ``max_seq_length``.
     """
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
-
     spec_s = os.fspath(spec)
     if not spec_s.strip():
         raise CheckpointError("checkpoint: expected a directory or hub id, got an empty string.")
     located = _locate(spec_s)
     dev = resolve_device(device)
     cdtype = resolve_compute_dtype(dtype, dev)
-    model_dir: Path
-    st_root, st_modules, kind = located.st_root, located.st_modules, located.kind
-    if located.kind == "hub":
-        model_dir = _hub_snapshot(str(located.model_dir), revision)
-        if (model_dir / "modules.json").is_file():
-            sub = _locate(str(model_dir))
-            model_dir, st_root, st_modules = Path(sub.model_dir), sub.st_root, sub.st_modules
-    else:
-        model_dir = Path(located.model_dir)
+    local = _downloaded(located, revision)
+    model_dir = Path(local.model_dir)
+    config, tokenizer, model = _load_pretrained(model_dir, spec_s, trust_remote_code)
+    model.eval().to(dev)
+    from . import _capture
+
+    attention_source = "sdpa-capture" if _capture.enable(model) else "eager-attentions"
+    native, reason, sbert_max = _sentence_transformers_parts(local)
+    default_max = _default_max_length(config, tokenizer, sbert_max, max_length)
+    info: dict[str, Any] = {"attention_pooling_source": attention_source}
+    if local.st_root is not None and native is None:
+        info["native_unavailable"] = reason
+    return Encoder(model=model, tokenizer=tokenizer, spec=spec_s, path=model_dir, kind=local.kind, device=dev,
+                   compute_dtype=cdtype, max_length=default_max, content_hash=content_hash(model_dir),
+                   native=native, info=info, dtype_policy="auto" if dtype == "auto" else "fixed",
+                   tokenizer_hash=tokenizer_fingerprint(tokenizer))
+
+
+def _downloaded(located: _Located, revision: str | None) -> _Located:
+    """A hub id as its local snapshot (a sentence-transformers snapshot located inside; ``kind`` stays "hub");
+    anything else as it is."""
+    if located.kind != "hub":
+        return located
+    model_dir = _hub_snapshot(str(located.model_dir), revision)
+    if (model_dir / "modules.json").is_file():
+        sub = _locate(str(model_dir))
+        return replace(located, model_dir=Path(sub.model_dir), st_root=sub.st_root, st_modules=sub.st_modules)
+    return replace(located, model_dir=model_dir)
+
+
+def _load_pretrained(model_dir: Path, spec: str, trust_remote_code: bool) -> tuple[Any, Any, Any]:
+    """Config (checked to be a text encoder), tokenizer and float32 model from ``model_dir``, quietly; SDPA
+    attention, eager where the model lacks SDPA."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
     with _quiet_transformers():
         try:
             config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
@@ -515,7 +539,7 @@ def load_encoder(
             raise CheckpointError(f"checkpoint: {model_dir}/config.json is not a model transformers knows "
                                   f"({str(err).splitlines()[0]}). Pass trust_remote_code=True only if you trust "
                                   "its code.") from None
-        _check_text_encoder(config, str(spec_s))
+        _check_text_encoder(config, spec)
         tok_dir = model_dir
         if not any((tok_dir / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
                                                      "spiece.model", "sentencepiece.bpe.model")):
@@ -530,17 +554,23 @@ def load_encoder(
             model = AutoModel.from_pretrained(model_dir, attn_implementation="sdpa", **kwargs)
         except (ValueError, ImportError):
             model = AutoModel.from_pretrained(model_dir, attn_implementation="eager", **kwargs)
-    model.eval().to(dev)
-    from . import _capture
+    return config, tokenizer, model
 
-    attention_source = "sdpa-capture" if _capture.enable(model) else "eager-attentions"
-    native, reason = (None, None)
-    sbert_max = None
-    if st_root is not None:
-        native, reason = _read_native(st_root, st_modules)
-        sb = st_root / "sentence_bert_config.json"
-        if sb.is_file():
-            sbert_max = json.loads(sb.read_text()).get("max_seq_length")
+
+def _sentence_transformers_parts(located: _Located) -> tuple[NativePooling | None, str | None, Any]:
+    """A sentence-transformers checkpoint's declared pooling (or why it cannot be used) and its
+    ``max_seq_length``; (None, None, None) for other checkpoints."""
+    if located.st_root is None:
+        return None, None, None
+    native, reason = _read_native(located.st_root, located.st_modules)
+    sb = located.st_root / "sentence_bert_config.json"
+    sbert_max = json.loads(sb.read_text()).get("max_seq_length") if sb.is_file() else None
+    return native, reason, sbert_max
+
+
+def _default_max_length(config: Any, tokenizer: Any, sbert_max: Any, max_length: int | None) -> int:
+    """``max_length`` (checked, capped by the position-embedding table), else the smallest of the tokenizer's limit,
+    the position-embedding table and a sentence-transformers ``max_seq_length``."""
     limits = [int(getattr(config, "max_position_embeddings", 512))]
     tml = getattr(tokenizer, "model_max_length", None)
     if isinstance(tml, int) and 0 < tml < 1_000_000:
@@ -552,10 +582,4 @@ def load_encoder(
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
             raise ValueError(f"max_length: expected an integer >= 2, got {max_length!r}.")
         default_max = min(max_length, int(getattr(config, "max_position_embeddings", max_length)))
-    info: dict[str, Any] = {"attention_pooling_source": attention_source}
-    if st_root is not None and native is None:
-        info["native_unavailable"] = reason
-    return Encoder(model=model, tokenizer=tokenizer, spec=spec_s, path=model_dir, kind=kind, device=dev,
-                   compute_dtype=cdtype, max_length=default_max, content_hash=content_hash(model_dir),
-                   native=native, info=info, dtype_policy="auto" if dtype == "auto" else "fixed",
-                   tokenizer_hash=tokenizer_fingerprint(tokenizer))
+    return default_max

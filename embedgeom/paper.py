@@ -503,8 +503,7 @@ def analyze_paper_task(encoder: Any, spec: str | PaperItems, *, max_samples: int
     skips the probes (no probe rows). Metric rows carry stderr/low/high/confidence NaN and replicates 0 (the
     reference reports point values only); NaN values are explained in ``card["undefined"]``.
     """
-    from .paper_probes import PROBE_SETTINGS, paper_probe_scores, token_targets
-    from .results import array_key
+    from .paper_probes import token_targets
 
     if task is not None and (not isinstance(task, str) or not task.strip()):
         raise ValueError(f"task: expected a non-empty task name, got {task!r}. Omit it to use the source's name.")
@@ -520,11 +519,45 @@ def analyze_paper_task(encoder: Any, spec: str | PaperItems, *, max_samples: int
         items = paper_items(spec, max_samples=max_samples, glue_dir=glue_dir, separator=sep)
     name = task.strip() if task else items.name
     emb = paper_embed(encoder, items.texts, seed=seed, batch_size=batch_size, progress=progress)
-    layer = int(encoder.num_layers)
-    classes = None if items.labels is None else paper_classes(items.labels, items.task)
-    targets = token_targets(emb.input_ids, encoder.tokenizer.all_special_ids)
-    deviations = dict(PAPER_PROTOCOL_DEPARTURES)
+    run = _PaperRun(name, items, emb, int(encoder.num_layers),
+                    None if items.labels is None else paper_classes(items.labels, items.task),
+                    token_targets(emb.input_ids, encoder.tokenizer.all_special_ids), seed, probes)
     max_length, length_note = paper_max_length(encoder)
+    measured = _paper_measure(run)
+    card = _paper_card(run, measured, max_samples, max_length, sep, _paper_deviations(run, length_note, sep_note))
+    return PaperTaskResult(name, card, measured.metric_rows, measured.probe_rows, measured.arrays)
+
+
+@dataclass(frozen=True)
+class _PaperRun:
+    """One task under the reference protocol, embedded: its name, items and embeddings, the layer, the classes of
+    the class metrics (None without labels), the token probe's targets, the seed, and whether probes run."""
+
+    name: str
+    items: PaperItems
+    emb: PaperEmbeddings
+    layer: int
+    classes: np.ndarray | None
+    targets: np.ndarray
+    seed: int
+    probes: bool
+
+
+@dataclass
+class _PaperMeasured:
+    """A task's rows and arrays, with why values are undefined and how many probe warnings were counted."""
+
+    metric_rows: list[dict[str, Any]] = field(default_factory=list)
+    probe_rows: list[dict[str, Any]] = field(default_factory=list)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    undefined: dict[str, str] = field(default_factory=dict)
+    warn_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def _paper_deviations(run: _PaperRun, length_note: str | None, sep_note: str | None) -> dict[str, str]:
+    """Where this task departs from the reference: the protocol's own departures, then this model's and source's."""
+    items, name = run.items, run.name
+    deviations = dict(PAPER_PROTOCOL_DEPARTURES)
     if length_note:
         deviations["max_length"] = length_note
     if items.pair and sep_note:
@@ -538,49 +571,64 @@ def analyze_paper_task(encoder: Any, spec: str | PaperItems, *, max_samples: int
         lo, hi = float(items.labels.min()), float(items.labels.max())
         deviations["regression_bins"] = (f"the reference bins STS-B's 0-5 scores at 1, 2, 3, 4; {name}'s scores "
                                          f"(range {lo:g}..{hi:g}) are binned the same way, unchanged")
-    metric_rows: list[dict[str, Any]] = []
-    probe_rows: list[dict[str, Any]] = []
-    arrays: dict[str, np.ndarray] = {}
-    undefined: dict[str, str] = {}
-    warn_counts: dict[str, dict[str, int]] = {}
+    return deviations
+
+
+def _paper_measure(run: _PaperRun) -> _PaperMeasured:
+    """Per pooling: the metrics (point values), embeddings, spectrum and probes; then the structure arrays."""
+    from .paper_probes import paper_probe_scores
+    from .results import array_key
+
+    out = _PaperMeasured()
+    name, layer = run.name, run.layer
     for pooling in PAPER_POOLINGS:
-        z = emb.vectors[pooling]
-        values, why, sp = paper_metrics(z, classes, seed=seed)
+        z = run.emb.vectors[pooling]
+        values, why, sp = paper_metrics(z, run.classes, seed=run.seed)
         base = {"task": name, "pooling": pooling, "layer": layer}
         for metric in PAPER_METRICS:
             value, n = values[metric]
-            metric_rows.append({**base, "metric": metric, "value": value, "stderr": math.nan, "low": math.nan,
-                                "high": math.nan, "n": n, "confidence": math.nan, "method": METHOD,
-                                "replicates": 0})
-        undefined.update({f"{pooling}:{m}": r for m, r in why.items()})
-        arrays[array_key("emb", name, pooling, layer)] = z
-        arrays[array_key("spectrum", name, pooling, layer)] = sp.eigenvalues
-        if not probes:
+            out.metric_rows.append({**base, "metric": metric, "value": value, "stderr": math.nan, "low": math.nan,
+                                    "high": math.nan, "n": n, "confidence": math.nan, "method": METHOD,
+                                    "replicates": 0})
+        out.undefined.update({f"{pooling}:{m}": r for m, r in why.items()})
+        out.arrays[array_key("emb", name, pooling, layer)] = z
+        out.arrays[array_key("spectrum", name, pooling, layer)] = sp.eigenvalues
+        if not run.probes:
             continue
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            scores, probe_why = paper_probe_scores(z, items.labels, items.task, targets, seed=seed)
+            scores, probe_why = paper_probe_scores(z, run.items.labels, run.items.task, run.targets, seed=run.seed)
         counts: dict[str, int] = {}
         for w in caught:
             counts[w.category.__name__] = counts.get(w.category.__name__, 0) + 1
-        warn_counts[pooling] = counts
-        undefined.update({f"{pooling}:{k}": r for k, r in probe_why.items()})
-        probe_rows += [{**base, "probe": probe, "metric": metric, "value": value, "stderr": math.nan, "n": n,
-                        "method": METHOD} for probe, metric, value, n in scores]
-    if items.labels is not None:
-        arrays[array_key("struct", name, "labels")] = items.labels
-        assert classes is not None
-        arrays[array_key("struct", name, "classes")] = classes
-    arrays[array_key("struct", name, "token_targets")] = targets
-    card = {"protocol": "paper", "reference": "paper_protocol.md (aymen-000/predict-reconstruct-language-models "
-            "@bc6dc05, src/scripts/representation_analysis.py)", **items.card(), "task": name,
+        out.warn_counts[pooling] = counts
+        out.undefined.update({f"{pooling}:{k}": r for k, r in probe_why.items()})
+        out.probe_rows += [{**base, "probe": probe, "metric": metric, "value": value, "stderr": math.nan, "n": n,
+                            "method": METHOD} for probe, metric, value, n in scores]
+    if run.items.labels is not None:
+        out.arrays[array_key("struct", name, "labels")] = run.items.labels
+        assert run.classes is not None
+        out.arrays[array_key("struct", name, "classes")] = run.classes
+    out.arrays[array_key("struct", name, "token_targets")] = run.targets
+    return out
+
+
+def _paper_card(run: _PaperRun, measured: _PaperMeasured, max_samples: int, max_length: int, sep: str,
+                deviations: dict[str, str]) -> dict[str, Any]:
+    """The task's card: the source, every protocol choice as applied, the seeds, what is undefined and why, and
+    the deviations from the reference."""
+    from .paper_probes import PROBE_SETTINGS
+
+    items, emb, seed = run.items, run.emb, run.seed
+    return {"protocol": "paper", "reference": "paper_protocol.md (aymen-000/predict-reconstruct-language-models "
+            "@bc6dc05, src/scripts/representation_analysis.py)", **items.card(), "task": run.name,
             "max_samples": max_samples, "max_length": max_length, "dtype": "float32", "separator": sep,
             "tokenization": {k: emb.meta[k] for k in (
                 "max_length", "truncation", "padding", "segments")},
             "forward": {k: emb.meta[k] for k in ("attention_mask", "dtype", "layer", "pad_id", "pad_rule",
                                                  "batch_size", "device", "model_class")},
-            "layer": layer, "poolings": list(PAPER_POOLINGS),
-            "class_rule": None if classes is None else (
+            "layer": run.layer, "poolings": list(PAPER_POOLINGS),
+            "class_rule": None if run.classes is None else (
                 "regression scores binned with numpy.digitize(score, [1, 2, 3, 4])" if items.task == "regression"
                 else "the labels"),
             "spectra": "float64 SVD of the column-centred float32 embeddings; eigenvalues S**2",
@@ -588,8 +636,8 @@ def analyze_paper_task(encoder: Any, spec: str | PaperItems, *, max_samples: int
                           f"numpy.random.default_rng({seed}).permutation(n)[:{UNIFORMITY_SUBSET}], same rows for "
                           "every pooling; float64",
             "seeds": {"attention_head": seed, "uniformity_subset": seed, "probe_solver_random_state": seed},
-            "attention_head": emb.head.describe(), "probes": PROBE_SETTINGS if probes else "skipped (probes=False)",
-            "probe_warnings": {"counts": warn_counts, "note": "counted, not shown: saga with max_iter=500 "
+            "attention_head": emb.head.describe(),
+            "probes": PROBE_SETTINGS if run.probes else "skipped (probes=False)",
+            "probe_warnings": {"counts": measured.warn_counts, "note": "counted, not shown: saga with max_iter=500 "
                                "usually stops before converging, as in the reference (which showed them)"},
-            "undefined": undefined, "deviations": deviations}
-    return PaperTaskResult(name, card, metric_rows, probe_rows, arrays)
+            "undefined": measured.undefined, "deviations": deviations}

@@ -243,6 +243,81 @@ def test_concurrent_cache_writers_leave_one_valid_file(tmp_path):
     assert len(list((tmp_path / "c").rglob("*.npz"))) == 1  # no stray temporary files
 
 
+# --- the cache key: its fields, spelled out, so that no refactor silently orphans existing caches --------------
+
+#: sha256 of the JSON of the fields below (with the cache's format version): existing caches are found under it.
+PINNED_KEY = "2cdd499362a96ea9cc55c98fe7bfddcff9d5c9e586d7c7e25e63dd1035ae9c20"
+
+
+def test_cache_key_serialisation_is_pinned():
+    fields = {"model_hash": "m", "tokenizer_hash": "t", "texts_hash": "x", "max_length": 16, "compute_dtype": "float32",
+              "special_tokens": "include", "pair_mode": "single", "padding_side": "right", "pooling": "mean",
+              "layer": 2, "num_layers": 2, "native": None, "custom": None, "precision_checked": False,
+              "pooling_version": 1}
+    assert EmbeddingCache.key(fields) == PINNED_KEY
+
+
+def _stored_keys(cache: EmbeddingCache) -> set[str]:
+    return {f.name.removesuffix(".npz") for f in cache.root.rglob("*.npz")}
+
+
+def _key_fields(enc, texts, pairs=None, **over):
+    from embedgeom.embcache import texts_hash
+    from embedgeom.pooling import POOLING_VERSION
+
+    return {"model_hash": enc.weights_hash(), "tokenizer_hash": enc.tokenizer_hash,
+            "texts_hash": texts_hash(texts, pairs), "max_length": enc.max_length, "compute_dtype": "float32",
+            "special_tokens": "include", "pair_mode": "single" if pairs is None else "joined",
+            "padding_side": "right", "num_layers": enc.num_layers, "native": None, "custom": None,
+            "precision_checked": False, "pooling_version": POOLING_VERSION, **over}
+
+
+def test_cache_key_fields_for_every_option_are_pinned(tiny_encoder, tmp_path):
+    class Pool:
+        fingerprint = "pinned-custom-v1"
+
+        def __call__(self, hidden, mask):
+            return hidden.mean(dim=1)
+
+    cache = EmbeddingCache(tmp_path / "c")
+    texts, pairs = TEXTS[:3], ["x y", "z", "the cat"]
+    with pytest.warns(TruncationWarning) as caught:
+        eg.encode(tiny_encoder, texts, text_pairs=pairs, poolings=("mean", "cls", "mine"), layers=(0, -1),
+                  max_length=16, special_tokens="exclude", padding_side="left", cache=cache,
+                  custom_poolers={"mine": Pool()})
+    assert [w.filename for w in caught] == [__file__]  # the warning points at the caller of encode
+    last = tiny_encoder.num_layers
+    common = _key_fields(tiny_encoder, texts, pairs, max_length=16, special_tokens="exclude", padding_side="left")
+    wanted = [("mean", 0), ("mine", 0), ("mean", last), ("cls", last), ("mine", last)]
+    custom = {"mine": "pinned-custom-v1"}
+    assert _stored_keys(cache) == {
+        EmbeddingCache.key({**common, "pooling": p, "layer": lay, "custom": custom.get(p)}) for p, lay in wanted}
+
+
+def test_cache_key_fields_for_native_and_checked_reduced_precision_are_pinned(tiny_bert_dir, tmp_path):
+    import json
+    import shutil
+
+    st_dir = tmp_path / "st"
+    shutil.copytree(tiny_bert_dir, st_dir)
+    (st_dir / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (st_dir / "1_Pooling").mkdir()
+    (st_dir / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32,
+                                                                  "pooling_mode_mean_tokens": True}))
+    enc = _auto(eg.load_encoder(st_dir, device="cpu", dtype="float32"))
+    assert enc.native is not None
+    cache = EmbeddingCache(tmp_path / "c")
+    emb = eg.encode(enc, TEXTS, poolings=("native", "max"), cache=cache)
+    assert emb.meta["precision_check"]["passed"] is True and emb.meta["compute_dtype"] == "bfloat16"
+    common = _key_fields(enc, TEXTS, compute_dtype="bfloat16", precision_checked=True)
+    last = enc.num_layers
+    assert _stored_keys(cache) == {
+        EmbeddingCache.key({**common, "pooling": "native", "layer": last, "native": enc.native.fingerprint()}),
+        EmbeddingCache.key({**common, "pooling": "max", "layer": last})}
+
+
 # --- dtype="auto": reduced precision is verified on a probe of the texts, float32 when it is not accurate ---
 
 WORDS = ("the cat dog sat ran on a mat road city car red big fast long world sun one two three four five six "
