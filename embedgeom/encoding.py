@@ -39,7 +39,7 @@ import torch
 from ._forward import BatchSizeWarning as BatchSizeWarning  # public here; raised by the forward pass
 from ._forward import Key, Request, dtype_name, run_forward
 from ._forward import TruncationWarning as TruncationWarning  # public here; raised by the forward pass
-from .embcache import EmbeddingCache, texts_hash
+from .embedding_cache import EmbeddingCache, texts_hash
 from .loading import Encoder, tokenizer_fingerprint
 from .options import parse_layers
 from .pooling import ALL_POOLINGS, POOLING_VERSION, POOLINGS
@@ -227,7 +227,7 @@ class _CacheView:
         self._native_hash = encoder.native.fingerprint() if encoder.native is not None else None
 
     def key(self, k: Key) -> str:
-        """Everything that changes the vector of pooling k[0] at layer k[1] (see :mod:`embedgeom.embcache`)."""
+        """Everything that changes the vector of pooling k[0] at layer k[1] (see :mod:`embedgeom.embedding_cache`)."""
         meta, custom = self._meta, self._req.custom
         return EmbeddingCache.key({**{f: meta[f] for f in _KEY_META_FIELDS},
                                    "tokenizer_hash": meta["tokenizer_hash"], "pooling": k[0], "layer": k[1],

@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 import torch
 
+from .devices import resolve_device
+
 ComputeDtype = Literal["auto", "float32", "bfloat16", "float16"]
 COMPUTE_DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -350,8 +352,7 @@ def content_hash(model_dir: Path) -> str:
     """sha256 over config.json and the weight files (name + bytes). The digest is memoised on disk under a key of
     each file's resolved path, inode, size, mtime and ctime: rewriting, replacing or copying over a file (even with
     its size and mtime preserved, as ``cp -p`` does) changes its ctime, so a stale digest is never reused."""
-    from .cache import atomic_write_text, cache_root
-    from .storage import file_digest
+    from .storage import atomic_write_text, cache_root, file_digest
 
     files = [model_dir / "config.json", *[model_dir / f for f in _WEIGHT_FILES if (model_dir / f).is_file()]]
     files += sorted(p for p in model_dir.glob("model-*.safetensors"))
@@ -392,24 +393,6 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     init = {k: v for k, v in getattr(tokenizer, "init_kwargs", {}).items() if k not in _TOKENIZER_PATH_KEYS}
     parts.append(json.dumps(init, sort_keys=True, default=str))
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: expected a CUDA device, got none available. Use --device cpu or auto.")
-    return dev
 
 
 def cpu_has_native_bf16() -> bool:

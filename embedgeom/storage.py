@@ -1,4 +1,8 @@
-"""Where results land on disk: safe file names, writability checks, atomic result directories with content hashes.
+"""Where embedgeom writes: the cache root, atomic file writes, safe file names, writability checks, and
+atomic result directories with content hashes.
+
+* :func:`cache_root`: where derived files go (cleaned samples, embeddings, tokenised corpora, hashes).
+* :func:`atomic_write_text`: a file written beside its target and renamed into place.
 
 * :func:`safe_name` turns any label that came from data (a task name, a model label) into a plain file name:
   no separators, no ``..``, no leading dot, bounded length; nothing derived from data can point outside the
@@ -29,6 +33,27 @@ PAPER_DIR = "paper"
 RESULT_FILES = ("result.json", "comparison.json", "arrays.npz", "metrics.csv", "metrics.parquet",
                 "differences.csv", "differences.parquet", "similarity.csv", "similarity.parquet", PAPER_DIR)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def cache_root() -> Path:
+    """``$EMBEDGEOM_CACHE`` if set, else ``$XDG_CACHE_HOME/embedgeom``, else ``~/.cache/embedgeom``."""
+    env = os.environ.get("EMBEDGEOM_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "embedgeom"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a unique temporary file beside ``path`` and rename it into place: readers never see a
+    partial file, and concurrent writers (threads or processes) never share a temporary name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def safe_name(label: Any, *, default: str = "item", max_length: int = 60) -> str:
@@ -95,9 +120,10 @@ def check_writable(path: str | os.PathLike, option: str = "--out") -> Path:
     return p
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes, read in 4 MiB blocks (the one file digest of embedgeom)."""
-    h = hashlib.sha256()
+def file_digest(path: Path, prefix: bytes = b"") -> str:
+    """sha256 of ``prefix`` followed by a file's bytes, read in 4 MiB blocks (the one file digest of embedgeom and
+    its trainer)."""
+    h = hashlib.sha256(prefix)
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
             h.update(block)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import embedgeom as eg
-from embedgeom.embcache import EmbeddingCache
+from embedgeom.embedding_cache import EmbeddingCache
 from embedgeom.encoding import BatchSizeWarning, TruncationWarning
 
 TEXTS = [
@@ -262,7 +262,7 @@ def _stored_keys(cache: EmbeddingCache) -> set[str]:
 
 
 def _key_fields(enc, texts, pairs=None, **over):
-    from embedgeom.embcache import texts_hash
+    from embedgeom.embedding_cache import texts_hash
     from embedgeom.pooling import POOLING_VERSION
 
     return {"model_hash": enc.weights_hash(), "tokenizer_hash": enc.tokenizer_hash,

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 import embedgeom as eg
 from embedgeom.cli import app
-from embedgeom.embcache import CacheWarning, EmbeddingCache
+from embedgeom.embedding_cache import CacheWarning, EmbeddingCache
 from embedgeom.results import AnalysisResult
 from embedgeom.storage import check_writable, safe_name
 
@@ -132,7 +132,7 @@ def test_each_encode_option_is_part_of_the_key(tiny_encoder, tmp_path, option):
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "empty"])
 def test_damaged_entries_are_misses_removed_and_warned_once(tiny_encoder, tmp_path, damage):
-    import embedgeom.embcache as ec
+    import embedgeom.embedding_cache as ec
 
     cache = EmbeddingCache(tmp_path / "cache")
     _encode(tiny_encoder, cache)

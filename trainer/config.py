@@ -80,7 +80,7 @@ class DataConfig:
     #: Train the WordPiece tokenizer on at most this many training documents (0 = all).
     tokenizer_documents: int = 200_000
     text_field: str = "text"
-    #: Where tokenised corpora are cached ("" = ``$EMBEDGEOM_CACHE``/trainer, see ``embedgeom.cache``).
+    #: Where tokenised corpora are cached ("" = ``$EMBEDGEOM_CACHE``/trainer, see ``embedgeom.storage.cache_root``).
     cache_dir: str = ""
 
 

@@ -89,11 +89,10 @@ def _sample_corpus(spec: str, cap: int | None) -> Corpus:
 
 
 def _file_digest(path: Path, extra: str) -> str:
-    h = hashlib.sha256(extra.encode())
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """sha256 of ``extra`` then the file's bytes (:func:`embedgeom.storage.file_digest`)."""
+    from embedgeom.storage import file_digest
+
+    return file_digest(path, prefix=extra.encode())
 
 
 def _txt_documents(path: Path) -> Iterator[str]:

@@ -57,38 +57,13 @@ from .watch import CollapseWatch
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``mps`` when available, else ``cpu``; ``cpu``, ``cuda``
-    and ``cuda:N`` as given (``cuda``/``cuda:N`` only when torch sees a GPU).
+    """:func:`embedgeom.devices.resolve_device` (the one resolver), its errors raised as :class:`TrainerError`."""
+    from embedgeom.devices import resolve_device as resolve
 
-    The reference is :func:`embedgeom.loading.resolve_device`: for ``auto``, ``cpu``, ``cuda`` and ``cuda:N`` this
-    returns the same device and raises the same messages (as :class:`TrainerError`, a ``ValueError``); a test
-    compares the two. It is written again here because the trainer does not import embedgeom's model loading
-    (only its metrics and cache location). Unlike the reference, it refuses devices the trainer cannot train on
-    (e.g. ``meta``) and an ``mps`` device that is not available, and it checks a ``torch.device`` argument the
-    same way as its string."""
-    bad = TrainerError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}.")
-    if isinstance(device, torch.device):
-        device = str(device)
-    if not isinstance(device, str):
-        raise bad
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
     try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise bad from None
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise bad
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TrainerError("device: expected a CUDA device, got none available. Use --device cpu or auto.")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
-                                  and torch.backends.mps.is_available()):
-        raise TrainerError("device: expected an MPS device, got none available. Use --device cpu or auto.")
-    return dev
+        return resolve(device)
+    except ValueError as err:
+        raise TrainerError(str(err)) from None
 
 
 # -- run directory ----------------------------------------------------------------------------------------------
@@ -149,7 +124,7 @@ def _prepare_out(out: Path, *, resume: bool, dist: DistInfo) -> Path | None:
 def _cache_dir(config: TrainerConfig) -> Path:
     if config.data.cache_dir:
         return Path(config.data.cache_dir).expanduser()
-    from embedgeom.cache import cache_root
+    from embedgeom.storage import cache_root
 
     return cache_root() / "trainer"
 

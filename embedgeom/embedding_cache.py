@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .cache import cache_root
+from .storage import cache_root
 
 #: Bumped whenever the key's fields change, so entries written under an older, less complete key are never read.
 FORMAT_VERSION = 2
