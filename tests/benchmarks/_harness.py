@@ -59,10 +59,22 @@ def timeit(fn: Callable[[], Any], *, repeat: int = 3, warmup: int = 1, device: s
     return min(times), statistics.median(times), out
 
 
-def write_report(name: str, payload: dict[str, Any], markdown: str) -> Path:
-    REPORTS.mkdir(parents=True, exist_ok=True)
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary sibling and a rename: a reader (or a kill) never sees half a
+    file, so a report flushed after every part of a benchmark is always readable."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_report(name: str, payload: dict[str, Any], markdown: str, out_dir: str | os.PathLike | None = None
+                 ) -> Path:
+    """Write ``name.json`` (``payload`` plus the machine and the time) and ``name.md`` to ``out_dir`` (default
+    reports/benchmarks/); returns the path of the markdown file. Safe to call repeatedly to flush partial results."""
+    out = REPORTS if out_dir is None else Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     payload = {"machine": machine(), "measured": time.strftime("%Y-%m-%d %H:%M:%S"), **payload}
-    (REPORTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
-    path = REPORTS / f"{name}.md"
-    path.write_text(markdown.rstrip() + "\n")
+    _write_atomic(out / f"{name}.json", json.dumps(payload, indent=2, default=float) + "\n")
+    path = out / f"{name}.md"
+    _write_atomic(path, markdown.rstrip() + "\n")
     return path

@@ -4,11 +4,17 @@
     python tests/benchmarks/bench_trainer.py --cpu --compile  # adds torch.compile'd steps (slow to compile on a CPU)
     python tests/benchmarks/bench_trainer.py --gpu            # BERT-base, batch 256 x 128, bf16, one process:
                                                               # HF BertForMaskedLM vs our mlm vs our hybrid
-    python tests/benchmarks/bench_trainer.py --gpu-smoke      # the --gpu code path on the CPU at toy size (no report)
+    python tests/benchmarks/bench_trainer.py --gpu-smoke      # the --gpu code path on the CPU at toy size
+                                                              # (prints; with --out DIR writes trainer_gpu there)
     python tests/benchmarks/bench_trainer.py --cpu-vs-hf      # the same head-to-head on the CPU: paper preset
                                                               # (6 x 512, vocab 30522), batch 8 x 128, fp32, eager
+    python tests/benchmarks/bench_trainer.py --gpu --sizing-preset paper --budget-s 140
+        # also times our engine at the paper preset's model (same batch, eager), the rate a study run is sized from;
+        # variants that would not fit in 140 s are skipped and listed (compiled ones need about a minute each)
 
-Writes reports/benchmarks/trainer_cpu.{json,md}, trainer_vs_hf_cpu.{json,md} or trainer_gpu.{json,md}.
+Writes reports/benchmarks/trainer_cpu.{json,md}, trainer_vs_hf_cpu.{json,md} or trainer_gpu.{json,md} (``--out DIR``:
+there instead). The head-to-head report is rewritten after every variant, so a run stopped early keeps what it
+measured (``"complete": false``).
 
 GPU protocol (same process, same config, random token ids, 15% of the tokens selected, bf16 autocast, SDPA,
 fused AdamW): the baseline is BertForMaskedLM trained the usual way (labels -100 outside the selection, logits for
@@ -70,7 +76,7 @@ def _cpu_run(objective: str, steps: int, threads: int, compile: bool, workdir: P
             "final_loss_mlm": last["loss_mlm"], "final_heldout_mlm_loss": summary.final_losses.get("heldout_mlm_loss")}
 
 
-def cpu_part(steps: int, threads: list[int], compile: bool) -> None:
+def cpu_part(steps: int, threads: list[int], compile: bool, out_dir: Path | None = None) -> None:
     from trainer.config import preset_config
 
     results = []
@@ -86,7 +92,7 @@ def cpu_part(steps: int, threads: list[int], compile: bool) -> None:
     setup = (f"tiny preset: {m.num_layers} layers, d={m.hidden_size}, {m.num_heads} heads, FFN {m.intermediate_size}, "
              f"{d.seq_len} tokens, batch {tiny.train.batch_size}, WordPiece vocab {d.vocab_size} trained on "
              f"sample:wiki, fp32, {steps} steps per run")
-    path = write_report("trainer_cpu", {"setup": setup, "results": results}, cpu_markdown(setup, results))
+    path = write_report("trainer_cpu", {"setup": setup, "results": results}, cpu_markdown(setup, results), out_dir)
     print(path.read_text())
 
 
@@ -230,11 +236,38 @@ SETTINGS = {
 }
 
 
-def head_to_head(h: HeadToHead) -> None:
-    """HF BertForMaskedLM vs our engine (mlm and hybrid), one process, the setting ``h``."""
+def model_flops(preset: str, dims: tuple[int, int, int, int] | None, seq: int, vocab: int) -> dict[str, float]:
+    """Model FLOPs per token of a training step (see the module docstring) for ``preset``'s encoder (or ``dims`` =
+    (hidden, layers, intermediate, heads)) and its hybrid predictor, plus the pieces the ratios need."""
+    from trainer.config import preset_config
+
+    m = preset_config(preset).model
+    hidden, layers, inter, _heads = dims or (m.hidden_size, m.num_layers, m.intermediate_size, m.num_heads)
+    enc = encoder_flops_per_token(layers, hidden, inter, seq)
+    full_head = head_flops_per_token(hidden, vocab)
+    head = full_head * 0.15
+    pred_cfg = preset_config(preset, "hybrid").predictor
+    pw = pred_cfg.hidden_size or hidden // 2
+    pred = encoder_flops_per_token(pred_cfg.layers, pw, 4 * pw, seq) + 2 * 2 * hidden * pw
+    return {"mlm": 3 * (enc + head), "hybrid": 3 * (enc + head) + enc + 3 * pred, "encoder": enc, "head": head,
+            "full_head": full_head}
+
+
+#: Seconds a variant needs at least before it is started under ``--budget-s`` (a compiled one compiles first).
+NEEDS_S = {"eager": 10.0, "compiled": 60.0}
+
+
+def head_to_head(h: HeadToHead, *, out_dir: Path | None = None, budget_s: float | None = None,
+                 sizing_preset: str | None = None) -> dict[str, Any]:
+    """HF BertForMaskedLM vs our engine (mlm and hybrid), one process, the setting ``h``; with ``sizing_preset``
+    also our engine (eager) at that preset's own model, same batch and precision — the throughput a training run
+    at that preset is sized from. Variants that would not fit in ``budget_s`` are skipped and listed. The report
+    (``h.report`` in ``out_dir``, default reports/benchmarks; smoke: ``out_dir`` only) is rewritten after every
+    variant. Returns the payload."""
     from trainer.config import preset_config
     from trainer.model import bert_config
 
+    t_start = time.perf_counter()
     if h.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--gpu needs a CUDA device (use --gpu-smoke to check the code path on the CPU)")
     device = torch.device(h.device)
@@ -242,8 +275,8 @@ def head_to_head(h: HeadToHead) -> None:
         torch.set_num_threads(h.threads)
     m = preset_config(h.preset).model
     hidden, layers, inter, heads = h.dims or (m.hidden_size, m.num_layers, m.intermediate_size, m.num_heads)
-    overrides = [f"train.precision={'bf16' if h.bf16 else 'fp32'}", "model.hidden_dropout=0.1",
-                 "model.attention_dropout=0.1"]
+    precision = "bf16" if h.bf16 else "fp32"
+    overrides = [f"train.precision={precision}", "model.hidden_dropout=0.1", "model.attention_dropout=0.1"]
     if h.dims:
         overrides += [f"model.num_layers={layers}", f"model.hidden_size={hidden}", f"model.intermediate_size={inter}"]
     cfg = bert_config(vocab_size=h.vocab, hidden_size=hidden, num_layers=layers, num_heads=heads,
@@ -252,54 +285,104 @@ def head_to_head(h: HeadToHead) -> None:
                       pad_token_id=0)
     peak_dtype = torch.bfloat16 if h.bf16 else torch.float32
     peak = matmul_tflops(device, n=h.peak_n, repeat=h.peak_repeat, dtype=peak_dtype)
-    enc = encoder_flops_per_token(layers, hidden, inter, h.seq)
-    full_head = head_flops_per_token(hidden, h.vocab)
-    head = full_head * 0.15
-    pred_cfg = preset_config(h.preset, "hybrid").predictor
-    pw = pred_cfg.hidden_size or hidden // 2
-    pred = encoder_flops_per_token(pred_cfg.layers, pw, 4 * pw, h.seq) + 2 * 2 * hidden * pw
-    flops = {"mlm": 3 * (enc + head), "hybrid": 3 * (enc + head) + enc + 3 * pred}
+    fl = model_flops(h.preset, h.dims, h.seq, h.vocab)
     tokens = h.batch * h.seq
+    sizing_vocab = preset_config(sizing_preset).data.vocab_size if sizing_preset else 0
+    sizing_fl = model_flops(sizing_preset, None, h.seq, sizing_vocab) if sizing_preset else {}
     results: list[dict[str, Any]] = []
-
-    def record(name: str, kind: str, elapsed: float, mem: float, extra: dict | None = None) -> None:
-        tps = tokens / elapsed
-        results.append({"variant": name, "tokens_per_s": tps, "step_ms": elapsed * 1e3,
-                        "mfu": flops[kind] * tps / (peak * 1e12), "peak_memory_gib": mem, **(extra or {})})
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-
-    for compiled in h.compiled:
-        tag = "compiled" if compiled else "eager"
-        e, mem = _hf_variant(cfg, device, h.batch, h.seq, compiled, h.warmup, h.steps, h.bf16)
-        record(f"hf_BertForMaskedLM_{tag}", "mlm", e, mem)
-        for objective in ("mlm", "hybrid"):
-            e, mem, stats = _our_variant(objective, h.preset, overrides, device, h.batch, h.seq, h.vocab, compiled,
-                                         h.warmup, h.steps)
-            record(f"ours_{objective}_{tag}", objective, e, mem, {"loss_mlm": stats["loss_mlm"]})
-    by = {r["variant"]: r["tokens_per_s"] for r in results}
-    best_mlm = max(v for k, v in by.items() if k.startswith("ours_mlm"))
-    best_hybrid = max(v for k, v in by.items() if k.startswith("ours_hybrid"))
-    ratios = {"ours_mlm_best_over_hf_eager": best_mlm / by["hf_BertForMaskedLM_eager"],
-              "ours_hybrid_best_over_ours_mlm_best": best_hybrid / best_mlm}
-    if "hf_BertForMaskedLM_compiled" in by:
-        ratios["ours_mlm_best_over_hf_compiled"] = best_mlm / by["hf_BertForMaskedLM_compiled"]
-    # FLOP ratios: HF also runs the head on the 85% unselected tokens; the hybrid adds teacher + predictor
-    bounds = {"ours_mlm_over_hf_flop_ratio": (enc + full_head) / (enc + head),
-              "ours_hybrid_over_ours_mlm_flop_ratio": flops["mlm"] / flops["hybrid"]}
-    precision = "bf16" if h.bf16 else "fp32"
+    skipped: list[str] = []
     setup = (f"{h.description}, {torch.get_num_threads() if device.type == 'cpu' else 1} "
              f"{'threads' if device.type == 'cpu' else 'GPU'}, batch {h.batch} x {h.seq} tokens, "
              f"{'bf16 autocast' if h.bf16 else 'fp32'}, SDPA, {'fused AdamW' if device.type == 'cuda' else 'AdamW'}, "
              f"dropout 0.1, random token ids, 15% selected, {h.steps} timed steps after {h.warmup} warm-up steps")
-    payload = {"setup": setup, f"{precision}_matmul_tflops": peak, "model_flops_per_token": flops,
-               "results": results, "ratios": ratios, "flop_ratios": bounds}
-    lines = [f"# Trainer benchmark ({'GPU' if device.type == 'cuda' else 'CPU, head to head'})", "", setup + ".", "",
+    payload: dict[str, Any] = {"setup": setup, f"{precision}_matmul_tflops": peak, "model_flops_per_token": fl,
+                               "results": results, "skipped": skipped, "complete": False}
+    if budget_s is not None:
+        payload["budget_s"] = budget_s
+
+    # (row name, kind, compiled, preset for a sizing row or None)
+    plan: list[tuple[str, str, bool, str | None]] = []
+    for compiled in h.compiled:
+        tag = "compiled" if compiled else "eager"
+        plan += [(f"hf_BertForMaskedLM_{tag}", "hf", compiled, None), (f"ours_mlm_{tag}", "mlm", compiled, None),
+                 (f"ours_hybrid_{tag}", "hybrid", compiled, None)]
+        if not compiled and sizing_preset:
+            plan += [(f"ours_{o}_eager@{sizing_preset}", o, False, sizing_preset) for o in ("mlm", "hybrid")]
+
+    def flush(final: bool = False) -> None:
+        payload["complete"] = final
+        payload.update(summarise(results, fl))
+        if sizing_preset:
+            rates = {r["objective"]: r["tokens_per_s"] for r in results if r.get("preset") == sizing_preset}
+            payload["sizing"] = {"preset": sizing_preset, "batch": h.batch, "seq": h.seq, "precision": precision,
+                                 "compiled": False, "tokens_per_s": rates, "model_flops_per_token": sizing_fl}
+        if h.report is not None or out_dir is not None:
+            write_report(h.report or "trainer_gpu", payload, gpu_markdown(h, payload), out_dir)
+
+    for name, kind, compiled, preset in plan:
+        if budget_s is not None:
+            left = budget_s - (time.perf_counter() - t_start)
+            need = NEEDS_S["compiled" if compiled else "eager"]
+            if left < need:
+                skipped.append(f"{name}: {left:.0f} s of the {budget_s:.0f} s budget left, needs about {need:.0f} s")
+                continue
+        if kind == "hf":
+            e, mem = _hf_variant(cfg, device, h.batch, h.seq, compiled, h.warmup, h.steps, h.bf16)
+            extra: dict[str, Any] = {}
+        elif preset is None:
+            e, mem, stats = _our_variant(kind, h.preset, overrides, device, h.batch, h.seq, h.vocab, compiled,
+                                         h.warmup, h.steps)
+            extra = {"loss_mlm": stats["loss_mlm"]}
+        else:
+            e, mem, stats = _our_variant(kind, preset, [f"train.precision={precision}"], device, h.batch, h.seq,
+                                         sizing_vocab, False, h.warmup, h.steps)
+            extra = {"loss_mlm": stats["loss_mlm"], "preset": preset}
+        tps = tokens / e
+        flops = (sizing_fl if preset else fl)["mlm" if kind == "hf" else kind]
+        results.append({"variant": name, "objective": "mlm" if kind == "hf" else kind, "tokens_per_s": tps,
+                        "step_ms": e * 1e3, "mfu": flops * tps / (peak * 1e12), "peak_memory_gib": mem, **extra})
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        flush()
+    flush(final=True)
+    if h.report is None and out_dir is None:
+        print(json.dumps(payload, indent=2, default=float))
+    else:
+        print(gpu_markdown(h, payload))
+    return payload
+
+
+def summarise(results: list[dict[str, Any]], fl: dict[str, float]) -> dict[str, Any]:
+    """Ratios between the variants measured so far (the head-to-head rows, not the sizing rows)."""
+    by = {r["variant"]: r["tokens_per_s"] for r in results if "preset" not in r}
+    ratios: dict[str, float] = {}
+    mlm = [v for k, v in by.items() if k.startswith("ours_mlm")]
+    hybrid = [v for k, v in by.items() if k.startswith("ours_hybrid")]
+    if mlm and "hf_BertForMaskedLM_eager" in by:
+        ratios["ours_mlm_best_over_hf_eager"] = max(mlm) / by["hf_BertForMaskedLM_eager"]
+    if mlm and hybrid:
+        ratios["ours_hybrid_best_over_ours_mlm_best"] = max(hybrid) / max(mlm)
+    if mlm and "hf_BertForMaskedLM_compiled" in by:
+        ratios["ours_mlm_best_over_hf_compiled"] = max(mlm) / by["hf_BertForMaskedLM_compiled"]
+    # FLOP ratios: HF also runs the head on the 85% unselected tokens; the hybrid adds teacher + predictor
+    bounds = {"ours_mlm_over_hf_flop_ratio": (fl["encoder"] + fl["full_head"]) / (fl["encoder"] + fl["head"]),
+              "ours_hybrid_over_ours_mlm_flop_ratio": fl["mlm"] / fl["hybrid"]}
+    return {"ratios": ratios, "flop_ratios": bounds}
+
+
+def gpu_markdown(h: HeadToHead, payload: dict[str, Any]) -> str:
+    precision = "bf16" if h.bf16 else "fp32"
+    peak = payload[f"{precision}_matmul_tflops"]
+    ratios, bounds = payload["ratios"], payload["flop_ratios"]
+    lines = [f"# Trainer benchmark ({'GPU' if h.device == 'cuda' else 'CPU, head to head'})", "",
+             *(["**Smoke run: the GPU code path on the CPU at toy sizes; these numbers measure nothing.**", ""]
+               if h.report is None else []),
+             payload["setup"] + ".", "",
              f"Measured {precision} matmul rate ({h.peak_n}^3): {peak:.2f} TFLOP/s. MFU counts model FLOPs (encoder "
              "fwd+bwd, MLM head on the selected 15% only, + teacher forward and predictor for the hybrid).", "",
              "| variant | tokens/s | step (ms) | MFU | peak memory (GiB) |", "|---|---|---|---|---|"]
-    for r in results:
+    for r in payload["results"]:
         mem = r["peak_memory_gib"]
         lines.append(f"| {r['variant']} | {r['tokens_per_s']:,.0f} | {r['step_ms']:.1f} | {r['mfu']:.1%} | "
                      f"{'–' if math.isnan(mem) else f'{mem:.2f}'} |")
@@ -308,15 +391,20 @@ def head_to_head(h: HeadToHead) -> None:
               f"softmax is not counted, so it can be beaten): ours mlm / HF "
               f"{bounds['ours_mlm_over_hf_flop_ratio']:.2f}x, ours hybrid / ours mlm "
               f"{bounds['ours_hybrid_over_ours_mlm_flop_ratio']:.2f}x",
-              "- targets (set for the H100): ours mlm >= 2x HF eager; ours hybrid >= 0.75x ours mlm", ""]
-    if h.report is None:
-        print(json.dumps(payload, indent=2, default=float))
-        return
-    path = write_report(h.report, payload, "\n".join(lines))
-    print(path.read_text())
+              "- targets (set for the H100): ours mlm >= 2x HF eager; ours hybrid >= 0.75x ours mlm"]
+    if "sizing" in payload:
+        sz = payload["sizing"]
+        lines.append(f"- rows `@{sz['preset']}`: our engine at the {sz['preset']} preset's own model (same batch, "
+                     "eager), the throughput a study run at that preset is sized from")
+    if payload["skipped"]:
+        lines += ["", f"Skipped (time budget {payload.get('budget_s', 0):.0f} s):", "",
+                  *(f"- {s}" for s in payload["skipped"])]
+    if not payload["complete"]:
+        lines += ["", "**Incomplete**: the run stopped before every variant was measured; the rows above were."]
+    return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cpu", action="store_true")
     p.add_argument("--gpu", action="store_true")
@@ -325,15 +413,21 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="CPU: also time torch.compile'd steps")
     p.add_argument("--steps", type=int, default=100, help="CPU: steps per run")
     p.add_argument("--threads", default="1,2", help="CPU: torch intra-op thread counts to try")
-    args = p.parse_args()
+    p.add_argument("--out", type=Path, default=None, help="report directory (default reports/benchmarks; with "
+                   "--gpu-smoke, print only unless given)")
+    p.add_argument("--budget-s", type=float, default=None, help="head to head: skip the variants that would not "
+                   "fit in this many seconds from the start (listed in the report)")
+    p.add_argument("--sizing-preset", default=None, help="head to head: also time our engine (eager) at this "
+                   "preset's own model, same batch and precision (the rate a run at that preset is sized from)")
+    args = p.parse_args(argv)
     if not (args.cpu or args.gpu or args.gpu_smoke or args.cpu_vs_hf):
         args.cpu = True
     print(json.dumps(machine()), file=sys.stderr)
     if args.cpu:
-        cpu_part(args.steps, [int(t) for t in args.threads.split(",")], args.compile)
+        cpu_part(args.steps, [int(t) for t in args.threads.split(",")], args.compile, args.out)
     for mode, wanted in (("gpu", args.gpu), ("smoke", args.gpu_smoke), ("cpu", args.cpu_vs_hf)):
         if wanted:
-            head_to_head(SETTINGS[mode])
+            head_to_head(SETTINGS[mode], out_dir=args.out, budget_s=args.budget_s, sizing_preset=args.sizing_preset)
 
 
 if __name__ == "__main__":
