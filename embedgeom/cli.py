@@ -150,6 +150,19 @@ def _half(row: dict) -> float:
     return max(v - lo, hi - v)
 
 
+def _metric_cells(res: Any, task: str, pooling: str, layer: int, metrics: list[str]) -> list[str]:
+    """One table cell per metric: value ± half-width of its interval, or – where it was not measured."""
+    cells = []
+    for m in metrics:
+        try:
+            row = res.value(task, pooling, layer, m)
+        except KeyError:
+            cells.append("–")
+            continue
+        cells.append(_fmt(row["value"], _half(row)))
+    return cells
+
+
 def _print_analysis(res: Any) -> None:
     measured = {r["metric"] for r in res.metrics}
     cols = [m for m in HEADLINE if m in measured]
@@ -165,13 +178,7 @@ def _print_analysis(res: Any) -> None:
         for t, pooling, layer in res.measured():
             if t != task:
                 continue
-            cells = []
-            for c in cols:
-                try:
-                    row = res.value(task, pooling, layer, c)
-                    cells.append(_fmt(row["value"], _half(row)))
-                except KeyError:
-                    cells.append("–")
+            cells = _metric_cells(res, task, pooling, layer, cols)
             probe = next((r for r in res.probes if (r["task"], r["pooling"], int(r["layer"])) == (task, pooling, layer)
                           and r["metric"] in ("accuracy", "spearman")), None)
             cells.append("–" if probe is None else f"{probe['probe']} {probe['metric']} {_fmt(probe['value'])}")
@@ -269,14 +276,7 @@ def _print_models_table(results: list) -> None:
             table.add_column(HEADLINE[c], justify="right")
         for res in results:
             last = int(res.checkpoint.get("num_layers", -1))
-            cells = []
-            for c in cols:
-                try:
-                    row = res.value(task, pooling, last, c)
-                    cells.append(_fmt(row["value"], _half(row)))
-                except KeyError:
-                    cells.append("–")
-            table.add_row(res.name, *cells)
+            table.add_row(res.name, *_metric_cells(res, task, pooling, last, cols))
         _out().print(table)
 
 
