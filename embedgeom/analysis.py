@@ -632,7 +632,9 @@ def compare_groups(group_a: Sequence[AnalysisResult | str | os.PathLike],
     text-sampling interval); then, per (task, pooling, layer, metric), the mean of the per-seed differences gets
     a between-seed Student-t interval (mean -+ t_{k-1} sd / sqrt(k) over the k seeds), which includes
     seed-to-seed training variation. Rows also say in how many seeds the difference has the mean's sign
-    (``seeds_agree``) and in how many its per-seed interval excludes 0 (``seeds_significant``)."""
+    (``seeds_agree``) and in how many its per-seed interval excludes 0 (``seeds_significant``); ``per_seed`` holds
+    each seed's difference, ``per_seed_a`` / ``per_seed_b`` its two values and ``per_seed_low`` /
+    ``per_seed_high`` its text-sampling interval, in the order of the groups."""
     if len(group_a) != len(group_b) or len(group_a) < 2:
         raise ValueError(f"group_b: expected as many runs as group_a (at least 2 seeds each, paired by position), "
                          f"got {len(group_a)} and {len(group_b)}. Give the runs of each seed in the same order.")
@@ -685,8 +687,12 @@ def _seed_differences(per_seed: list[ComparisonResult], confidence: float) -> li
                       "n": k, "seeds": k, "seeds_agree": int((np.sign(d) == sign).sum()) if sign else 0,
                       "seeds_significant": int(sum(bool(r["significant"]) and np.sign(r["diff"]) == sign
                                                    for r in rows)),
-                      "per_seed": d.tolist(), "method": f"between-seed t-interval over {k} per-seed paired "
-                                                        "differences (includes training variation)"})
+                      "per_seed": d.tolist(), "per_seed_a": [float(r["value_a"]) for r in rows],
+                      "per_seed_b": [float(r["value_b"]) for r in rows],
+                      "per_seed_low": [float(r["low"]) for r in rows],
+                      "per_seed_high": [float(r["high"]) for r in rows],
+                      "method": f"between-seed t-interval over {k} per-seed paired "
+                                "differences (includes training variation)"})
     return diffs
 
 

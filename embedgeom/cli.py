@@ -79,6 +79,12 @@ def _set_verbosity(verbose: bool, quiet: bool) -> None:
     _VERBOSITY["level"] = -1 if quiet else (1 if verbose else 0)
 
 
+def _saved(message: str) -> None:
+    """Where results went, on stderr; nothing under -q (errors only)."""
+    if _VERBOSITY["level"] >= 0:
+        _err().print(message, highlight=False)
+
+
 @contextmanager
 def _guard() -> Iterator[None]:
     """One clear line (and a non-zero exit) for any failure; the traceback only with EMBEDGEOM_DEBUG=1."""
@@ -215,7 +221,7 @@ def _compare_groups(models: list[str], group_a: str | None, group_b: str | None,
     if out is not None:
         target = out / f"{safe_name(cmp.a, default='a')}-vs-{safe_name(cmp.b, default='b')}"
         cmp.save(target)
-        _err().print(f"saved to {target}")
+        _saved(f"saved to {target}")
     if fmt is Format.json:
         _emit_json({"a": cmp.a, "b": cmp.b, "options": cmp.options, "differences": cmp.differences,
                     "similarity": cmp.similarity})
@@ -389,14 +395,14 @@ def analyze(
             if out is not None:
                 for r in results:
                     r.save(out / f"step-{r.checkpoint['trajectory']['step']:07d}", embeddings=embeddings)
-                _err().print(f"saved {len(results)} results to {out}")
+                _saved(f"saved {len(results)} results to {out}")
             _emit_results(results, fmt)
             return
         with _progress() as cb:
             res = run(checkpoint, progress=cb, name=name, **kw)
         if out is not None:
             res.save(out, embeddings=embeddings)
-            _err().print(f"saved to {out}")
+            _saved(f"saved to {out}")
         _emit_results([res], fmt)
 
 
@@ -496,7 +502,7 @@ def compare(
                 stem = f"{safe_name(cmp.a, default='a')}-vs-{safe_name(cmp.b, default='b')}"
                 target = out / unique_name(stem, used)
                 cmp.save(target)
-                _err().print(f"saved to {target}")
+                _saved(f"saved to {target}")
         if fmt is Format.json:
             objs = [{"a": c.a, "b": c.b, "options": c.options, "differences": c.differences,
                      "similarity": c.similarity} for c in comparisons]

@@ -105,7 +105,7 @@ def test_metrics_listing_and_help():
     assert all(name in res.stdout for name in REGISTRY)  # every registered metric is listed
 
 
-def test_verbosity_flags(tiny_bert_dir):
+def test_verbosity_flags(tiny_bert_dir, tmp_path):
     args = ["analyze", str(tiny_bert_dir), "--data", "sample:polarity", "--max-texts", "30", "--pooling", "mean",
             "--no-probes", "--no-cache", "--format", "csv"]
     plain = runner.invoke(app, args)  # stderr is not a terminal here: one line per finished stage, with its time
@@ -115,6 +115,10 @@ def test_verbosity_flags(tiny_bert_dir):
     assert quiet.exit_code == 0 and quiet.stderr.strip() == "" and quiet.stdout == plain.stdout
     verbose = runner.invoke(app, [*args, "--verbose"])
     assert verbose.exit_code == 0 and "done in" in verbose.stderr
+    saved = runner.invoke(app, [*args, "--out", str(tmp_path / "r")])
+    assert saved.exit_code == 0 and f"saved to {tmp_path / 'r'}" in saved.stderr
+    quiet_saved = runner.invoke(app, [*args, "--out", str(tmp_path / "q"), "-q"])
+    assert quiet_saved.exit_code == 0 and quiet_saved.stderr.strip() == "" and (tmp_path / "q" / "result.json").exists()
     both = runner.invoke(app, [*args, "-q", "-v"])
     assert both.exit_code == 1 and "expected at most one of them" in both.output
     for cmd in ("compare", "report", "train", "demo", "metrics"):

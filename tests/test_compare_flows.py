@@ -185,6 +185,13 @@ def test_seed_groups_give_a_between_seed_interval(seed_groups):
     mean = np.mean(per_seed)
     assert row["low"] == pytest.approx(mean - half) and row["high"] == pytest.approx(mean + half)
     assert row["seeds_agree"] == sum(np.sign(per_seed) == np.sign(np.mean(per_seed)))
+    singles = [next(r for r in eg.compare(x, y).differences if r["name"] == "effective_rank")
+               for x, y in zip(a, b, strict=True)]
+    assert row["per_seed_a"] == pytest.approx([x.value("polarity", "mean", row["layer"], "effective_rank")["value"]
+                                               for x in a])
+    assert row["per_seed_low"] == pytest.approx([r["low"] for r in singles])
+    assert row["per_seed_high"] == pytest.approx([r["high"] for r in singles])
+    assert row["seeds_significant"] == sum(r["significant"] and np.sign(r["diff"]) == np.sign(mean) for r in singles)
     with pytest.raises(ValueError, match="as many runs as group_a"):
         eg.compare_groups(a, b[:2])
 

@@ -5,9 +5,11 @@
 # Then: RUNS=runs/cpu-study-tiny OUT=reports/cpu-study/tiny ./reports/cpu-study/analyze.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# SEED (default 0) sets train.seed: seeds.sh trains seeds 0, 1 and 2 with this script.
 RUNS=${RUNS:-runs/cpu-study-tiny}
 STEPS=${STEPS:-3000}
-COMMON=(--preset tiny --corpus sample:all --steps "$STEPS" --device cpu --set train.eval_every=500
+SEED=${SEED:-0}
+COMMON=(--preset tiny --corpus sample:all --steps "$STEPS" --device cpu --set train.seed="$SEED" --set train.eval_every=500
         --set train.ckpt_every=500 --set train.keep_last=10 --set train.log_every=50)
 for objective in mlm hybrid; do
   resume=()
