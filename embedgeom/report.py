@@ -576,6 +576,14 @@ def _comparison_section(doc: _Doc, w: _Writer, cmp: ComparisonResult, used: set[
                 "texts.")
     else:
         sign = f"diff = b − a (second minus first): a = {md_escape(cmp.a)}, b = {md_escape(cmp.b)}."
+    seeds = int(cmp.options["seeds"]) if cmp.options.get("kind") == "groups" else 0
+    if seeds:
+        members = cmp.options.get("members", {})
+        sign += (f" Seed groups of {seeds} runs paired by position (a: {md_escape(', '.join(members.get('a', [])))}; "
+                 f"b: {md_escape(', '.join(members.get('b', [])))}): diff is the mean of the per-seed paired "
+                 "differences and its interval a between-seed t-interval, which includes training variation; "
+                 "'seeds' = in how many seeds the difference has the mean's sign (in brackets: how many of those "
+                 "have a text-sampling interval excluding 0).")
     n_sig = sum(_excludes_zero(r) for r in cmp.differences)
     intervals = F.has_intervals(cmp)
     if intervals:
@@ -618,7 +626,12 @@ def _comparison_section(doc: _Doc, w: _Writer, cmp: ComparisonResult, used: set[
                       ("yes" if _excludes_zero(r) else "no") if intervals else "–"] for r in rows]
             sign_col = "second − first" if pair else "b − a"
             diff_col = f"diff ({sign_col})" + (f" [{conf} CI]" if intervals else "")
-            doc.para(table_md(["pooling", "kind", "name", a_col, b_col, diff_col, "significant"], table))
+            header = ["pooling", "kind", "name", a_col, b_col, diff_col, "significant"]
+            if seeds:
+                header.append("seeds")
+                for line, r in zip(table, rows, strict=True):
+                    line.append(f"{r.get('seeds_agree', 0)} of {seeds} ({r.get('seeds_significant', 0)})")
+            doc.para(table_md(header, table))
             lstem = f"L{key[0]}" if key[0] == key[1] else f"L{key[0]}-{key[1]}"
             w.figure(doc, f"{task}: {label}, {ltext}: differences", f"{tstem}-{lstem}",
                      lambda t=task, k=key: F.difference_figure(cmp, t, layer=k[0]))

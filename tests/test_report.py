@@ -389,6 +389,29 @@ def test_real_comparison_at_max_pooling_reports_its_rows(analysed, tmp_path, dra
     assert "b − a" in ax.get_xlabel() and "max" in ax.get_title()
 
 
+def test_a_seed_group_comparison_reports_how_many_seeds_agree(analysed, tmp_path, drawn):
+    a, b = (subset(r, poolings=["max"], layers=[2], tasks=["lee"]) for r in analysed)
+    group = [(a, b), (shifted(a, 1.02, "tiny-a2"), shifted(b, 0.97, "tiny-b2")),
+             (shifted(a, 0.99, "tiny-a3"), shifted(b, 1.01, "tiny-b3"))]
+    per_seed = [fake_compare(x, y).differences for x, y in group]
+    rows = []
+    for seed_rows in zip(*per_seed, strict=True):
+        d = np.array([r["diff"] for r in seed_rows])
+        agree = int((np.sign(d) == np.sign(d.mean())).sum())
+        half = 4.3 * d.std(ddof=1) / np.sqrt(3)
+        rows.append({**seed_rows[0], "diff": float(d.mean()), "low": float(d.mean() - half),
+                     "high": float(d.mean() + half), "seeds": 3, "seeds_agree": agree,
+                     "seeds_significant": sum(r["significant"] for r in seed_rows), "per_seed": d.tolist()})
+    opts = {"kind": "groups", "seeds": 3, "members": {"a": ["tiny-a", "tiny-a2", "tiny-a3"],
+                                                      "b": ["tiny-b", "tiny-b2", "tiny-b3"]}}
+    cmp = ComparisonResult("tiny-a (x3)", "tiny-b (x3)", rows, [], {"confidence": 0.95, **opts})
+    md = build([a, b], tmp_path, drawn, comparisons=[cmp])
+    assert "Seed groups of 3 runs" in md and "a: tiny-a, tiny-a2, tiny-a3" in md and "between-seed" in md
+    table = next(t for t in tables(md) if t and "seeds" in t[0])
+    assert [row["seeds"] for row in table] == [f"{r['seeds_agree']} of 3 ({r['seeds_significant']})" for r in rows]
+    assert [row["name"] for row in table] == [r["name"] for r in rows]
+
+
 # --- three models, trajectories ---------------------------------------------------------------------------------
 
 
