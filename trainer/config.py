@@ -179,6 +179,10 @@ class TrainConfig:
     geometry_texts: int = 256
     ckpt_every: int = 100
     keep_last: int = 3
+    #: Stop after this step of the schedule, with an evaluation and a checkpoint (0 = train to ``steps``): the
+    #: learning-rate and EMA schedules still span ``steps``, ``run.json`` says ``"stopped"`` and ``--resume``
+    #: continues on the same curve (with a later or no ``stop_after``). For training in chunks.
+    stop_after: int = 0
 
 
 @dataclass(frozen=True)
@@ -274,7 +278,7 @@ _SECTIONS: dict[str, type] = {
 RUNTIME_FIELDS: frozenset[str] = frozenset({
     "data.cache_dir",
     "train.log_every", "train.eval_every", "train.eval_batches", "train.geometry_every", "train.geometry_texts",
-    "train.ckpt_every", "train.keep_last", "train.compile", "train.compile_mode",
+    "train.ckpt_every", "train.keep_last", "train.compile", "train.compile_mode", "train.stop_after",
     *(f"watch.{f.name}" for f in fields(WatchConfig)),
 })
 
@@ -423,7 +427,8 @@ def validate_config(c: TrainerConfig) -> TrainerConfig:
                        ("optim.warmup_steps", op.warmup_steps), ("data.max_documents", d.max_documents),
                        ("data.tokenizer_documents", d.tokenizer_documents), ("predictor.layers", p.layers),
                        ("predictor.hidden_size", p.hidden_size), ("predictor.heads", p.heads),
-                       ("model.max_position_embeddings", m.max_position_embeddings), ("train.seed", t.seed)):
+                       ("model.max_position_embeddings", m.max_position_embeddings), ("train.seed", t.seed),
+                       ("train.stop_after", t.stop_after)):
         _check(value >= 0, key, "an integer >= 0", value, f"Set {key} to 0 or more.")
     _check(m.hidden_size % m.num_heads == 0, "model.hidden_size",
            f"a multiple of model.num_heads ({m.num_heads})", m.hidden_size, "Change one of the two.")

@@ -527,14 +527,15 @@ class _Session:
         final_ckpt = self.resumed_from
         geo_every = t.geometry_every or t.eval_every
         watch_on = self.config.watch.enabled
+        end = min(t.steps, t.stop_after) if t.stop_after else t.steps
         try:
-            for step in range(self.start_step, t.steps):
+            for step in range(self.start_step, end):
                 rows = self.sampler.rows_for_step(step)
                 engine.train_step(step, [self.data.train.take(rows[engine.micro_rows(a)])
                                          for a in range(t.grad_accum)])
                 self.tokens_seen += int(np.count_nonzero(self.data.train.segments[np.sort(rows)]))
                 completed = step + 1
-                last = completed == t.steps
+                last = completed == end
                 is_log = completed % t.log_every == 0 or last
                 is_eval = (t.eval_every > 0 and completed % t.eval_every == 0) or last
                 is_geo = (geo_every > 0 and completed % geo_every == 0) or last or (watch_on and is_eval)
@@ -557,15 +558,16 @@ class _Session:
             if self.log is not None:
                 self.log.close()
         loop_seconds = time.perf_counter() - self.t_loop
+        reached = max(self.start_step, end)
         if self.dist.is_main:
-            update_run_json(self.out, {"status": "complete"})
+            update_run_json(self.out, {"status": "complete" if reached >= t.steps else "stopped"})
         losses = {k: float(v) for k, v in self.last_row.items() if k.startswith("loss")}
         if "heldout_mlm_loss" in self.latest_eval:
             losses["heldout_mlm_loss"] = float(self.latest_eval["heldout_mlm_loss"])
         trained = self.tokens_seen - tokens_start
         return TrainSummary(
             out_dir=self.out, final_checkpoint=final_ckpt or latest_checkpoint(self.out) or self.out / CHECKPOINT_DIR,
-            objective=self.config.objective.name, preset=self.config.preset, steps=max(self.start_step, t.steps),
+            objective=self.config.objective.name, preset=self.config.preset, steps=reached,
             tokens_seen=self.tokens_seen, final_losses=losses, wall_seconds=time.perf_counter() - t_start,
             tokens_per_s=trained / loop_seconds if loop_seconds > 0 and trained else 0.0,
             resumed_from=self.start_step if self.resumed else None, geometry=self.geometry,

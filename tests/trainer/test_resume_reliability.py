@@ -308,3 +308,29 @@ def test_partial_run_warning_is_a_trainer_warning_and_never_printed(corpus_file,
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
     assert os.path.isdir(out / "checkpoints" / "step-0000001")
+
+
+# -- training in chunks ----------------------------------------------------------------------------------------
+
+def test_stop_after_trains_in_chunks_on_the_same_curve(corpus_file, tmp_path, reference):
+    """train.stop_after=3 stops at step 3 with an evaluation and a checkpoint, status "stopped"; resuming with a
+    later stop and then with none reproduces the uninterrupted run (schedules span train.steps throughout)."""
+    out = tmp_path / "run"
+    first = _train(corpus_file, out, overrides=(*EXACT, "train.stop_after=3"))
+    run = json.loads((out / "run.json").read_text())
+    assert first.steps == 3 and run["status"] == "stopped" and run["latest"] == "checkpoints/step-0000003"
+    assert [e["step"] for e in read_jsonl(out / "logs" / "eval.jsonl")] == [0, 3]
+    second = _train(corpus_file, out, resume=True, overrides=(*EXACT, "train.stop_after=6"))
+    assert second.resumed_from == 3 and second.steps == 6
+    assert json.loads((out / "run.json").read_text())["status"] == "stopped"
+    last = _train(corpus_file, out, resume=True)
+    assert last.resumed_from == 6 and last.steps == STEPS
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+    ref = read_jsonl(reference / "logs" / "train.jsonl")
+    got = read_jsonl(out / "logs" / "train.jsonl")
+    assert [r["step"] for r in got] == list(range(1, STEPS + 1))
+    for a, b in zip(ref, got, strict=True):
+        for key in KEYS:
+            assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-7), (a["step"], key)
+    with pytest.raises(TrainerError, match=r"train\.stop_after"):
+        _train(corpus_file, tmp_path / "bad", overrides=(*EXACT, "train.stop_after=-1"))
