@@ -51,26 +51,33 @@ def significant_in_direction(row: dict, direction: int) -> int:
                if (lo > 0 if direction > 0 else hi < 0))
 
 
-def difference_table(cmp: ComparisonResult, metric: str, direction: int) -> tuple[str, int, int]:
-    """One row per (task, pooling) of ``metric``: values, per-seed differences with their text-sampling intervals,
-    the between-seed mean and interval, and "holds in k of K". Returns the table, the cells and the cells where the
-    direction holds in every seed."""
-    rows = ordered([r for r in cmp.differences if r["name"] == metric])
+#: The reference protocol's "weighted" pooling equals its mean pooling (see embedgeom.paper): not counted twice.
+SKIPPED_POOLINGS = ("weighted",)
+
+
+def difference_table(cmp: ComparisonResult, metric: str, direction: int) -> tuple[str, int, int, int]:
+    """One row per (task, pooling) of ``metric``: values, per-seed differences with their text-sampling intervals
+    (where the protocol has them), the between-seed mean and interval, and "holds in k of K". Returns the table, the
+    cells, the cells where the direction holds in every seed, and those whose between-seed interval also excludes 0
+    on the stated side."""
+    rows = ordered([r for r in cmp.differences if r["name"] == metric and r["pooling"] not in SKIPPED_POOLINGS])
     k = int(cmp.options["seeds"])
-    out = [f"| task | pooling | {cmp.a} | {cmp.b} | per seed: diff [text-sampling 95% CI] | "
-           f"mean diff [between-seed 95% CI] | holds in | significant in |",
-           "|---|---|---|---|---|---|---|---|"]
-    every = 0
+    texts = any(math.isfinite(lo) for r in rows for lo in r["per_seed_low"])
+    per_head = "per seed: diff [text-sampling 95% CI]" if texts else "per seed: diff (point values)"
+    out = [f"| task | pooling | {cmp.a} | {cmp.b} | {per_head} | mean diff [between-seed 95% CI] | holds in |"
+           + (" significant in |" if texts else ""), "|---|---|---|---|---|---|---|" + ("---|" if texts else "")]
+    every = firm = 0
     for r in rows:
-        per = "; ".join(f"{signed(d)} {interval(lo, hi)}" for d, lo, hi in
+        per = "; ".join(f"{signed(d)} {interval(lo, hi)}" if texts else signed(d) for d, lo, hi in
                         zip(r["per_seed"], r["per_seed_low"], r["per_seed_high"], strict=True))
         n_hold = holds(r["per_seed"], direction)
         every += n_hold == k
+        firm += n_hold == k and bool(r["significant"])
         star = " *" if r["significant"] else ""
         out.append(f"| {r['task']} | {r['pooling']} | {fmt(r['value_a'])} | {fmt(r['value_b'])} | {per} | "
-                   f"{signed(r['diff'])} {interval(r['low'], r['high'])}{star} | {n_hold} of {k} | "
-                   f"{significant_in_direction(r, direction)} of {k} |")
-    return "\n".join(out), len(rows), every
+                   f"{signed(r['diff'])} {interval(r['low'], r['high'])}{star} | {n_hold} of {k} |"
+                   + (f" {significant_in_direction(r, direction)} of {k} |" if texts else ""))
+    return "\n".join(out), len(rows), every, firm
 
 
 def pooling_rank_table(cmp: ComparisonResult, high: str = "max", low: str = "mean") -> tuple[str, int, int]:
@@ -118,17 +125,18 @@ def protocol_block(cmp: ComparisonResult, sections: tuple, heading: str) -> list
     parts: list[str] = []
     summary = []
     for metric, direction, title in sections:
-        table, cells, every = difference_table(cmp, metric, direction)
+        table, cells, every, firm = difference_table(cmp, metric, direction)
         if not cells:
             continue
         parts += [f"### {title}", "", table, ""]
-        summary.append(f"| {title} | {every} of {cells} |")
+        summary.append(f"| {title} | {every} of {cells} | {firm} of {cells} |")
     table, cells, every = pooling_rank_table(cmp)
     if cells:
         title = "Max pooling has a higher effective rank than mean pooling (the reference: every task and model)"
         parts += [f"### {title}", "", table, ""]
-        summary.append(f"| {title} | {every} of {cells} |")
-    head = ["| direction | cells where it holds in all " + str(k) + " seeds |", "|---|---|", *summary, ""]
+        summary.append(f"| {title} (task x model) | {every} of {cells} | – |")
+    head = [f"| direction | cells where it holds in all {k} seeds | ... and the between-seed interval excludes 0 |",
+            "|---|---|---|", *summary, ""]
     return intro + head + parts
 
 
@@ -175,7 +183,8 @@ def main() -> None:
     lines += protocol_block(cmp, SECTIONS, "Default protocol")
     if args.paper_comparison:
         lines += protocol_block(ComparisonResult.load(args.paper_comparison), PAPER_SECTIONS,
-                                "Reference protocol (geometry; point values per seed, so only between-seed intervals)")
+                                "Reference protocol (geometry; point values per seed, so only between-seed intervals; its "
+                                "'weighted' pooling equals mean pooling and is not counted again)")
     if args.runs:
         lines += training_table(args.runs)
     (args.out / "tables").mkdir(parents=True, exist_ok=True)

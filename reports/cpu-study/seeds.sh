@@ -35,7 +35,9 @@ for protocol in default paper; do
       --format csv -q > "$OUT/tables/seed-differences-$protocol-protocol.csv"
 done
 rm -rf "$OUT/report"
-embedgeom report "$RUNS"/comparison-default/* --out "$OUT/report" \
-    --title "CPU study, tiny preset: MLM vs hybrid over three seeds (default protocol)"
+first=${SEEDS%% *}
+embedgeom report "$A/default/mlm-seed$first" "$A/default/hybrid-seed$first" "$RUNS"/comparison-default/* \
+    --out "$OUT/report" -q \
+    --title "CPU study, tiny preset: MLM vs hybrid over three seeds (models: seed $first; comparison: every seed)"
 python reports/cpu-study/make_seed_tables.py --comparison "$RUNS"/comparison-default/* \
     --paper-comparison "$RUNS"/comparison-paper/* --runs "$RUNS" --out "$OUT"
