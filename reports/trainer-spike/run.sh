@@ -2,7 +2,7 @@
 # The paper-preset MLM run of the CPU study (reports/cpu-study/train.sh: batch 32, warm-up 50, lr 5e-4 cosine over
 # 500 steps, seed 0), logged at every step and evaluated every 10 steps with the collapse watch, stopped after
 # step 150 (train.stop_after: the schedules still span 500 steps); then replay.py takes the loss spike at logged
-# step 103 apart from the step-100 checkpoint. About 70 CPU-minutes for the run, 3 for the replay.
+# step 103 apart from the step-100 checkpoint. About 70 CPU-minutes for the run, 4 for the replay.
 # Outputs: runs/trainer-spike/ (not committed) and, committed, reports/trainer-spike/{train,eval}.csv and replay.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
