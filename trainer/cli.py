@@ -52,7 +52,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _epilog() -> str:
     paragraphs = [
-        "Output: the result on stdout (text: 'trained N steps in S s (T tokens/s); final checkpoint: PATH'; json: "
+        "Output: the result on stdout (text: 'trained N steps in S s (T tokens/s); final checkpoint: PATH', N = the "
+        "steps this call trained; json: "
         "one JSON object per logged step, then {\"summary\": {...}}); progress, warnings and errors on stderr (a "
         "progress bar on a terminal, else one line per logged step). Under torchrun only rank 0 prints results and "
         "progress.",
@@ -208,6 +209,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
             fields = {k: (str(v) if hasattr(v, "__fspath__") else v) for k, v in vars(summary).items()}
             print(json.dumps({"summary": fields}, default=str), flush=True)
         else:
-            print(f"trained {summary.steps} steps in {summary.wall_seconds:.0f} s ({summary.tokens_per_s:.0f} "
+            trained = summary.steps - (summary.resumed_from or 0)  # by this call: 0 when resuming a finished run
+            print(f"trained {trained} steps in {summary.wall_seconds:.0f} s ({summary.tokens_per_s:.0f} "
                   f"tokens/s); final checkpoint: {summary.final_checkpoint}", flush=True)
     return 0

@@ -173,3 +173,15 @@ def test_cli_restarts_a_run_killed_before_its_first_checkpoint_with_a_one_line_w
                            "from step 0.")  # -q silences progress, not the trainer's warnings
     assert SUMMARY.fullmatch(stdout.strip())
     assert json.loads((out / "run.json").read_text())["latest"] == "checkpoints/step-0000002"
+
+
+def test_summary_counts_the_steps_this_call_trained(corpus_file, tmp_path, capsys):
+    """Resumed from a checkpoint, the summary counts only the new steps; a finished run resumed trains 0."""
+    out = tmp_path / "run"
+    assert main(_argv(corpus_file, out, "--quiet", overrides=(*SMALL, "train.ckpt_every=1", "train.stop_after=1"))) == 0
+    assert SUMMARY.fullmatch(capsys.readouterr().out.strip()).group(1) == "1"
+    assert main(_argv(corpus_file, out, "--quiet", "--resume")) == 0
+    steps, checkpoint = SUMMARY.fullmatch(capsys.readouterr().out.strip()).groups()
+    assert steps == "1" and checkpoint.endswith("step-0000002")
+    assert main(_argv(corpus_file, out, "--quiet", "--resume")) == 0
+    assert SUMMARY.fullmatch(capsys.readouterr().out.strip()).group(1) == "0"
