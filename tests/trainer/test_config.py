@@ -64,7 +64,7 @@ NOT_ENGINE = {
     "data.tokenizer", "data.vocab_size", "data.lowercase", "data.holdout", "data.min_piece", "data.max_documents",
     "data.tokenizer_documents", "data.text_field", "data.cache_dir",
     "train.log_every", "train.eval_every", "train.eval_batches", "train.geometry_every", "train.geometry_texts",
-    "train.ckpt_every", "train.keep_last",
+    "train.ckpt_every", "train.keep_last", "train.stop_after",
     "watch.enabled", "watch.rank_fraction", "watch.rank_floor", "watch.rankme_floor", "watch.var_ratio",
     "watch.target_var_floor", "watch.grace_steps", "watch.batches",
 }
