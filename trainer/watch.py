@@ -35,10 +35,11 @@ HYBRID_ONLY: frozenset[str] = frozenset({"var_ratio", "target_var_floor"})
 _ADVICE_ENCODER = ("early in training this is the MLM plateau, which an MLM-only run of the same settings shows too "
                    "and which a higher optim.lr shortened in the measurements; if it persists beyond it, compare "
                    "with that MLM run (trainer/README.md, Collapse watch)")
-_ADVICE_JEPA = ("every measured run passed through this while its MLM was in the early plateau, and it persisted "
-                "only where the EMA teacher followed the student closely (ema.start=0.99 constant): keep the teacher "
-                "slow (ema.start, ema.schedule); a higher optim.lr shortened the plateau (trainer/README.md, Collapse "
-                "watch)")
+_ADVICE_JEPA = ("every measured run passed through this while its MLM was in the early plateau; it persisted where the "
+                "student stayed in the plateau (the paper preset at batch 32 with a 50-step warm-up, whose MLM-only "
+                "run collapses the same way) or where the EMA teacher followed the student closely (ema.start=0.99 "
+                "constant): compare with an MLM-only run of the same settings, keep the teacher slow (ema.start, "
+                "ema.schedule); a higher optim.lr shortened the plateau (trainer/README.md, Collapse watch)")
 
 
 @dataclass(frozen=True)

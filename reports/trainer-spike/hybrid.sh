@@ -2,7 +2,7 @@
 # The CPU study's paper-preset hybrid run (reports/cpu-study/train.sh settings: batch 32, warm-up 50, lr 5e-4 cosine
 # over 500 steps, seed 0, default EMA and balance), evaluated every 25 steps with the collapse watch and stopped after
 # step 150 (train.stop_after), to set its watch numbers beside the MLM run of run.sh at the same steps.
-# About 40 CPU-minutes on a 2-core machine. Outputs: runs/trainer-spike/paper-hybrid/ (not committed) and, committed,
+# About 50 CPU-minutes on a 2-core machine. Outputs: runs/trainer-spike/paper-hybrid/ (not committed) and, committed,
 # reports/trainer-spike/hybrid-{train,eval}.csv.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
