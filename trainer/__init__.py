@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 
-from .config import OBJECTIVES, PRESETS, TrainerConfig, preset_config, resolve_config, valid_keys
+from .config import OBJECTIVES, PRESETS, TrainerConfig, overrides_for, preset_config, resolve_config, valid_keys
 from .errors import (
     CheckpointWriteError,
     CollapseWarning,
@@ -35,6 +35,7 @@ __all__ = [
     "TrainerError",
     "TrainerWarning",
     "TrainingDiverged",
+    "overrides_for",
     "preset_config",
     "resolve_config",
     "run",

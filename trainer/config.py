@@ -503,6 +503,28 @@ def config_differences(saved: TrainerConfig, current: TrainerConfig) -> list[str
     return out
 
 
+def overrides_for(config: TrainerConfig) -> list[str]:
+    """The ``section.field=value`` overrides that rebuild ``config`` from its preset for its objective:
+    ``resolve_config(config.objective.name, config.preset, overrides_for(config)) == config``. For rebuilding a
+    run's command line from a checkpoint's ``trainer_config.json`` (``--resume`` needs the run's settings)."""
+    preset = _flatten(preset_config(config.preset, config.objective.name).to_dict())
+    out = []
+    for key, value in _flatten(config.to_dict()).items():
+        if key == "objective.name" or preset.get(key) == value:
+            continue
+        out.append(f"{key}={_override_text(value)}")
+    return out
+
+
+def _override_text(value: Any) -> str:
+    """``value`` as :func:`apply_overrides` reads it back (booleans lower-case, tuples comma-separated)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ",".join(_override_text(v) for v in value)
+    return str(value)
+
+
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():

@@ -13,14 +13,12 @@ import json
 import math
 from pathlib import Path
 
+from make_tables import fmt  # the CPU study's number format (same directory)
+
 from embedgeom.results import ComparisonResult
 
 TASK_ORDER = ("polarity", "lee", "bbc", "wiki")
 POOLING_ORDER = ("mean", "max", "attention", "cls")
-
-
-def fmt(v: float, nd: int = 3) -> str:
-    return "–" if v is None or not math.isfinite(v) else f"{v:.{nd}g}"
 
 
 def signed(v: float, nd: int = 3) -> str:

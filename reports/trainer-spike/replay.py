@@ -27,19 +27,12 @@ import torch
 
 import trainer
 from trainer import engine as E
-from trainer.config import RUNTIME_FIELDS, TrainerConfig, preset_config
+from trainer.config import TrainerConfig, overrides_for
 
 
 def emit(kind: str, **values) -> None:
     sys.stdout.write(json.dumps({"kind": kind, **values}) + "\n")
     sys.stdout.flush()
-
-
-def flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
 
 
 def prepare(run: Path, step: int, out: Path) -> dict:
@@ -141,15 +134,11 @@ def main() -> None:
     meta = prepare(args.run, args.from_step, args.out)
     saved = TrainerConfig.from_dict(json.loads(
         (args.run / "checkpoints" / f"step-{args.from_step:07d}" / "trainer_config.json").read_text()))
-    # the run's settings as overrides of its preset (--resume refuses any other config)
-    preset = flat(preset_config(meta["preset"], meta["objective"]).to_dict())
-    overrides = [f"{key}={','.join(map(str, value)) if isinstance(value, list) else value}"
-                 for key, value in flat(saved.to_dict()).items()
-                 if key not in RUNTIME_FIELDS and key != "objective.name" and preset.get(key) != value]
     original = E.Engine.train_step
-    seen: dict[int, object] = {}
+    seen: dict[int, object] = {}  # the previous step's batch, re-scored after its update
 
     def hooked(engine, step, micro_batches):
+        seen.pop(step - 2, None)
         seen[step] = micro_batches[0]
         if step == args.step - 1:
             revert_report(engine, micro_batches[0], step, original)
@@ -169,7 +158,7 @@ def main() -> None:
 
     E.Engine.train_step = hooked
     trainer.run(meta["objective"], meta["preset"], meta["corpus"], args.out, steps=meta["total_steps"], resume=True,
-                device="cpu", overrides=[*overrides, "train.eval_every=0", "train.ckpt_every=1000000",
+                device="cpu", overrides=[*overrides_for(saved), "train.eval_every=0", "train.ckpt_every=1000000",
                                          "train.log_every=1"])
 
 

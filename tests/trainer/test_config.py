@@ -237,3 +237,18 @@ def test_json_round_trip_and_differences():
     diffs = config_differences(c, other)
     assert diffs == ["optim.lr: 0.0005 -> 0.001", "train.steps: 7 -> 8"]
     assert "train.log_every" in RUNTIME_FIELDS
+
+
+@pytest.mark.parametrize(("objective", "preset", "overrides"), [
+    ("mlm", "tiny", []),
+    ("hybrid", "paper", ["optim.warmup_steps=50", "train.batch_size=32", "train.steps=500"]),
+    ("hybrid", "tiny", ["optim.betas=0.8,0.95", "optim.lr=0.0003", "ema.schedule=cosine", "train.compile=true",
+                        "data.tokenizer=some/tokenizer", "train.stop_after=7", "watch.var_ratio=0.2"]),
+])
+def test_overrides_for_rebuilds_the_config_from_its_preset(objective, preset, overrides):
+    from trainer import overrides_for
+
+    config = resolve_config(objective, preset, overrides)
+    rebuilt = overrides_for(config)
+    assert sorted(rebuilt) == sorted(overrides)  # exactly the fields that differ from the preset, as given
+    assert resolve_config(objective, preset, rebuilt) == config
