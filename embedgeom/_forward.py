@@ -4,6 +4,11 @@ One run tokenises its texts once, sorts them by length, and for each batch pads 
 runs the model (halving the batch on out-of-memory) and pools every requested (pooling, layer) from that batch's
 hidden states and attentions. The conventions it carries out are listed in :mod:`embedgeom.encoding`; the choice
 of compute dtype and the embedding cache are :func:`embedgeom.encode`'s.
+
+Precision: the compute dtype is the autocast dtype (autocast is off for float32), and every float32 matmul of the
+pass is full IEEE float32 whatever the process allows elsewhere (``torch.set_float32_matmul_precision("high")``
+would otherwise let CUDA use TF32, and "medium" let oneDNN use bfloat16, for matmuls that read as float32). The
+compute dtype therefore names the precision of every vector, and the embedding cache keys vectors by it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ Key = tuple[str, int]
 Progress = Callable[[int, int], None]
 #: A custom pooler as :class:`embedgeom.encoding.CustomPooler` describes it.
 Pooler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: The float32 matmul precision of every forward pass (see the module docstring); part of every cache key.
+FLOAT32_MATMUL = "ieee"
 #: Models whose position ids are derived from the padding token by the model itself.
 _PADDING_AWARE_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer", "mpnet", "data2vec-text",
                             "xmod", "roberta-prelayernorm", "ibert", "luke", "markuplm", "esm"}
@@ -185,8 +192,36 @@ def run_forward(encoder: Encoder, request: Request, keys: Sequence[Key], compute
     capture = wants_attention and getattr(model.config, "_attn_implementation", None) == _capture.IMPLEMENTATION
     run = _Run(encoder, request, toks, np.argsort([-len(ids) for ids in toks.input_ids], kind="stable"),
                tuple(keys), compute_dtype, capture, eager_attn=wants_attention and not capture)
-    with _eager_attention(model, run.eager_attn):
+    with _eager_attention(model, run.eager_attn), _ieee_float32_matmuls():
         return _forward_batches(run, progress)
+
+
+def _matmul_backends() -> list[Any]:
+    """The backends whose float32 matmul precision torch lets a process lower (CUDA: TF32, oneDNN: bfloat16)."""
+    return [b for b in (torch.backends.cuda.matmul, getattr(torch.backends.mkldnn, "matmul", None))
+            if b is not None and hasattr(b, "fp32_precision")]
+
+
+@contextlib.contextmanager
+def _ieee_float32_matmuls() -> Iterator[None]:
+    """Full float32 matmuls for the block (:data:`FLOAT32_MATMUL`), the process's settings restored afterwards."""
+    backends = _matmul_backends()
+    if not backends:  # torch without per-backend settings: the legacy switch
+        before = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("highest")
+        try:
+            yield
+        finally:
+            torch.set_float32_matmul_precision(before)
+        return
+    before = [b.fp32_precision for b in backends]
+    for b in backends:
+        b.fp32_precision = FLOAT32_MATMUL
+    try:
+        yield
+    finally:
+        for b, old in zip(backends, before, strict=True):
+            b.fp32_precision = old
 
 
 @contextlib.contextmanager
@@ -237,7 +272,7 @@ def _forward_batches(run: _Run, progress: Progress | None) -> tuple[dict[Key, np
         start += len(idx)
         if progress is not None:
             progress(start, n)
-    _check_finite(bufs, run.compute_dtype)
+    _check_finite(bufs, run.compute_dtype, run.encoder.model)
     return bufs, {"truncated": run.tokens.truncated, "n_tokens": n_tokens, "batch_size": run.request.batch_size,
                   "batch_size_final": bs, "oom_halvings": halvings, "attention_source": run.attention_source}
 
@@ -314,8 +349,18 @@ def _pool_batch(run: _Run, outputs: Any, rec: Any, attn_mask: torch.Tensor, spec
     return out
 
 
-def _check_finite(vectors: dict[Key, np.ndarray], compute_dtype: torch.dtype) -> None:
+def _check_finite(vectors: dict[Key, np.ndarray], compute_dtype: torch.dtype, model: Any) -> None:
     for k, arr in vectors.items():
         if not np.isfinite(arr).all():
-            raise FloatingPointError(f"encode: the model produced non-finite {k[0]} embeddings at layer {k[1]} "
-                                     f"(dtype {dtype_name(compute_dtype)}); try dtype='float32'.")
+            what = (f"encode: the model produced non-finite {k[0]} embeddings at layer {k[1]} "
+                    f"(dtype {dtype_name(compute_dtype)})")
+            if compute_dtype != torch.float32:
+                raise FloatingPointError(f"{what}; try dtype='float32'.")
+            bad = [name for name, t in model.state_dict().items()
+                   if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+            if bad:
+                shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+                raise FloatingPointError(f"{what}: its weights are not finite ({len(bad)} tensors hold NaN or inf: "
+                                         f"{shown}). Check the checkpoint's weights; float32 cannot repair them.")
+            raise FloatingPointError(f"{what}: the weights are finite but the activations overflow even in float32. "
+                                     "Check the checkpoint's weights (their scale) and its config.")

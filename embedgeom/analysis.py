@@ -21,6 +21,7 @@ import numpy as np
 
 from . import metrics as M
 from .data import TextSet, load_texts
+from .embedding_cache import cache_writes
 from .encoding import Embeddings, encode
 from .loading import COMPUTE_DTYPES, Encoder, load_encoder, resolve_device, trainer_checkpoints
 from .metrics.jackknife import delete_group_replicates, jackknife_stderr, t_interval
@@ -230,27 +231,28 @@ def analyze(
                   batch_size=batch_size, max_length=max_length, special_tokens=special_tokens,
                   cache=cache if isinstance(cache, bool) else str(cache),
                   glue_dir=None if glue_dir is None else str(glue_dir), save_embeddings=save_embeddings)
-    if cfg.protocol == "both":
-        return _analyze_both(checkpoint, cfg, progress, name)
-    if cfg.protocol == "paper":
-        return _analyze_paper(checkpoint, cfg, progress, name)
-    if not isinstance(checkpoint, Encoder):
-        resolve_device(cfg.device)  # a bad --device fails before any data or model is read
-    text_sets = _load_text_sets(cfg, progress)
-    enc = _encoder(checkpoint, cfg)
-    out = _Collected()
-    used: set[str] = set()
-    for spec, ts in zip(cfg.data, text_sets, strict=True):
-        task = unique_name(ts.name, used)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            emb = encode(enc, list(ts.texts), poolings=cfg.poolings, layers=cfg.layers, batch_size=cfg.batch_size,
-                         max_length=cfg.max_length, special_tokens=cfg.special_tokens, cache=cfg.cache,
-                         progress=lambda d, t, s=spec: _emit(progress, f"encode {s}", d, t))
-        _rewarn(caught, task, enc)  # from here, so that the warnings name analyze's caller
-        _measure_task(task, ts, emb, enc.num_layers, cfg, progress, out)
-    return AnalysisResult(enc.card(), out.tasks, _options(cfg), out.metric_rows, out.probe_rows, out.arrays,
-                          reproducibility_card(cfg.seed), name.strip() if name else "")
+    with cache_writes(cfg.cache is not False):  # cache=False (--no-cache): nothing is written under the cache root
+        if cfg.protocol == "both":
+            return _analyze_both(checkpoint, cfg, progress, name)
+        if cfg.protocol == "paper":
+            return _analyze_paper(checkpoint, cfg, progress, name)
+        if not isinstance(checkpoint, Encoder):
+            resolve_device(cfg.device)  # a bad --device fails before any data or model is read
+        text_sets = _load_text_sets(cfg, progress)
+        enc = _encoder(checkpoint, cfg)
+        out = _Collected()
+        used: set[str] = set()
+        for spec, ts in zip(cfg.data, text_sets, strict=True):
+            task = unique_name(ts.name, used)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                emb = encode(enc, list(ts.texts), poolings=cfg.poolings, layers=cfg.layers, batch_size=cfg.batch_size,
+                             max_length=cfg.max_length, special_tokens=cfg.special_tokens, cache=cfg.cache,
+                             progress=lambda d, t, s=spec: _emit(progress, f"encode {s}", d, t))
+            _rewarn(caught, task, enc)  # from here, so that the warnings name analyze's caller
+            _measure_task(task, ts, emb, enc.num_layers, cfg, progress, out)
+        return AnalysisResult(enc.card(), out.tasks, _options(cfg), out.metric_rows, out.probe_rows, out.arrays,
+                              reproducibility_card(cfg.seed), name.strip() if name else "")
 
 
 def _check_name(name: str | None) -> None:

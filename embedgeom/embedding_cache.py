@@ -3,15 +3,19 @@
 One file per key, named by the sha256 of the key. :func:`embedgeom.encode` builds the key from everything that
 changes a vector: the weights and config (content hash), the tokenizer (:func:`embedgeom.loading.
 tokenizer_fingerprint`), a sentence-transformers checkpoint's Pooling/Dense/Normalize modules (for ``native``), the
-texts and pairs, pooling, layer and layer count, max length, special-token and padding options, the compute dtype
-and whether ``auto`` checked it, a custom pooler's fingerprint, and the pooling code's version
-(:data:`embedgeom.pooling.POOLING_VERSION`).
+texts and pairs, pooling, layer and layer count, max length, special-token and padding options, the precision the
+vector was computed in (the compute dtype that produced it, whether ``auto`` checked it, and the float32 matmul
+precision of the forward pass, which is always full IEEE float32), a custom pooler's fingerprint, and the pooling
+code's version (:data:`embedgeom.pooling.POOLING_VERSION`).
 
 Files are written to a temporary name and atomically renamed, so concurrent writers and interrupted writes
 never leave a partial file under the real name. Each file stores a checksum of its array; an entry that cannot
 be read or does not verify (truncated, bit-flipped, not a zip) is a miss: it is removed, recomputed, and a
 :class:`CacheWarning` says so once per cache directory. A cache that cannot be written (read-only, full disk)
 never fails the computation: the vectors are returned and a warning says they were not stored.
+
+:func:`cache_writes` turns every write under the cache root off for a block (``analyze(..., cache=False)``, the
+command line's ``--no-cache``): no embeddings, cleaned samples or memoised hashes are written while it is off.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import json
 import os
 import uuid
 import warnings
+from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +36,27 @@ import numpy as np
 from .storage import cache_root
 
 #: Bumped whenever the key's fields change, so entries written under an older, less complete key are never read.
-FORMAT_VERSION = 2
+#: 3: the float32 matmul precision entered the key (entries of version 2 may hold TF32 or bfloat16 matmuls where the
+#: process allowed them for float32).
+FORMAT_VERSION = 3
 _warned: set[tuple[str, str]] = set()
+_writes_enabled: ContextVar[bool] = ContextVar("embedgeom_cache_writes", default=True)
+
+
+@contextlib.contextmanager
+def cache_writes(enabled: bool) -> Iterator[None]:
+    """Within the block, nothing is written under the cache root when ``enabled`` is False (embeddings, cleaned
+    samples, memoised hashes); reads are unaffected. Restored on exit; per thread and task (a context variable)."""
+    token = _writes_enabled.set(bool(enabled) and _writes_enabled.get())
+    try:
+        yield
+    finally:
+        _writes_enabled.reset(token)
+
+
+def cache_writes_enabled() -> bool:
+    """False inside a :func:`cache_writes` block that turned writes off."""
+    return _writes_enabled.get()
 
 
 class CacheWarning(UserWarning):
@@ -89,7 +114,10 @@ class EmbeddingCache:
             return None
 
     def put(self, key: str, vectors: np.ndarray, meta: dict[str, Any]) -> Path | None:
-        """Store ``vectors`` under ``key``; returns the file, or None (with a warning) if it could not be written."""
+        """Store ``vectors`` under ``key``; returns the file, or None (with a warning) if it could not be written, or
+        None (silently) inside a :func:`cache_writes` block that turned writes off."""
+        if not cache_writes_enabled():
+            return None
         path = self._path(key)
         arr = np.ascontiguousarray(vectors, dtype=np.float32)
         full = {**meta, "sha256": hashlib.sha256(arr.tobytes()).hexdigest()}

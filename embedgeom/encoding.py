@@ -17,7 +17,11 @@ Choices that change numbers (all recorded in ``Embeddings.meta``):
   chosen by ``dtype="auto"``, each call first encodes up to ``PRECISION_CHECK_TEXTS`` evenly spaced texts in
   both precisions and uses float32 for the whole call if, for any requested pooling and layer, the median
   per-text error exceeds ``PRECISION_TOLERANCE`` of the median spread of the float32 vectors about their
-  mean. The check and the dtype used are recorded in ``meta["precision_check"]`` and ``meta["compute_dtype"]``.
+  mean. The check and the dtype used are recorded in ``meta["precision_check"]`` and ``meta["compute_dtype"]``;
+  the dtype that produced each vector set in ``meta["vector_dtypes"]`` (``"pooling@layer"`` -> dtype). One call
+  never mixes precisions: when the check fails, every vector of the call is float32, and vectors the cache holds
+  in the reduced dtype are not used (a :class:`PrecisionWarning` says how many). Float32 matmuls are full IEEE
+  float32 (no TF32 or bfloat16 stand-ins; see :mod:`embedgeom._forward`), so the dtype names the precision.
 * text pairs (``text_pairs=``) are joined by the tokenizer's own sentence-pair template, e.g.
   ``[CLS] a [SEP] b [SEP]`` with segment ids 0/1 for BERT; truncation ``longest_first``.
 
@@ -36,8 +40,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 
+from ._forward import FLOAT32_MATMUL, Key, Request, dtype_name, run_forward
 from ._forward import BatchSizeWarning as BatchSizeWarning  # public here; raised by the forward pass
-from ._forward import Key, Request, dtype_name, run_forward
 from ._forward import TruncationWarning as TruncationWarning  # public here; raised by the forward pass
 from .embedding_cache import EmbeddingCache, texts_hash
 from .loading import Encoder, tokenizer_fingerprint
@@ -46,6 +50,10 @@ from .pooling import ALL_POOLINGS, POOLING_VERSION, POOLINGS
 
 SpecialTokens = Literal["include", "exclude"]
 PaddingSide = Literal["right", "left"]
+
+
+class PrecisionWarning(UserWarning):
+    """``dtype="auto"``'s reduced precision failed its check: the whole call was computed in float32."""
 
 
 @dataclass
@@ -209,16 +217,16 @@ def _cache_for(cache: bool | str | os.PathLike | EmbeddingCache | None) -> Embed
     return EmbeddingCache(cache)
 
 
-#: Fields of ``Embeddings.meta`` that are part of every cache key.
-_KEY_META_FIELDS = ("model_hash", "texts_hash", "max_length", "compute_dtype", "special_tokens", "pair_mode",
-                    "padding_side")
+#: Fields of ``Embeddings.meta`` that are part of every cache key (with the dtype that produced the vector).
+_KEY_META_FIELDS = ("model_hash", "texts_hash", "max_length", "special_tokens", "pair_mode", "padding_side")
 
 
 class _CacheView:
     """The embedding cache as one encode() call uses it (``store`` None: no cache).
 
-    Keys are built from the call's ``meta`` as it stands when a key is asked for: the precision check may switch
-    ``meta["compute_dtype"]`` to float32, and vectors are then looked up and stored under the dtype actually used.
+    Every key names the precision of its vector: the compute dtype that produced it (looked up under the dtype the
+    call is about to use, stored under the dtype that computed it), whether ``auto`` checked that dtype, and the
+    float32 matmul precision of the forward pass.
     """
 
     def __init__(self, store: EmbeddingCache | None, encoder: Encoder, req: Request, meta: dict[str, Any]) -> None:
@@ -226,24 +234,27 @@ class _CacheView:
         self._encoder, self._req, self._meta = encoder, req, meta
         self._native_hash = encoder.native.fingerprint() if encoder.native is not None else None
 
-    def key(self, k: Key) -> str:
-        """Everything that changes the vector of pooling k[0] at layer k[1] (see :mod:`embedgeom.embedding_cache`)."""
+    def key(self, k: Key, dtype: str) -> str:
+        """Everything that changes the vector of pooling k[0] at layer k[1] computed in ``dtype`` (see
+        :mod:`embedgeom.embedding_cache`)."""
         meta, custom = self._meta, self._req.custom
-        return EmbeddingCache.key({**{f: meta[f] for f in _KEY_META_FIELDS},
+        return EmbeddingCache.key({**{f: meta[f] for f in _KEY_META_FIELDS}, "compute_dtype": dtype,
                                    "tokenizer_hash": meta["tokenizer_hash"], "pooling": k[0], "layer": k[1],
                                    "num_layers": self._encoder.num_layers,
                                    "native": self._native_hash if k[0] == "native" else None,
                                    "custom": custom[k[0]].fingerprint if k[0] in custom else None,
-                                   "precision_checked": _checked_low(self._encoder, meta),
-                                   "pooling_version": POOLING_VERSION})
+                                   "precision_checked": self._encoder.dtype_policy == "auto" and dtype != "float32",
+                                   "float32_matmul": FLOAT32_MATMUL, "pooling_version": POOLING_VERSION})
 
-    def lookup(self, keys: Sequence[Key], into: dict[Key, np.ndarray]) -> list[Key]:
-        """Put the cached vectors of ``keys`` into ``into``; return the keys still missing there."""
+    def lookup(self, keys: Sequence[Key], dtype: str, into: dict[Key, np.ndarray], dtypes: dict[Key, str]
+               ) -> list[Key]:
+        """Put the vectors the cache holds for ``keys`` computed in ``dtype`` into ``into`` (and ``dtype`` into
+        ``dtypes``); return the keys still missing there."""
         if self.store is not None:
             for k in keys:
-                hit = self.store.get(self.key(k))
+                hit = self.store.get(self.key(k, dtype))
                 if hit is not None and hit.shape[0] == len(self._req.texts):
-                    into[k] = hit
+                    into[k], dtypes[k] = hit, dtype
         return [k for k in keys if k not in into]
 
     def record(self, computed: int) -> dict[str, Any]:
@@ -283,7 +294,8 @@ def encode(
     meta = _meta(encoder, req)
     view = _CacheView(_cache_for(cache), encoder, req, meta)
     vectors: dict[Key, np.ndarray] = {}
-    missing = view.lookup(req.wanted, vectors)
+    dtypes: dict[Key, str] = {}  # the compute dtype that produced each vector
+    missing = view.lookup(req.wanted, meta["compute_dtype"], vectors, dtypes)
     run_meta: dict[str, Any] | None = None
     if _checked_low(encoder, meta) and not missing:  # every vector came from the cache, stored after the check
         meta["precision_check"] = {"dtype": meta["compute_dtype"], "passed": True, "used": meta["compute_dtype"],
@@ -291,13 +303,14 @@ def encode(
     elif _checked_low(encoder, meta):
         check, probe_out = _check_precision(encoder, req, missing)
         meta["precision_check"] = check
-        meta["compute_dtype"] = check["used"]
         if not check["passed"]:
-            missing = view.lookup(missing, vectors)  # float32 vectors may already be cached
+            missing = _fall_back_to_float32(view, req, meta, vectors, dtypes)
         if probe_out is not None and missing:  # the probe was every text: its vectors are the answer
             chosen, run_meta = probe_out[check["used"]]
-            vectors.update({k: chosen[k] for k in missing})
-            if progress is not None:
+            for k in missing:
+                if k in chosen:
+                    vectors[k], dtypes[k] = chosen[k], check["used"]
+            if progress is not None and all(k in vectors for k in missing):
                 progress(n, n)
     computed = list(missing)
     missing = [k for k in missing if k not in vectors]
@@ -305,14 +318,48 @@ def encode(
     if missing:
         got, run_meta = run_forward(encoder, req, missing, getattr(torch, meta["compute_dtype"]), progress)
         vectors.update(got)
+        dtypes.update(dict.fromkeys(got, meta["compute_dtype"]))
     if run_meta is not None:
         meta.update(run_meta)
+    meta["vector_dtypes"] = _one_precision(dtypes, req.wanted, meta["compute_dtype"])
     if view.store is not None:  # put from here, as before: a CacheWarning about writing names encode's caller
         for k in computed:
-            view.store.put(view.key(k), vectors[k], {**meta, "pooling": k[0], "layer": k[1]})
+            view.store.put(view.key(k, dtypes[k]), vectors[k],
+                           {**meta, "compute_dtype": dtypes[k], "pooling": k[0], "layer": k[1]})
     if not computed and progress is not None:
         progress(n, n)
     return Embeddings({k: vectors[k] for k in req.wanted}, n, encoder.num_layers, meta)
+
+
+def _fall_back_to_float32(view: _CacheView, req: Request, meta: dict[str, Any], vectors: dict[Key, np.ndarray],
+                          dtypes: dict[Key, str]) -> list[Key]:
+    """The precision check failed: the whole call is float32. Vectors already taken from the cache in the reduced
+    dtype are dropped (one call never mixes precisions), float32 ones the cache holds are taken, and a
+    :class:`PrecisionWarning` says so. Returns the keys still to compute, all in float32."""
+    check, low = meta["precision_check"], meta["compute_dtype"]
+    dropped = len(vectors)
+    vectors.clear()
+    dtypes.clear()
+    meta["compute_dtype"] = "float32"
+    check["cached_low_dropped"] = dropped
+    missing = view.lookup(req.wanted, "float32", vectors, dtypes)
+    ratio = check["worst_ratio"]
+    how = (f"median error {ratio:.3g} of the spread at {check['worst']}" if ratio is not None
+           else f"non-finite or unbounded error at {check['worst']}")
+    reused = len(req.wanted) - len(missing)
+    warnings.warn(f"{low} failed the precision check ({how}; tolerance {check['tolerance']}): every vector set of "
+                  f"this call is float32 ({len(missing)} computed in float32"
+                  f"{f', {reused} from the float32 cache' if reused else ''}"
+                  f"{f'; {dropped} cached in {low} not used' if dropped else ''}).", PrecisionWarning, stacklevel=3)
+    return missing
+
+
+def _one_precision(dtypes: dict[Key, str], wanted: Sequence[Key], compute_dtype: str) -> dict[str, str]:
+    """``meta["vector_dtypes"]``: the dtype of each vector set, checked to be the call's one compute dtype."""
+    mixed = {dtypes[k] for k in wanted} - {compute_dtype}
+    if mixed:  # never: a result in two precisions would compare numbers that are not comparable
+        raise RuntimeError(f"encode: vectors in {sorted(mixed)} in a {compute_dtype} result; please report this.")
+    return {f"{p}@{lay}": dtypes[(p, lay)] for p, lay in wanted}
 
 
 #: Texts (evenly spaced over the input) encoded in both the reduced and float32 precision to check ``auto``.
@@ -335,18 +382,29 @@ def _check_precision(encoder: Encoder, req: Request, keys: list[Key]
     idx = np.unique(np.linspace(0, n - 1, min(n, PRECISION_CHECK_TEXTS)).round().astype(int))
     probe = req.subset(idx)
     results: dict[str, tuple[dict[Key, np.ndarray], dict[str, Any]]] = {}
+    low_name = dtype_name(encoder.compute_dtype)
+    nonfinite = None
     for dtype in (encoder.compute_dtype, torch.float32):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TruncationWarning)  # warned about once, by the full pass
-            results[dtype_name(dtype)] = run_forward(encoder, probe, keys, dtype, None)
-    low_name = dtype_name(encoder.compute_dtype)
-    worst, worst_key = _worst_error_ratio(results[low_name][0], results["float32"][0], keys)
+            try:
+                results[dtype_name(dtype)] = run_forward(encoder, probe, keys, dtype, None)
+            except FloatingPointError as err:  # the reduced precision overflows: float32 is the answer
+                if dtype == torch.float32:
+                    raise
+                nonfinite = str(err)
+    if nonfinite is None:
+        worst, worst_key = _worst_error_ratio(results[low_name][0], results["float32"][0], keys)
+    else:
+        worst, worst_key = float("inf"), keys[0]
     passed = bool(worst <= PRECISION_TOLERANCE)
     record = {"dtype": low_name, "texts": len(idx), "tolerance": PRECISION_TOLERANCE,
               "worst_ratio": worst if np.isfinite(worst) else None, "worst": f"{worst_key[0]}@{worst_key[1]}",
               "passed": passed, "used": low_name if passed else "float32"}
     if n == 1 and not passed:
         record["note"] = "a single text has no spread to compare the error with; float32 used"
+    if nonfinite is not None:
+        record["note"] = f"non-finite vectors in {low_name}; float32 used"
     return record, (results if len(idx) == n else None)
 
 

@@ -351,7 +351,9 @@ def _read_native(root: Path, modules: tuple[dict, ...]) -> tuple[NativePooling |
 def content_hash(model_dir: Path) -> str:
     """sha256 over config.json and the weight files (name + bytes). The digest is memoised on disk under a key of
     each file's resolved path, inode, size, mtime and ctime: rewriting, replacing or copying over a file (even with
-    its size and mtime preserved, as ``cp -p`` does) changes its ctime, so a stale digest is never reused."""
+    its size and mtime preserved, as ``cp -p`` does) changes its ctime, so a stale digest is never reused (nor
+    written inside a :func:`embedgeom.embedding_cache.cache_writes` block that turned writes off)."""
+    from .embedding_cache import cache_writes_enabled
     from .storage import atomic_write_text, cache_root, file_digest
 
     files = [model_dir / "config.json", *[model_dir / f for f in _WEIGHT_FILES if (model_dir / f).is_file()]]
@@ -367,8 +369,9 @@ def content_hash(model_dir: Path) -> str:
         h.update(f.name.encode())
         h.update(file_digest(f).encode())
     digest = h.hexdigest()
-    with contextlib.suppress(OSError):
-        atomic_write_text(memo, digest)
+    if cache_writes_enabled():
+        with contextlib.suppress(OSError):
+            atomic_write_text(memo, digest)
     return digest
 
 

