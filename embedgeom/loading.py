@@ -11,14 +11,25 @@ Accepted specs:
 Safety: safetensors weights are preferred; ``.bin`` files are read by transformers' ``weights_only``
 unpickler, which refuses arbitrary objects; ``trust_remote_code`` is False unless the caller passes True.
 Decoder-only, encoder-decoder and non-text checkpoints are refused with a clear error (no last-token path).
+
+Integrity: nothing is lost and nothing is invented. A checkpoint is analysed only when every weight of the model its
+``config.json`` describes was read from its files (no random initialisation; see :func:`_check_loading_report` for
+the one head that may be absent and the extra keys that may be present), the weights agree with the config in shape,
+hold only finite values, the tokenizer has a real vocabulary whose ids all fit the embedding matrix, and every file
+read (safetensors headers, ``modules.json``, the pooling config, a trainer ``run.json``) parses. Anything else is a
+:class:`CheckpointError` of one line that names the file (or tensor) and says how to fix it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import pickle
+import re
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,7 +49,42 @@ _DECODER_ONLY = {"gpt2", "gpt_neo", "gptj", "gpt_neox", "llama", "mistral", "mix
 
 
 class CheckpointError(ValueError):
-    """A checkpoint could not be found or is not a supported text encoder."""
+    """A checkpoint could not be found, is incomplete or inconsistent, or is not a supported text encoder. The
+    message is one line: ``checkpoint: <file> <what is wrong>. Fix: <what to do>``."""
+
+
+def _first_line(err: BaseException) -> str:
+    """An exception as one short line (its first non-empty line, without terminal escapes)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
+    line = text.splitlines()[0].strip() if text else ""
+    return f"{type(err).__name__}: {line[:200]}" if line else type(err).__name__
+
+
+def _read_json(path: Path, what: str, fix: str, expect: type = dict) -> Any:
+    """The JSON document at ``path`` (a ``dict`` or ``list`` as ``expect`` says), or a :class:`CheckpointError`
+    naming the file: missing, unreadable, not JSON, or JSON of the wrong shape. ``what`` says what the file is,
+    ``fix`` how to repair it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint: {path} is missing ({what}). Fix: {fix}") from None
+    except OSError as err:
+        raise CheckpointError(f"checkpoint: {path} could not be read ({what}; {_first_line(err)}). "
+                              f"Fix: {fix}") from None
+    except ValueError as err:  # UnicodeDecodeError
+        raise CheckpointError(f"checkpoint: {path} is not valid JSON ({what}; {_first_line(err)}). "
+                              f"Fix: {fix}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise CheckpointError(f"checkpoint: {path} is not valid JSON ({what}; {_first_line(err)}). "
+                              f"Fix: {fix}") from None
+    if not isinstance(data, expect):
+        kinds = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+                 float: "a number", type(None): "null"}
+        raise CheckpointError(f"checkpoint: {path} holds {kinds.get(type(data), type(data).__name__)}, expected a "
+                              f"JSON {'object' if expect is dict else 'array'} ({what}). Fix: {fix}")
+    return data
 
 
 @dataclass(frozen=True)
@@ -178,18 +224,20 @@ class _Located:
 
 
 def _resolve_trainer_run(path: Path) -> Path:
-    try:
-        run = json.loads((path / "run.json").read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"checkpoint: {path}/run.json is unreadable ({err}). Point at a checkpoint "
-                              "directory inside the run instead.") from None
+    fix_json = ("restore the run's run.json, or point at a checkpoint directory inside the run (checkpoints/step-*) "
+                "instead.")
+    run = _read_json(path / "run.json", "the trainer run's record", fix_json)
     latest = run.get("latest")
     if not latest:
         raise CheckpointError(f"checkpoint: the trainer run {path} has no finished checkpoint yet "
                               "(run.json has no 'latest'). Wait for the first checkpoint or resume the run.")
+    if not isinstance(latest, str):
+        raise CheckpointError(f"checkpoint: {path / 'run.json'} names its latest checkpoint as {latest!r}, expected "
+                              f"a relative path such as 'checkpoints/step-0000100'. Fix: {fix_json}")
     target = (path / latest).resolve()
     if not (target / "config.json").is_file():
-        raise CheckpointError(f"checkpoint: run.json in {path} points at {target}, which has no config.json.")
+        raise CheckpointError(f"checkpoint: run.json in {path} points at {target}, which has no config.json. "
+                              f"Fix: {fix_json}")
     return target
 
 
@@ -248,8 +296,38 @@ def trainer_checkpoints(run_dir: str | os.PathLike, which: str | list[int] = "al
     return [c for c in found if c.step in wanted]
 
 
+def _check_link(spec: str, path: Path) -> None:
+    """A path that ``exists()`` reports missing but that is there as a name: a symbolic-link loop or a dangling
+    link, said as such (never mistaken for a hub id)."""
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise CheckpointError(f"checkpoint: {spec} is a symbolic-link loop (following it leads back to "
+                                  "itself). Fix: point the link at the model directory, or pass the directory "
+                                  "itself.") from None
+        if os.path.islink(path):
+            raise CheckpointError(f"checkpoint: {spec} is a symbolic link to {os.readlink(path)}, which does not "
+                                  "exist. Fix: point the link at the model directory, or pass the directory "
+                                  "itself.") from None
+
+
+def _st_modules(path: Path) -> tuple[dict, ...]:
+    """The module list of a sentence-transformers ``modules.json``, checked to be a list of objects with a type."""
+    fix = ("restore modules.json from the model's source (a JSON list of {idx, name, path, type} objects), or point "
+           "at the Transformer module's directory.")
+    modules = _read_json(path / "modules.json", "the sentence-transformers module list", fix, expect=list)
+    for m in modules:
+        if not isinstance(m, dict) or not isinstance(m.get("type", ""), str) \
+                or not isinstance(m.get("path", ""), str):
+            raise CheckpointError(f"checkpoint: {path / 'modules.json'} has the entry {str(m)[:80]!r}, expected an "
+                                  f"object with a string type and path. Fix: {fix}")
+    return tuple(modules)
+
+
 def _locate(spec: str) -> _Located:
     path = Path(spec).expanduser()
+    _check_link(spec, path)
     if path.exists():
         if path.is_file():
             raise CheckpointError(f"checkpoint: expected a model directory, got the file {path}. Pass the "
@@ -257,7 +335,7 @@ def _locate(spec: str) -> _Located:
         if (path / "run.json").is_file() and not (path / "config.json").is_file():
             return _Located(_resolve_trainer_run(path), "trainer")
         if (path / "modules.json").is_file():
-            modules = tuple(json.loads((path / "modules.json").read_text()))
+            modules = _st_modules(path)
             tr = next((m for m in modules if m.get("type", "").endswith("models.Transformer")), None)
             if tr is None:
                 raise CheckpointError(f"checkpoint: {path}/modules.json declares no Transformer module; only "
@@ -265,7 +343,8 @@ def _locate(spec: str) -> _Located:
             model_dir = path / tr.get("path", "")
             if not (model_dir / "config.json").is_file():
                 raise CheckpointError(f"checkpoint: no config.json in {model_dir} (the Transformer module of "
-                                      f"{path}/modules.json).")
+                                      f"{path}/modules.json). Fix: restore the module's files, or correct its path "
+                                      "in modules.json.")
             return _Located(model_dir, "sentence-transformers", path, modules)
         if not (path / "config.json").is_file():
             raise CheckpointError(f"checkpoint: no config.json in {path} (looked for config.json, modules.json "
@@ -308,18 +387,21 @@ _ST_MODES = (("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "me
 
 
 def _read_native(root: Path, modules: tuple[dict, ...]) -> tuple[NativePooling | None, str | None]:
-    """Parse Pooling / Dense / Normalize modules. Returns (native, reason-it-is-unavailable)."""
+    """Parse Pooling / Dense / Normalize modules. Returns (native, reason-it-is-unavailable) when a module is of a
+    kind embedgeom does not support; raises :class:`CheckpointError` naming the file when one is damaged (a
+    malformed config, unreadable or incomplete Dense weights)."""
     modes: tuple[str, ...] = ()
     dense: list[DenseLayer] = []
     normalize = False
     include_prompt = True
+    fix = "restore the module's files from the model's source (or re-save the model with sentence-transformers)."
     for m in modules:
         mtype = m.get("type", "").rsplit(".", 1)[-1]
         mdir = root / m.get("path", "")
         if mtype == "Transformer":
             continue
         if mtype == "Pooling":
-            cfg = json.loads((mdir / "config.json").read_text())
+            cfg = _read_json(mdir / "config.json", "the sentence-transformers Pooling config", fix)
             modes = tuple(name for key, name in _ST_MODES if cfg.get(key))
             other = [k for k, v in cfg.items() if k.startswith("pooling_mode") and v
                      and k not in dict(_ST_MODES)]
@@ -327,15 +409,18 @@ def _read_native(root: Path, modules: tuple[dict, ...]) -> tuple[NativePooling |
                 return None, f"pooling mode {other or 'none'} is not supported"
             include_prompt = bool(cfg.get("include_prompt", True))
         elif mtype == "Dense":
-            from safetensors.torch import load_file
-
-            cfg = json.loads((mdir / "config.json").read_text())
+            cfg = _read_json(mdir / "config.json", "the sentence-transformers Dense config", fix)
             if not (mdir / "model.safetensors").is_file():
                 return None, f"Dense module {mdir} has no model.safetensors (pickled weights are not loaded)"
-            w = load_file(str(mdir / "model.safetensors"))
-            act = cfg.get("activation_function", "torch.nn.modules.linear.Identity").rsplit(".", 1)[-1]
+            act = cfg.get("activation_function", "torch.nn.modules.linear.Identity")
+            act = act.rsplit(".", 1)[-1] if isinstance(act, str) else repr(act)
             if act not in ("Identity", "Tanh", "ReLU", "GELU"):
                 return None, f"Dense activation {act} is not supported"
+            w = _load_safetensors(mdir / "model.safetensors")
+            if not isinstance(w.get("linear.weight"), torch.Tensor) or w["linear.weight"].ndim != 2:
+                raise CheckpointError(f"checkpoint: {mdir / 'model.safetensors'} has no 2-d linear.weight (the "
+                                      f"Dense module's weights). Fix: {fix}")
+            _check_finite(w.items(), mdir / "model.safetensors")
             dense.append(DenseLayer(w["linear.weight"], w.get("linear.bias"), act))
         elif mtype == "Normalize":
             normalize = True
@@ -344,6 +429,87 @@ def _read_native(root: Path, modules: tuple[dict, ...]) -> tuple[NativePooling |
     if not modes:
         return None, "no Pooling module"
     return NativePooling(modes, tuple(dense), normalize, include_prompt), None
+
+
+# --- file integrity -------------------------------------------------------------------------------------
+
+_FIX_DAMAGED = "re-download or re-save the checkpoint (save_pretrained writes safetensors)."
+#: bytes per element of each safetensors dtype (the header's tensor sizes are checked against the file's length).
+_ST_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8,
+                   "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def _check_safetensors(path: Path) -> None:
+    """Read only the header of the safetensors file ``path`` and check that it parses and that the tensor data it
+    describes fills the file exactly (a truncated or overwritten file is caught before any tensor is read)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+            raw = fh.read(n) if 2 <= n <= min(size - 8, 100 << 20) else None
+    except OSError as err:
+        raise CheckpointError(f"checkpoint: {path} could not be read ({_first_line(err)}). "
+                              f"Fix: {_FIX_DAMAGED}") from None
+    if raw is None:
+        raise CheckpointError(f"checkpoint: {path} is damaged (its safetensors header is unreadable: the file has "
+                              f"{size} bytes, the header length field says {max(n, 0)}). Fix: {_FIX_DAMAGED}")
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except ValueError as err:  # UnicodeDecodeError is a ValueError
+        raise CheckpointError(f"checkpoint: {path} is damaged (its safetensors header is not valid JSON: "
+                              f"{_first_line(err)}). Fix: {_FIX_DAMAGED}") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"checkpoint: {path} is damaged (its safetensors header is not a JSON object). "
+                              f"Fix: {_FIX_DAMAGED}")
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            begin, stop = (int(v) for v in entry["data_offsets"])
+            count = 1
+            for dim in entry["shape"]:
+                count *= int(dim)
+            width = _ST_DTYPE_BYTES.get(entry["dtype"])
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"checkpoint: {path} is damaged (the header entry of {name} is malformed). "
+                                  f"Fix: {_FIX_DAMAGED}") from None
+        if begin < 0 or stop < begin or (width is not None and stop - begin != count * width):
+            raise CheckpointError(f"checkpoint: {path} is damaged (the header gives {name} a data range that does "
+                                  f"not match its shape). Fix: {_FIX_DAMAGED}")
+        end = max(end, stop)
+    if 8 + n + end != size:
+        raise CheckpointError(f"checkpoint: {path} is damaged (its header describes {8 + n + end} bytes, the file "
+                              f"has {size}: truncated or overwritten). Fix: {_FIX_DAMAGED}")
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of the safetensors file ``path`` (header checked first), any failure naming the file."""
+    from safetensors.torch import load_file
+
+    _check_safetensors(path)
+    try:
+        return load_file(str(path))
+    except Exception as err:  # the reader's own error (e.g. an unknown dtype): one line naming the file
+        raise CheckpointError(f"checkpoint: {path} could not be read ({_first_line(err)}). "
+                              f"Fix: {_FIX_DAMAGED}") from None
+
+
+def _check_finite(named: Any, where: Path | str) -> None:
+    """Refuse NaN or inf in any floating-point tensor of ``named`` ((name, tensor) pairs), naming the first one (one
+    ``isfinite(...).all()`` per tensor: cheap beside loading)."""
+    bad = []
+    for name, t in named:
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad.append((name, t))
+    if bad:
+        name, t = bad[0]
+        n_bad = int((~torch.isfinite(t)).sum())
+        more = f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""
+        raise CheckpointError(f"checkpoint: {where} holds non-finite values (NaN or inf) in the tensor {name}: "
+                              f"{n_bad} of {t.numel()} elements{more}. Fix: the checkpoint is damaged or its "
+                              "training diverged; use an earlier checkpoint or re-save it from a healthy run.")
 
 
 # --- hashing and loading --------------------------------------------------------------------------------
@@ -485,14 +651,16 @@ def load_encoder(
     cdtype = resolve_compute_dtype(dtype, dev)
     local = _downloaded(located, revision)
     model_dir = Path(local.model_dir)
-    config, tokenizer, model = _load_pretrained(model_dir, spec_s, trust_remote_code)
+    native, reason, sbert_max = _sentence_transformers_parts(local)  # cheap: its damage is found before the model
+    config, tokenizer, model, absent = _load_pretrained(model_dir, spec_s, trust_remote_code)
     model.eval().to(dev)
     from . import _capture
 
     attention_source = "sdpa-capture" if _capture.enable(model) else "eager-attentions"
-    native, reason, sbert_max = _sentence_transformers_parts(local)
     default_max = _default_max_length(config, tokenizer, sbert_max, max_length)
     info: dict[str, Any] = {"attention_pooling_source": attention_source}
+    if absent:
+        info["absent_weights"] = absent
     if local.st_root is not None and native is None:
         info["native_unavailable"] = reason
     return Encoder(model=model, tokenizer=tokenizer, spec=spec_s, path=model_dir, kind=local.kind, device=dev,
@@ -513,11 +681,187 @@ def _downloaded(located: _Located, revision: str | None) -> _Located:
     return replace(located, model_dir=model_dir)
 
 
-def _load_pretrained(model_dir: Path, spec: str, trust_remote_code: bool) -> tuple[Any, Any, Any]:
-    """Config (checked to be a text encoder), tokenizer and float32 model from ``model_dir``, quietly; SDPA
-    attention, eager where the model lacks SDPA."""
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+#: Files that hold a tokenizer's vocabulary (``tokenizer_config.json`` alone is not one: given only that,
+#: transformers builds a tokenizer of the special tokens alone, which maps every word to the unknown token).
+_VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                "tokenizer.model")
+#: Buffers older transformers versions saved with the weights; the model rebuilds them, so a stored copy is harmless.
+_HARMLESS_BUFFERS = ("position_ids", "token_type_ids")
+#: The one module of a base model that may be absent from a checkpoint: the sentence-level pooling head
+#: (``pooler.dense``), which masked-LM-only pre-training never trains and embedgeom never reads.
+_OPTIONAL_MODULE = "pooler"
 
+
+def _weight_files(model_dir: Path) -> tuple[str, list[Path]]:
+    """The weights transformers will read from ``model_dir``: (the name to cite, the files), safetensors first; every
+    safetensors header checked, a sharded index parsed and its shards present."""
+    for index_name, single in (("model.safetensors.index.json", "model.safetensors"),
+                               ("pytorch_model.bin.index.json", "pytorch_model.bin")):
+        if (model_dir / single).is_file():
+            files = [model_dir / single]
+        elif (model_dir / index_name).is_file():
+            index = model_dir / index_name
+            fix = "re-download the checkpoint with all its shards and the index that lists them."
+            weight_map = _read_json(index, "the index of the weight shards", fix).get("weight_map")
+            if not isinstance(weight_map, dict) or not weight_map:
+                raise CheckpointError(f"checkpoint: {index} has no weight_map (the index of the weight shards). "
+                                      f"Fix: {fix}")
+            files = [model_dir / str(f) for f in sorted(set(weight_map.values()))]
+            for f in files:
+                if not f.is_file():
+                    raise CheckpointError(f"checkpoint: {index} lists the shard {f.name}, which is missing from "
+                                          f"{model_dir}. Fix: {fix}")
+        else:
+            continue
+        for f in files:
+            if f.suffix == ".safetensors":
+                _check_safetensors(f)
+        return str(files[0] if len(files) == 1 else model_dir / index_name), files
+    raise CheckpointError(f"checkpoint: no weights in {model_dir} (looked for {', '.join(_WEIGHT_FILES)}). Fix: save "
+                          "the model beside its config.json (model.save_pretrained(dir)).")
+
+
+def _load_tokenizer(tok_dir: Path, trust_remote_code: bool) -> Any:
+    """The tokenizer saved in ``tok_dir``, refused when it has no vocabulary file or transformers fell back to a
+    degenerate one (nothing but special tokens)."""
+    from transformers import AutoTokenizer
+
+    fix = "save the model's full tokenizer beside the weights (tokenizer.save_pretrained(dir))."
+    vocab_files = [f for f in _VOCAB_FILES if (tok_dir / f).is_file()] + sorted(p.name for p in tok_dir.glob("*.model"))
+    if not vocab_files:
+        found = " (only tokenizer_config.json, which holds no vocabulary)" \
+            if (tok_dir / "tokenizer_config.json").is_file() else ""
+        raise CheckpointError(f"checkpoint: no tokenizer in {tok_dir}{found}: looked for {', '.join(_VOCAB_FILES)}, "
+                              f"*.model. Fix: {fix}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=trust_remote_code)
+    except Exception as err:  # a malformed tokenizer file: one line naming the directory and its vocabulary file
+        raise CheckpointError(f"checkpoint: the tokenizer in {tok_dir} ({vocab_files[0]}) could not be loaded "
+                              f"({_first_line(err)}). Fix: {fix}") from None
+    special = set(getattr(tokenizer, "all_special_tokens", ()) or ())
+    vocab = tokenizer.get_vocab()
+    if not any(t not in special for t in vocab):
+        raise CheckpointError(f"checkpoint: the tokenizer in {tok_dir} has no vocabulary beyond its {len(vocab)} "
+                              f"special tokens (transformers fell back to an empty {type(tokenizer).__name__}; every "
+                              f"word would become the unknown token). Fix: {fix}")
+    return tokenizer
+
+
+def _tokenizer_file(tok_dir: Path) -> str:
+    return next((f for f in _VOCAB_FILES if (tok_dir / f).is_file()), "tokenizer")
+
+
+def _summarise_keys(keys: Any, limit: int = 3) -> str:
+    """Weight names grouped by their numbered block (``encoder.layer.1.*: 16 tensors``), at most ``limit`` groups."""
+    groups: dict[str, int] = {}
+    for key in sorted(keys):
+        parts = key.split(".")
+        cut = next((i for i, p in enumerate(parts) if p.isdigit()), None)
+        group = ".".join(parts[:cut + 1]) + ".*" if cut is not None and cut < len(parts) - 1 else key
+        groups[group] = groups.get(group, 0) + 1
+    shown = [g if n == 1 and not g.endswith("*") else f"{g} ({n} tensors)" for g, n in list(groups.items())[:limit]]
+    more = f" and {len(groups) - limit} more" if len(groups) > limit else ""
+    return ", ".join(shown) + more
+
+
+def _shape(s: Any) -> str:
+    return "x".join(str(d) for d in s) if isinstance(s, (tuple, list, torch.Size)) else str(s)
+
+
+def _check_loading_report(model: Any, info: dict[str, Any], where: str, config_file: Path) -> list[str]:
+    """Refuse a model that transformers could not fill entirely from the checkpoint's files.
+
+    The rule (``info`` is transformers' loading report; key names are taken without the base model's prefix, e.g.
+    ``bert.``):
+
+    * **missing** keys (weights the config's model has and the files lack, which transformers would initialise at
+      random) are refused, except the whole of the base model's ``pooler`` (the next-sentence pooling head, absent
+      from checkpoints pre-trained with masked-LM only; embedgeom never reads it). Its parameters are then set to
+      zero so that nothing random is left in the model, and the absence is recorded in the encoder's card.
+    * **unexpected** keys (weights the files hold and the model has no place for) are harmless when they belong to
+      a module the base model does not have (a task head: ``cls.*`` of BertForMaskedLM/BertForPreTraining,
+      ``lm_head.*``, ``classifier.*``, ELECTRA's ``discriminator_predictions.*``, ...) or are a buffer older
+      transformers saved (``*.position_ids``, ``*.token_type_ids``). An unexpected key inside one of the model's own
+      modules (e.g. ``encoder.layer.6.*`` when config.json declares 6 layers) means config and weights disagree:
+      refused.
+    * **mismatched** keys (shape differs between files and config) and any loader error are refused.
+
+    Returns the absent optional modules (for the card)."""
+    prefix = getattr(model, "base_model_prefix", "") or ""
+
+    def strip(key: str) -> str:
+        return key[len(prefix) + 1:] if prefix and key.startswith(prefix + ".") else key
+
+    fix_config = "use the config.json the weights were saved with."
+    errors = [str(e) for e in info.get("error_msgs") or []]
+    if errors:
+        raise CheckpointError(f"checkpoint: {where} could not be loaded into the model {config_file} describes "
+                              f"({errors[0].splitlines()[0][:200]}). Fix: {fix_config}")
+    mismatched = sorted(info.get("mismatched_keys") or [], key=lambda m: str(m[0]) if isinstance(m, tuple) else str(m))
+    if mismatched:
+        first = mismatched[0]
+        name, stored, wanted = (first if isinstance(first, tuple) and len(first) == 3 else (str(first), "?", "?"))
+        hint = ""
+        if strip(str(name)).endswith("word_embeddings.weight") and isinstance(stored, (tuple, list, torch.Size)):
+            hint = (f"; config.json says vocab_size={getattr(model.config, 'vocab_size', '?')}, the weights have "
+                    f"{stored[0]} rows")
+        more = f" (and {len(mismatched) - 1} more tensors)" if len(mismatched) > 1 else ""
+        raise CheckpointError(f"checkpoint: {where} does not match {config_file}: {strip(str(name))} is "
+                              f"{_shape(stored)} in the weights and {_shape(wanted)} in the config{hint}{more}. "
+                              f"Fix: {fix_config}")
+    missing = sorted(strip(k) for k in info.get("missing_keys") or [])
+    own = {name for name, _ in model.named_children()}
+    optional = {n for n, _ in model.named_parameters() if n.split(".")[0] == _OPTIONAL_MODULE}
+    absent: list[str] = []
+    if optional and optional <= set(missing):
+        missing = [k for k in missing if k not in optional]
+        absent.append(_OPTIONAL_MODULE)
+    if missing:
+        raise CheckpointError(f"checkpoint: {where} lacks {len(missing)} weights of the model {config_file} "
+                              f"describes ({_summarise_keys(missing)}); they would be initialised at random. Fix: "
+                              "use the complete checkpoint (every weight file, or re-save it with save_pretrained), "
+                              f"or {fix_config}")
+    unexpected = sorted(k for k in (strip(k) for k in info.get("unexpected_keys") or [])
+                        if k.split(".")[0] in own and k.split(".")[-1] not in _HARMLESS_BUFFERS)
+    if unexpected:
+        layers = [int(m.group(1)) for k in unexpected if (m := re.search(r"(?:^|\.)layers?\.(\d+)\.", k))]
+        hint = ""
+        if layers and hasattr(model.config, "num_hidden_layers"):
+            hint = (f"; the weights hold at least {max(layers) + 1} layers, config.json says num_hidden_layers="
+                    f"{model.config.num_hidden_layers}")
+        raise CheckpointError(f"checkpoint: {where} holds {len(unexpected)} weights that have no place in the model "
+                              f"{config_file} describes ({_summarise_keys(unexpected)}{hint}). Fix: {fix_config}")
+    if absent:
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n.split(".")[0] == _OPTIONAL_MODULE:
+                    p.zero_()
+    return absent
+
+
+def _check_vocab_fits(tokenizer: Any, model: Any, tok_dir: Path, where: str) -> None:
+    """Every id the tokenizer can produce must index a row of the input embedding matrix."""
+    emb = model.get_input_embeddings()
+    rows = getattr(emb, "num_embeddings", None)
+    if rows is None:
+        return
+    top = max(len(tokenizer), max(tokenizer.get_vocab().values(), default=-1) + 1)
+    if top > rows:
+        raise CheckpointError(f"checkpoint: the tokenizer in {tok_dir} ({_tokenizer_file(tok_dir)}) has {top} token "
+                              f"ids but the model's embedding matrix in {where} has {rows} rows (ids from {rows} on "
+                              "would fail with 'index out of range'). Fix: use the tokenizer the model was trained "
+                              "with, or resize the model's embeddings to the tokenizer and save both again.")
+
+
+def _load_pretrained(model_dir: Path, spec: str, trust_remote_code: bool) -> tuple[Any, Any, Any, list[str]]:
+    """Config (checked to be a text encoder), tokenizer and float32 model from ``model_dir``, quietly; SDPA
+    attention, eager where the model lacks SDPA. Every check of the module docstring's *Integrity* paragraph is
+    made here; the last element is the list of absent optional modules (see :func:`_check_loading_report`)."""
+    from safetensors import SafetensorError
+    from transformers import AutoConfig, AutoModel
+
+    config_file = model_dir / "config.json"
+    _read_json(config_file, "the model config", "restore the checkpoint's config.json (model.config.save_pretrained).")
     with _quiet_transformers():
         try:
             config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
@@ -526,21 +870,31 @@ def _load_pretrained(model_dir: Path, spec: str, trust_remote_code: bool) -> tup
                                   f"({str(err).splitlines()[0]}). Pass trust_remote_code=True only if you trust "
                                   "its code.") from None
         _check_text_encoder(config, spec)
-        tok_dir = model_dir
-        if not any((tok_dir / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
-                                                     "spiece.model", "sentencepiece.bpe.model")):
-            raise CheckpointError(f"checkpoint: no tokenizer in {tok_dir} (looked for tokenizer.json, vocab.txt, "
-                                  "tokenizer_config.json, *.model). Save the tokenizer beside the weights.")
-        tokenizer = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=trust_remote_code)
-        has_st = (model_dir / "model.safetensors").is_file() or (model_dir / "model.safetensors.index.json").is_file()
-        kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": torch.float32}
-        if has_st:
+        where, files = _weight_files(model_dir)
+        tokenizer = _load_tokenizer(model_dir, trust_remote_code)
+        kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": torch.float32,
+                                  "output_loading_info": True, "ignore_mismatched_sizes": True}
+        if files[0].suffix == ".safetensors":
             kwargs["use_safetensors"] = True
         try:
-            model = AutoModel.from_pretrained(model_dir, attn_implementation="sdpa", **kwargs)
-        except (ValueError, ImportError):
-            model = AutoModel.from_pretrained(model_dir, attn_implementation="eager", **kwargs)
-    return config, tokenizer, model
+            try:
+                model, report = AutoModel.from_pretrained(model_dir, attn_implementation="sdpa", **kwargs)
+            except (ValueError, ImportError):
+                model, report = AutoModel.from_pretrained(model_dir, attn_implementation="eager", **kwargs)
+        except pickle.UnpicklingError:
+            raise CheckpointError(f"checkpoint: {where} cannot be loaded safely (torch's weights-only reader "
+                                  "refused it: the pickle holds objects other than tensors, or is damaged; embedgeom "
+                                  "never unpickles anything else). Fix: convert it to safetensors where you trust its "
+                                  "source, or use the model's safetensors release.") from None
+        except CheckpointError:
+            raise
+        except (OSError, RuntimeError, EOFError, SafetensorError) as err:
+            raise CheckpointError(f"checkpoint: the weights in {where} could not be read ({_first_line(err)}). "
+                                  f"Fix: {_FIX_DAMAGED}") from None
+    absent = _check_loading_report(model, report, where, config_file)
+    _check_vocab_fits(tokenizer, model, model_dir, where)
+    _check_finite(model.named_parameters(), where)
+    return config, tokenizer, model, absent
 
 
 def _sentence_transformers_parts(located: _Located) -> tuple[NativePooling | None, str | None, Any]:
@@ -550,7 +904,8 @@ def _sentence_transformers_parts(located: _Located) -> tuple[NativePooling | Non
         return None, None, None
     native, reason = _read_native(located.st_root, located.st_modules)
     sb = located.st_root / "sentence_bert_config.json"
-    sbert_max = json.loads(sb.read_text()).get("max_seq_length") if sb.is_file() else None
+    sbert_max = _read_json(sb, "the sentence-transformers settings", "restore it from the model's source, or delete "
+                           "it to use the tokenizer's maximum length.").get("max_seq_length") if sb.is_file() else None
     return native, reason, sbert_max
 
 

@@ -56,7 +56,7 @@ def test_missing_and_malformed(tmp_path, tiny_bert_dir):
     notok.mkdir()
     for f in ("config.json", "model.safetensors"):
         shutil.copy(tiny_bert_dir / f, notok / f)
-    with pytest.raises(CheckpointError, match=r"no tokenizer in .*no-tokenizer"):
+    with pytest.raises(CheckpointError, match=r"no tokenizer in .*no-tokenizer.*Fix: "):
         eg.load_encoder(notok)
     run = tmp_path / "run"
     run.mkdir()
@@ -89,3 +89,37 @@ def test_bad_device_and_dtype(tiny_bert_dir):
         eg.load_encoder(tiny_bert_dir, dtype="float8")
     with pytest.raises(ValueError, match="device"):
         eg.load_encoder(tiny_bert_dir, device="tpu")
+
+
+def test_sentence_transformers_dense_module(tiny_bert_dir, tmp_path):
+    """A Pooling + Dense + Normalize stack is read into the native pooling (its files checked, not refused)."""
+    import torch
+    from safetensors.torch import save_file
+
+    d = tmp_path / "st"
+    shutil.copytree(tiny_bert_dir, d)
+    (d / "1_Pooling").mkdir()
+    (d / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    (d / "2_Dense").mkdir()
+    (d / "2_Dense" / "config.json").write_text(json.dumps({"activation_function": "torch.nn.modules.activation.Tanh"}))
+    save_file({"linear.weight": torch.randn(8, 32), "linear.bias": torch.zeros(8)}, d / "2_Dense" / "model.safetensors")
+    (d / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+        {"idx": 3, "name": "3", "path": "3_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+    enc = eg.load_encoder(d, device="cpu", dtype="float32")
+    assert enc.kind == "sentence-transformers"
+    assert enc.native.describe() == "cls -> dense(32->8, Tanh) -> L2-normalize"
+
+
+def test_trainer_run_json_with_a_bad_latest_names_the_file(tiny_bert_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_bert_dir, run / "checkpoints" / "step-0000010")
+    (run / "run.json").write_text(json.dumps({"format": "embedgeom-trainer-run", "version": 1, "latest": 10}))
+    with pytest.raises(CheckpointError, match=r"run\.json names its latest checkpoint as 10.*Fix: "):
+        eg.load_encoder(run)
+    (run / "run.json").write_text(json.dumps({"format": "embedgeom-trainer-run", "version": 1,
+                                              "latest": "checkpoints/step-0000020"}))
+    with pytest.raises(CheckpointError, match=r"step-0000020, which has no config\.json.*Fix: "):
+        eg.load_encoder(run)
