@@ -6,6 +6,7 @@ clear line (set EMBEDGEOM_DEBUG=1 for the traceback).
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -21,6 +22,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(
     name="embedgeom",
@@ -35,11 +37,12 @@ app = typer.Typer(
 def _out() -> Console:
     """Console on the *current* stdout (piped output gets wide tables instead of rich's 80 columns)."""
     tty = sys.stdout.isatty()
-    return Console(file=sys.stdout, width=None if tty else int(os.environ.get("COLUMNS", 200)))
+    return Console(file=sys.stdout, width=None if tty else int(os.environ.get("COLUMNS", 200)), markup=False)
 
 
 def _err() -> Console:
-    return Console(file=sys.stderr, soft_wrap=True)  # an error or warning stays one line
+    # an error or warning stays one line; text that came from data or paths is never read as markup
+    return Console(file=sys.stderr, soft_wrap=True, markup=False)
 
 HEADLINE = {"uniformity": "uniformity", "alignment": "alignment", "effective_rank": "eff. rank", "rankme": "RankMe",
             "isoscore": "IsoScore", "alpha_req": "α-ReQ", "mean_cosine": "mean cos"}
@@ -64,8 +67,10 @@ class SpecialTokens(str, Enum):
 
 # --- shared plumbing ------------------------------------------------------------------------------------
 
-def _fail(message: str, code: int = 1) -> None:
-    _err().print(f"[bold red]error:[/] {message}", highlight=False)
+def _fail(message: str, code: int = 1, hint: str = "") -> None:
+    """Print ``error: message`` as one plain line on stderr (never parsed as markup) and exit with ``code``."""
+    _err().print(Text.assemble(("error:", "bold red"), " ", " ".join(str(message).split()),
+                               (f"  {hint}" if hint else "", "dim")), highlight=False)
     raise typer.Exit(code)
 
 
@@ -85,12 +90,24 @@ def _saved(message: str) -> None:
         _err().print(message, highlight=False)
 
 
+def _one_line(err: BaseException) -> str:
+    """The first line of an error's message; an OS error names its path, the errno and the fix."""
+    if isinstance(err, OSError) and not isinstance(err, ValueError) and err.errno is not None:
+        from .storage import os_error_line
+
+        doing = "write" if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else "use"
+        return os_error_line(err, "(path not reported)", doing)
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 @contextmanager
 def _guard() -> Iterator[None]:
     """One clear line (and a non-zero exit) for any failure; the traceback only with EMBEDGEOM_DEBUG=1."""
     def show(message, category, filename, lineno, file=None, line=None):
         if _VERBOSITY["level"] >= 0:
-            _err().print(f"[yellow]warning:[/] {message}", highlight=False)
+            _err().print(Text.assemble(("warning:", "yellow"), " ", " ".join(str(message).split())),
+                         highlight=False)
 
     old = warnings.showwarning
     warnings.showwarning = show
@@ -103,8 +120,7 @@ def _guard() -> Iterator[None]:
     except Exception as err:
         if os.environ.get("EMBEDGEOM_DEBUG"):
             raise
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        _fail(f"{msg}  [dim](EMBEDGEOM_DEBUG=1 for the traceback)[/]")
+        _fail(_one_line(err), hint="(EMBEDGEOM_DEBUG=1 for the traceback)")
     finally:
         warnings.showwarning = old
 
@@ -119,8 +135,8 @@ def _progress() -> Iterator[Callable[[str, int, int], None]]:
     level = _VERBOSITY["level"]
     bars_on = level >= 0 and (_err().is_terminal or os.environ.get("EMBEDGEOM_PROGRESS") == "1")
     lines_on = level > 0 or (level == 0 and not bars_on)
-    bars = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=_err(), transient=False, disable=not bars_on)
+    bars = Progress(TextColumn("{task.description:<28}", markup=False), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=_err(), transient=False, disable=not bars_on)
     tasks: dict[str, Any] = {}
     started: dict[str, float] = {}
     finished: set[str] = set()
@@ -210,23 +226,23 @@ def _compare_groups(models: list[str], group_a: str | None, group_b: str | None,
         _fail("--group-a, --group-b: expected both seed groups and no positional models, e.g. --group-a "
               "runs/mlm-s0,runs/mlm-s1,runs/mlm-s2 --group-b runs/hybrid-s0,runs/hybrid-s1,runs/hybrid-s2.")
     from .analysis import compare_groups
-    from .storage import check_writable, safe_name
+    from .results import csv_safe, save_results
+    from .storage import COLLECTION_FORMAT, prepare_output, safe_name
 
     if out is not None:
-        check_writable(out)
+        prepare_output(out, COLLECTION_FORMAT)
     kw = _analysis_kwargs(*akw, True, True, groups, confidence)
     shared = {k: kw.pop(k) for k in ("groups", "seed", "confidence")}
     with _progress() as cb:
         cmp = compare_groups(_expand_group(group_a), _expand_group(group_b), progress=cb, **shared, **kw)
     if out is not None:
-        target = out / f"{safe_name(cmp.a, default='a')}-vs-{safe_name(cmp.b, default='b')}"
-        cmp.save(target)
-        _saved(f"saved to {target}")
+        saved = save_results(out, {f"{safe_name(cmp.a, default='a')}-vs-{safe_name(cmp.b, default='b')}": cmp})
+        _saved(f"saved to {next(iter(saved.values()))}")
     if fmt is Format.json:
         _emit_json({"a": cmp.a, "b": cmp.b, "options": cmp.options, "differences": cmp.differences,
                     "similarity": cmp.similarity})
     elif fmt is Format.csv:
-        cmp.to_frame().to_csv(sys.stdout, index=False)
+        csv_safe(cmp.to_frame()).to_csv(sys.stdout, index=False)
     else:
         table = Table(title=f"{cmp.b} − {cmp.a}: mean over {cmp.options['seeds']} seeds, between-seed 95% CI; "
                             "holds = seeds with the mean's sign (with a per-seed interval excluding 0)",
@@ -383,18 +399,19 @@ def analyze(
     with _guard():
         from .analysis import analyze as run
         from .analysis import analyze_checkpoints
-        from .storage import check_writable
+        from .results import save_results
+        from .storage import ANALYSIS_FORMAT, COLLECTION_FORMAT, prepare_output
 
-        if out is not None:
-            check_writable(out)
+        if out is not None:  # refused before any work when it holds anything but an earlier output of this kind
+            prepare_output(out, COLLECTION_FORMAT if checkpoints is not None else ANALYSIS_FORMAT)
         kw = _analysis_kwargs(data, pooling, layer, max_texts, seed, protocol, device, dtype, batch_size, max_length,
                               special_tokens, glue_dir, no_cache, cache_dir, probes, embeddings, groups, confidence)
         if checkpoints is not None:
             with _progress() as cb:
                 results = analyze_checkpoints(checkpoint, checkpoints, name=name, progress=cb, **kw)
             if out is not None:
-                for r in results:
-                    r.save(out / f"step-{r.checkpoint['trajectory']['step']:07d}", embeddings=embeddings)
+                save_results(out, {f"step-{r.checkpoint['trajectory']['step']:07d}": r for r in results},
+                             embeddings=embeddings)
                 _saved(f"saved {len(results)} results to {out}")
             _emit_results(results, fmt)
             return
@@ -417,9 +434,11 @@ def _emit_results(results: list, fmt: Format) -> None:
     elif fmt is Format.csv:
         import pandas as pd
 
+        from .results import csv_safe
+
         frames = [r.to_frame() for r in results] + [r.paper.to_frame().assign(protocol="paper")
                                                     for r in results if r.paper is not None]
-        pd.concat(frames, ignore_index=True).to_csv(sys.stdout, index=False)
+        csv_safe(pd.concat(frames, ignore_index=True)).to_csv(sys.stdout, index=False)
     else:
         for r in results:
             _print_analysis(r)
@@ -483,10 +502,11 @@ def compare(
             _fail(f"models: expected one model with --poolings (its two poolings are compared), got {len(models)}.")
         from .analysis import compare as run
         from .analysis import resolve_result
-        from .storage import check_writable, safe_name, unique_name
+        from .results import csv_safe, save_results
+        from .storage import COLLECTION_FORMAT, prepare_output, safe_name
 
         if out is not None:
-            check_writable(out)
+            prepare_output(out, COLLECTION_FORMAT)
         kw = _analysis_kwargs(data, pooling, layer, max_texts, seed, protocol, device, dtype, batch_size, max_length,
                               special_tokens, glue_dir, no_cache, cache_dir, True, True, groups, confidence)
         common = {"groups": groups, "seed": seed, "confidence": confidence}
@@ -496,12 +516,12 @@ def compare(
                 comparisons = [run(results[0], poolings=poolings, progress=cb, **common)]
             else:
                 comparisons = [run(results[0], r, progress=cb, **common) for r in results[1:]]
-        used: set[str] = set()
-        for cmp in comparisons:
-            if out is not None:
+        if out is not None:
+            named = {}
+            for k, cmp in enumerate(comparisons):
                 stem = f"{safe_name(cmp.a, default='a')}-vs-{safe_name(cmp.b, default='b')}"
-                target = out / unique_name(stem, used)
-                cmp.save(target)
+                named[stem if stem not in named else f"{stem}-{k + 1}"] = cmp
+            for target in save_results(out, named).values():
                 _saved(f"saved to {target}")
         if fmt is Format.json:
             objs = [{"a": c.a, "b": c.b, "options": c.options, "differences": c.differences,
@@ -512,7 +532,7 @@ def compare(
 
             frames = [f.assign(table=which) for c in comparisons for which in ("differences", "similarity")
                       for f in [c.to_frame(which)]]
-            pd.concat(frames, ignore_index=True).to_csv(sys.stdout, index=False)
+            csv_safe(pd.concat(frames, ignore_index=True)).to_csv(sys.stdout, index=False)
         else:
             for cmp in comparisons:
                 _print_comparison(cmp, significant)
@@ -536,9 +556,9 @@ def report(
     with _guard():
         from .report import build_report
         from .results import AnalysisResult, ComparisonResult
-        from .storage import check_writable
+        from .storage import REPORT_FORMAT, prepare_output
 
-        check_writable(out)
+        prepare_output(out, REPORT_FORMAT)  # before any work: never over a user's own files
         analyses, comparisons = [], []
 
         def add(p: Path) -> bool:
@@ -559,7 +579,7 @@ def report(
             _fail("results: expected at least one analysis directory (analyze --out), got only comparisons.")
         index = build_report(analyses, out, comparisons=comparisons, title=title,
                              formats=("png", "pdf") if pdf else ("png",))
-        _out().print(f"report written to {index} (and {index.with_suffix('.html')})")
+        _out().print(f"report written to {index} (and {index.with_suffix('.html')})", highlight=False)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)

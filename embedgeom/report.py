@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from . import figures as F
-from .results import AnalysisResult, ComparisonResult
-from .storage import display_path, inside, safe_name, unique_name
+from .results import VERSION, AnalysisResult, ComparisonResult
+from .storage import REPORT_FORMAT, display_path, inside, safe_name, unique_name, write_manifest, write_output
 
 #: Columns of the per-task tables (those present), default protocol first, then the reference protocol's own.
 HEADLINE_METRICS: tuple[str, ...] = ("uniformity", "alignment", "effective_rank", "rankme", "isoscore", "mean_cosine",
@@ -650,7 +650,9 @@ def build_report(results: Sequence[AnalysisResult] | AnalysisResult, out: str | 
                  comparisons: Sequence[ComparisonResult] = (), title: str = "embedgeom report",
                  formats: Sequence[str] = ("png", "pdf")) -> Path:
     """Write every figure (PNG always, plus the other ``formats``: pdf, svg), ``index.md`` and a self-contained
-    ``index.html`` (rendered from index.md, figures embedded) to ``out``; returns the path of index.md.
+    ``index.html`` (rendered from index.md, figures embedded) to ``out``; returns the path of index.md. The report
+    is built beside ``out`` and swapped in whole (:func:`embedgeom.storage.write_output`): an earlier report there
+    is replaced, an interrupted build leaves it intact, and a directory holding anything else is refused.
 
     ``results``: analyses (ordinary models, and trainer checkpoints carrying ``checkpoint['trajectory']``);
     ``comparisons``: results of :func:`embedgeom.compare` (two models, or two poolings of one model)."""
@@ -670,20 +672,24 @@ def build_report(results: Sequence[AnalysisResult] | AnalysisResult, out: str | 
         raise ValueError(f"formats: expected some of {FORMATS}, got {list(formats)!r}.")
     if not isinstance(title, str) or not title.strip():
         raise ValueError(f"title: expected a non-empty string, got {title!r}.")
-    out = Path(out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
     models, runs = _models(results)
-    doc = _Doc(" ".join(title.split()))
-    w = _Writer(out, fmts)
-    _models_section(doc, models, runs)
-    used: set[str] = set()
-    for task in F.tasks_of(models):
-        _task_section(doc, w, models, task, unique_name(safe_name(task, default="task"), used))
-    if runs:
-        _trajectory_section(doc, w, runs, used)
-    for cmp in comparisons:
-        _comparison_section(doc, w, cmp, used)
-    text = doc.markdown()
-    (out / "index.md").write_text(text, encoding="utf-8")
-    (out / "index.html").write_text(render_html(text, out, doc.title), encoding="utf-8")
-    return out / "index.md"
+
+    def build(tmp: Path) -> None:
+        doc = _Doc(" ".join(title.split()))
+        w = _Writer(tmp, fmts)
+        _models_section(doc, models, runs)
+        used: set[str] = set()
+        for task in F.tasks_of(models):
+            _task_section(doc, w, models, task, unique_name(safe_name(task, default="task"), used))
+        if runs:
+            _trajectory_section(doc, w, runs, used)
+        for cmp in comparisons:
+            _comparison_section(doc, w, cmp, used)
+        text = doc.markdown()
+        (tmp / "index.md").write_text(text, encoding="utf-8")
+        (tmp / "index.html").write_text(render_html(text, tmp, doc.title), encoding="utf-8")
+        write_manifest(tmp, "manifest.json", {"format": REPORT_FORMAT, "version": VERSION, "title": doc.title,
+                                              "models": [r.name for r in models],
+                                              "comparisons": [f"{c.b} - {c.a}" for c in comparisons]})
+
+    return write_output(out, REPORT_FORMAT, build) / "index.md"

@@ -1,6 +1,6 @@
 """Result objects of analyze() and compare(): tidy tables, arrays, a reproducibility card, JSON round trip.
 
-A saved analysis directory is written atomically (:func:`embedgeom.storage.write_result_dir`) and holds:
+A saved analysis directory is written whole or not at all (:func:`embedgeom.storage.write_output`) and holds:
 
 * ``result.json``: checkpoint card, task cards, options, reproducibility card, metric and probe rows;
 * ``metrics.csv`` (and ``metrics.parquet`` when pyarrow is installed): the tidy table of :meth:`to_frame`;
@@ -8,8 +8,10 @@ A saved analysis directory is written atomically (:func:`embedgeom.storage.write
   (labels, pairs, positives) and per-item probe scores - everything compare() and report need, loaded
   without pickle.
 
-``result.json`` (``comparison.json`` for a comparison) lists the sha256 of every other file; ``load`` refuses a
-directory whose files do not match it, so a result is never read from files of two different runs.
+``result.json`` (``comparison.json`` for a comparison) lists the sha256 of every other file and of its own rows;
+``load`` refuses a directory whose files or rows do not match it (a result is never read from files of two runs,
+nor with a value edited by hand), and a metric value outside the metric's registered range.
+:func:`save_results` saves several results as one output (a trainer run's checkpoints, a set of comparisons).
 """
 
 from __future__ import annotations
@@ -26,12 +28,25 @@ from typing import Any
 
 import numpy as np
 
-from .storage import PAPER_DIR, atomic_write_text, file_digest, verify_files, write_result_dir
+from .storage import (
+    ANALYSIS_FORMAT,
+    COLLECTION_FORMAT,
+    COMPARISON_FORMAT,
+    PAPER_DIR,
+    check_manifest,
+    file_digest,
+    safe_name,
+    unique_name,
+    write_manifest,
+    write_output,
+)
 
-ANALYSIS_FORMAT = "embedgeom-analysis"
-COMPARISON_FORMAT = "embedgeom-comparison"
-#: 2: the manifest lists each file's sha256 (version-1 directories are still read, without that check).
-VERSION = 2
+#: 2: the manifest lists each file's sha256; 3: it also carries the sha256 of its own rows (``content_hash``)
+#: and lists files in subdirectories. A version-2+ manifest without what its version promises is refused;
+#: version-1 directories are still read, without those checks.
+VERSION = 3
+#: Characters that make a spreadsheet read a CSV cell as a formula; such text cells are written with a leading '.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _SEP = "|"
 
 
@@ -54,22 +69,6 @@ def reproducibility_card(seed: int) -> dict[str, Any]:
             "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else None}
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, default=_json_default, allow_nan=True) + "\n")
-
-
 def _read_json(path: Path, fmt: str) -> dict[str, Any]:
     what = "analyze" if fmt == ANALYSIS_FORMAT else "compare"
     if not path.is_file():
@@ -90,10 +89,10 @@ def _read_json(path: Path, fmt: str) -> dict[str, Any]:
     if version > VERSION:
         raise ValueError(f"result: {path} has format version {version}; this embedgeom reads up to "
                          f"{VERSION}. Upgrade embedgeom.")
-    files = data.get("files")
-    if files is not None and not isinstance(files, dict):
-        raise ValueError(f"result: {path} has a malformed 'files' entry. Re-run {what} --out.")
-    verify_files(path.parent, path.name, files)
+    check_manifest(path, data, require=version >= 2, fix=f"re-run {what} --out")
+    if version >= 3 and "content_hash" not in data:
+        raise ValueError(f"result: {path} has no 'content_hash' entry, which format version {version} requires. "
+                         f"Re-run {what} --out.")
     return data
 
 
@@ -108,8 +107,23 @@ def _field(data: dict[str, Any], key: str, kind: type, path: Path) -> Any:
     return data[key]
 
 
+def csv_safe(frame: Any) -> Any:
+    """``frame`` with every text cell that a spreadsheet would run as a formula (one starting with ``= + - @``,
+    a tab or a carriage return) prefixed by ``'``; numbers are left as they are."""
+    def cell(v: Any) -> Any:
+        return "'" + v if isinstance(v, str) and v.startswith(_FORMULA_START) else v
+
+    from pandas.api.types import is_numeric_dtype
+
+    out = frame.copy()
+    for c in out.columns:
+        if not is_numeric_dtype(out[c]):
+            out[c] = out[c].map(cell)
+    return out
+
+
 def _save_table(frame: Any, directory: Path, stem: str) -> None:
-    frame.to_csv(directory / f"{stem}.csv", index=False)
+    csv_safe(frame).to_csv(directory / f"{stem}.csv", index=False)
     with contextlib.suppress(ImportError, ValueError):  # parquet is a convenience; the CSV holds the same table
         frame.to_parquet(directory / f"{stem}.parquet", index=False)
 
@@ -215,27 +229,31 @@ class AnalysisResult:
         return frame[cols + [c for c in frame.columns if c not in cols]]
 
     # --- persistence ----------------------------------------------------------------------------------
-    def save(self, directory: str | os.PathLike, *, embeddings: bool = True) -> Path:
-        """Write result.json, metrics.csv(/.parquet) and arrays.npz to ``directory``, atomically (see
-        :mod:`embedgeom.storage`): an earlier result there is replaced whole; a directory holding other files is
-        refused."""
+    def write_into(self, directory: Path, *, embeddings: bool = True) -> None:
+        """Write this result's files and manifest into ``directory`` (created if needed; not atomic on its own:
+        :meth:`save` and :func:`save_results` call it inside :func:`embedgeom.storage.write_output`)."""
+        directory.mkdir(exist_ok=True)
         arrays = {k: v for k, v in self.arrays.items() if embeddings or not k.startswith("emb" + _SEP)}
+        np.savez(directory / "arrays.npz", **arrays)
+        _save_table(self.to_frame(), directory, "metrics")
+        content = {"format": ANALYSIS_FORMAT, "version": VERSION, "name": self.name,
+                   "checkpoint": self.checkpoint, "tasks": self.tasks, "options": self.options, "card": self.card,
+                   "metrics": self.metrics, "probes": self.probes, "embeddings_saved": embeddings}
+        if self.paper is not None:
+            self.paper.write_into(directory / PAPER_DIR, embeddings=embeddings)
+            content["paper_manifest"] = file_digest(directory / PAPER_DIR / "result.json")
+        write_manifest(directory, "result.json", content)
 
-        def write(tmp: Path) -> dict[str, Any]:
-            np.savez(tmp / "arrays.npz", **arrays)
-            _save_table(self.to_frame(), tmp, "metrics")
-            content = {"format": ANALYSIS_FORMAT, "version": VERSION, "name": self.name,
-                       "checkpoint": self.checkpoint, "tasks": self.tasks, "options": self.options, "card": self.card,
-                       "metrics": self.metrics, "probes": self.probes, "embeddings_saved": embeddings}
-            if self.paper is not None:
-                self.paper.save(tmp / PAPER_DIR, embeddings=embeddings)
-                content["paper_manifest"] = file_digest(tmp / PAPER_DIR / "result.json")
-            return content
-
-        return write_result_dir(directory, "result.json", write, _write_json)
+    def save(self, directory: str | os.PathLike, *, embeddings: bool = True) -> Path:
+        """Write result.json, metrics.csv(/.parquet) and arrays.npz to ``directory``, whole or not at all (see
+        :func:`embedgeom.storage.write_output`): an earlier analysis there is replaced; a directory holding
+        anything else is refused before anything is written."""
+        return write_output(directory, ANALYSIS_FORMAT, lambda tmp: self.write_into(tmp, embeddings=embeddings))
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> AnalysisResult:
+        """Read a directory written by :meth:`save`, refusing one whose files or rows do not match its manifest
+        or whose values lie outside their metric's range."""
         d = Path(directory).expanduser()
         path = d / "result.json"
         data = _read_json(path, ANALYSIS_FORMAT)
@@ -254,10 +272,35 @@ class AnalysisResult:
                 raise ValueError(f"result: {companion} is missing or does not belong to {path} (content hash "
                                  "differs). Re-run analyze --protocol both --out.")
             paper = cls.load(d / PAPER_DIR)
-        return cls(_field(data, "checkpoint", dict, path), _field(data, "tasks", dict, path),
-                   _field(data, "options", dict, path), _field(data, "metrics", list, path),
-                   _field(data, "probes", list, path), arrays, data.get("card") or {}, str(data.get("name") or ""),
-                   paper)
+        res = cls(_field(data, "checkpoint", dict, path), _field(data, "tasks", dict, path),
+                  _field(data, "options", dict, path), _field(data, "metrics", list, path),
+                  _field(data, "probes", list, path), arrays, data.get("card") or {}, str(data.get("name") or ""),
+                  paper)
+        _check_bounds(res, path)
+        return res
+
+
+def _check_bounds(res: AnalysisResult, path: Path) -> None:
+    """Refuse a default-protocol metric value outside its registered range (``REGISTRY[name].bounds``), taken at
+    its loosest for the row's n (any dimension), so only an impossible value is refused."""
+    if res.options.get("protocol", "default") != "default":
+        return
+    from .metrics.registry import REGISTRY
+
+    defs = res.options.get("metric_definitions") or {}
+    for r in res.metrics:
+        info = REGISTRY.get(str(r.get("metric")))
+        value, n = r.get("value"), r.get("n")
+        if info is None or info.bounds is None or not isinstance(value, (int, float)) or not np.isfinite(value) \
+                or not isinstance(n, int) or n < 2:
+            continue
+        recorded = defs.get(info.name, {}).get("options") if isinstance(defs.get(info.name), dict) else None
+        lo, hi = info.bounds(n, 1 << 30, {**info.kwargs, **(recorded or {})})
+        tol = 1e-9 * max(1.0, abs(lo), abs(hi))
+        if not lo - tol <= value <= hi + tol:
+            raise ValueError(f"result: {path}: {info.name} = {value!r} for {r.get('task')}/{r.get('pooling')}/layer "
+                             f"{r.get('layer')} lies outside the metric's range [{lo:g}, {hi:g}] at n = {n}: the file "
+                             "was edited or damaged. Re-run analyze --out.")
 
 
 @dataclass
@@ -290,15 +333,20 @@ class ComparisonResult:
         rows = self.differences if which == "differences" else self.similarity
         return pd.DataFrame([{"a": self.a, "b": self.b, **r} for r in rows])
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write comparison.json, differences.csv and similarity.csv to ``directory``, atomically."""
-        def write(tmp: Path) -> dict[str, Any]:
-            _save_table(self.to_frame("differences"), tmp, "differences")
-            _save_table(self.to_frame("similarity"), tmp, "similarity")
-            return {"format": COMPARISON_FORMAT, "version": VERSION, "a": self.a, "b": self.b, "options": self.options,
-                    "cards": self.cards, "differences": self.differences, "similarity": self.similarity}
+    def write_into(self, directory: Path) -> None:
+        """Write this comparison's files and manifest into ``directory`` (see
+        :meth:`AnalysisResult.write_into`)."""
+        directory.mkdir(exist_ok=True)
+        _save_table(self.to_frame("differences"), directory, "differences")
+        _save_table(self.to_frame("similarity"), directory, "similarity")
+        write_manifest(directory, "comparison.json",
+                       {"format": COMPARISON_FORMAT, "version": VERSION, "a": self.a, "b": self.b,
+                        "options": self.options, "cards": self.cards, "differences": self.differences,
+                        "similarity": self.similarity})
 
-        return write_result_dir(directory, "comparison.json", write, _write_json)
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write comparison.json, differences.csv and similarity.csv to ``directory``, whole or not at all."""
+        return write_output(directory, COMPARISON_FORMAT, self.write_into)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> ComparisonResult:
@@ -307,3 +355,29 @@ class ComparisonResult:
         return cls(str(_field(data, "a", str, path)), str(_field(data, "b", str, path)),
                    _field(data, "differences", list, path), _field(data, "similarity", list, path),
                    _field(data, "options", dict, path), data.get("cards") or {})
+
+
+def save_results(directory: str | os.PathLike, results: Any, *, embeddings: bool = True) -> dict[str, Path]:
+    """Save several results (analyses, e.g. a trainer run's checkpoints, or comparisons) as one output: each in a
+    subdirectory named by ``results``' keys (made file-safe and unique), with a manifest over all of them; written
+    whole or not at all, like :meth:`AnalysisResult.save`. ``results``: a mapping name -> result. Returns name ->
+    subdirectory."""
+    if not hasattr(results, "items") or not results:
+        raise ValueError(f"results: expected a non-empty mapping of name -> result, got {type(results).__name__}.")
+    bad = [type(r).__name__ for r in results.values() if not isinstance(r, (AnalysisResult, ComparisonResult))]
+    if bad:
+        raise ValueError(f"results: expected AnalysisResult or ComparisonResult values, got {', '.join(bad)}.")
+    used: set[str] = set()
+    names = {key: unique_name(safe_name(key, default="result"), used) for key in results}
+
+    def build(tmp: Path) -> None:
+        for key, r in results.items():
+            if isinstance(r, AnalysisResult):
+                r.write_into(tmp / names[key], embeddings=embeddings)
+            else:
+                r.write_into(tmp / names[key])
+        write_manifest(tmp, "manifest.json", {"format": COLLECTION_FORMAT, "version": VERSION,
+                                              "entries": sorted(names.values())})
+
+    d = write_output(directory, COLLECTION_FORMAT, build)
+    return {key: d / name for key, name in names.items()}

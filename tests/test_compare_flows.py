@@ -133,7 +133,7 @@ def test_trajectory_over_checkpoints(tiny_run, tmp_path):
                             "--max-texts", "40", "--pooling", "mean", "--no-probes", "--no-cache", "--out",
                             str(tmp_path / "traj"), "--format", "csv"])
     assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in (tmp_path / "traj").iterdir()) == ["step-0000004", "step-0000006"]
+    assert sorted(p.name for p in (tmp_path / "traj").iterdir() if p.is_dir()) == ["step-0000004", "step-0000006"]
     loaded = eg.AnalysisResult.load(tmp_path / "traj" / "step-0000006")
     assert loaded.checkpoint["trajectory"]["step"] == 6
     frame = pd.read_csv(io.StringIO(r.stdout))

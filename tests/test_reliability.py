@@ -185,17 +185,20 @@ def two_results(tiny_bert_dir, tmp_path_factory):
     return eg.analyze(tiny_bert_dir, name="A", **kw), eg.analyze(other, name="B", **kw)
 
 
-def test_save_replaces_a_result_whole_and_keeps_user_files(two_results, tmp_path):
+def test_save_replaces_an_earlier_result_whole_and_never_a_users_file(two_results, tmp_path):
     a, b = two_results
     out = tmp_path / "res"
     a.save(out)
-    (out / "notes.txt").write_text("mine")
-    b.save(out)
+    b.save(out)  # an earlier result (recognised by its manifest) is replaced whole
     loaded = AnalysisResult.load(out)
     assert loaded.name == "B"
     np.testing.assert_array_equal(loaded.embedding("polarity", "mean", 2), b.embedding("polarity", "mean", 2))
-    assert (out / "notes.txt").read_text() == "mine"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".res.")]  # no temporary left behind
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"holds files that are not part of an embedgeom output \(notes\.txt\)"):
+        a.save(out)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert AnalysisResult.load(out).name == "B"
 
 
 def test_killed_while_writing_leaves_the_previous_result(two_results, tmp_path, monkeypatch):
@@ -229,7 +232,7 @@ def test_mixed_files_of_two_runs_are_refused(two_results, tmp_path):
 def test_save_refuses_a_directory_with_foreign_files(two_results, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("precious")
-    with pytest.raises(ValueError, match="not an embedgeom result"):
+    with pytest.raises(ValueError, match="not part of an embedgeom output"):
         two_results[0].save(tmp_path / "mine")
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
 
@@ -351,7 +354,8 @@ def test_compare_out_names_of_colliding_labels_do_not_overwrite(two_results, tmp
     r = runner.invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c"),
                             "--out", str(tmp_path / "cmp"), "--format", "csv"])
     assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in (tmp_path / "cmp").iterdir()) == ["x-y-a-vs-x-y-b", "x-y-a-vs-x-y-b-2"]
+    assert sorted(p.name for p in (tmp_path / "cmp").iterdir() if p.is_dir()) == ["x-y-a-vs-x-y-b",
+                                                                                 "x-y-a-vs-x-y-b-2"]
 
 
 
