@@ -15,8 +15,10 @@ from collections.abc import Callable, Sequence
 
 from .config import OBJECTIVES, PRESETS, TrainerConfig, overrides_for, preset_config, resolve_config, valid_keys
 from .errors import (
+    CheckpointDamaged,
     CheckpointWriteError,
     CollapseWarning,
+    DamagedCheckpointWarning,
     PartialRunWarning,
     TrainerError,
     TrainerWarning,
@@ -27,8 +29,10 @@ from .summary import TrainSummary
 __all__ = [
     "OBJECTIVES",
     "PRESETS",
+    "CheckpointDamaged",
     "CheckpointWriteError",
     "CollapseWarning",
+    "DamagedCheckpointWarning",
     "PartialRunWarning",
     "TrainSummary",
     "TrainerConfig",

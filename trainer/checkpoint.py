@@ -13,6 +13,7 @@ Layout of ``OUT``::
         trainer_config.json        the resolved TrainerConfig, "format": "embedgeom-trainer-checkpoint", corpus + digest
         trainer_state.safetensors  optimizer moments, teacher, predictor, balance (tensors only)
         trainer_state.json         step, tokens seen, data position, schedule values, RNG seed, replica check
+        trainer_manifest.json      the step and the sha256 and size of every other file (written last)
 
 What counts as what in ``OUT`` (:func:`inspect_out`): a *run* has a trainer ``run.json`` and at least one
 complete checkpoint (the one ``run.json`` names, else the newest complete ``checkpoints/step-*``); a *partial*
@@ -25,7 +26,17 @@ any other non-empty directory is *foreign*; neither is ever written into.
 Nothing is pickled: tensors go to safetensors, everything else to JSON. A checkpoint is written into
 ``checkpoints/.tmp-step-…`` and renamed when complete; ``run.json`` is then replaced atomically; only then are
 checkpoints beyond the newest ``keep_last`` deleted. A failed write (e.g. a full disk) removes the temporary
-directory and leaves the previous checkpoint and ``run.json`` untouched.
+directory and leaves the previous checkpoint and ``run.json`` untouched; the error is one line naming the path and
+the errno (``ENOSPC``, ``EACCES``, ...). Temporaries a killed process left (``.tmp-step-…``, a ``.old-step-…`` whose
+replacement never arrived, the write probe, ``run.json``'s temporary) are cleared when a run starts or resumes
+(:func:`clear_stale_temporaries`); a ``.old-step-N`` is put back when ``step-N`` is missing.
+
+Integrity (:func:`read_checkpoint`): a checkpoint is *damaged* when a file is missing, truncated, unreadable or
+differs from the sha256 its manifest records, when ``trainer_state.json`` records another step than the directory
+name, or when a weight (model or trainer state) is NaN or infinite; :class:`trainer.errors.CheckpointDamaged` names
+the step and each file. Checkpoints written before manifests existed are checked for everything but the hashes.
+``--resume`` continues from the newest intact checkpoint (:func:`resume_candidates`), which is also what the trainer
+reports as the "last good checkpoint" (:func:`newest_intact_checkpoint`).
 """
 
 from __future__ import annotations
@@ -33,15 +44,17 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import CheckpointWriteError, TrainerError, fail
+from .errors import CheckpointDamaged, CheckpointWriteError, TrainerError, fail
 
 RUN_FORMAT = "embedgeom-trainer-run"
 STATE_FORMAT = "embedgeom-trainer-state"
@@ -51,6 +64,8 @@ MODEL_FILE = "model.safetensors"
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
 CONFIG_JSON = "trainer_config.json"
+MANIFEST_JSON = "trainer_manifest.json"
+MANIFEST_FORMAT = "embedgeom-trainer-manifest"
 RUN_JSON = "run.json"
 TOKENIZER_DIR = "tokenizer"
 LOGS_DIR = "logs"
@@ -59,6 +74,43 @@ LOG_ENTRIES = ("train.jsonl", "train.csv", "eval.jsonl", "eval.csv", "tensorboar
 
 def checkpoint_name(step: int) -> str:
     return f"step-{step:07d}"
+
+
+_STEP_DIR = re.compile(r"step-(\d+)")
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step a checkpoint directory's name says (``step-0000300`` -> 300), or None for another name."""
+    m = _STEP_DIR.fullmatch(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+_ERRNO_MEANING = {
+    errno.ENOSPC: "no space left on device: the disk is full",
+    errno.EDQUOT: "disk quota exceeded: the disk is full",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+}
+
+
+def os_error_text(err: OSError) -> str:
+    """The errno's name and meaning, e.g. ``ENOSPC, no space left on device: the disk is full``."""
+    code = err.errno if isinstance(err.errno, int) else None
+    meaning = _ERRNO_MEANING.get(code) if code is not None else None
+    if meaning is None:
+        meaning = (err.strerror or str(err) or type(err).__name__).strip()
+        meaning = meaning[:1].lower() + meaning[1:]
+    name = errno.errorcode.get(code) if code is not None else None
+    return f"{name}, {meaning}" if name else meaning
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write ``text`` and fsync it (files that go into a checkpoint)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -81,7 +133,15 @@ def save_tensors(tensors: Mapping[str, torch.Tensor], path: Path, metadata: Mapp
     from safetensors.torch import save_file
 
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    save_file(cpu, str(path), metadata=dict(metadata or {}))
+    try:
+        save_file(cpu, str(path), metadata=dict(metadata or {}))
+    except Exception as err:  # safetensors reports I/O failures as SafetensorError "... (os error N) ..."
+        if isinstance(err, OSError):
+            raise
+        code = re.search(r"os error (\d+)", str(err))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from err
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
     os.chmod(path, 0o644)
@@ -105,25 +165,37 @@ def hf_config_dict(config: Any) -> dict[str, Any]:
 def write_checkpoint(out_dir: Path, step: int, *, model_state: Mapping[str, torch.Tensor],
                      hf_config: Mapping[str, Any], tokenizer_dir: Path, trainer_config: Mapping[str, Any],
                      state_tensors: Mapping[str, torch.Tensor], state_meta: Mapping[str, Any]) -> Path:
-    """Write checkpoint ``step`` atomically and return its directory (see the module docstring)."""
+    """Write checkpoint ``step`` atomically and return its directory (see the module docstring). An ``OSError``
+    (full disk, permissions) removes the temporary directory and raises :class:`CheckpointWriteError`, one line
+    naming the path, the errno and the checkpoint that is still intact."""
     root = out_dir / CHECKPOINT_DIR
     final = root / checkpoint_name(step)
     tmp = root / f".tmp-{checkpoint_name(step)}-{os.getpid()}"
-    previous = latest_checkpoint(out_dir)
+    old = root / f".old-{checkpoint_name(step)}-{os.getpid()}"
+    current = root
     try:
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
+        current = tmp
         tmp.mkdir()
-        (tmp / "config.json").write_text(json.dumps(dict(hf_config), indent=2, sort_keys=True) + "\n")
-        save_tensors(model_state, tmp / MODEL_FILE, {"format": "pt"})
+        current = tmp / "config.json"
+        _write_text(current, json.dumps(dict(hf_config), indent=2, sort_keys=True) + "\n")
+        current = tmp / MODEL_FILE
+        save_tensors(model_state, current, {"format": "pt"})
         for f in sorted(tokenizer_dir.iterdir()):
             if f.is_file():
-                shutil.copy2(f, tmp / f.name)
-        (tmp / CONFIG_JSON).write_text(json.dumps(dict(trainer_config), indent=2) + "\n")
-        save_tensors(state_tensors, tmp / STATE_TENSORS, {"format": STATE_FORMAT})
-        (tmp / STATE_JSON).write_text(json.dumps(dict(state_meta), indent=2) + "\n")
+                current = tmp / f.name
+                shutil.copy2(f, current)
+        current = tmp / CONFIG_JSON
+        _write_text(current, json.dumps(dict(trainer_config), indent=2) + "\n")
+        current = tmp / STATE_TENSORS
+        save_tensors(state_tensors, current, {"format": STATE_FORMAT})
+        current = tmp / STATE_JSON
+        _write_text(current, json.dumps(dict(state_meta), indent=2) + "\n")
+        current = tmp / MANIFEST_JSON
+        _write_text(current, json.dumps(_manifest(tmp, step), indent=2) + "\n")
+        current = final
         if final.exists():
-            old = root / f".old-{checkpoint_name(step)}-{os.getpid()}"
             os.replace(final, old)
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
@@ -131,12 +203,33 @@ def write_checkpoint(out_dir: Path, step: int, *, model_state: Mapping[str, torc
             os.replace(tmp, final)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        reason = "the disk is full" if err.errno in (errno.ENOSPC, errno.EDQUOT) else (err.strerror or str(err))
-        kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+        if old.is_dir() and not final.exists():  # failed between the two renames: the old one goes back
+            with suppress(OSError):
+                os.replace(old, final)
+        where = Path(err.filename) if isinstance(err.filename, (str, os.PathLike)) else current
+        previous = newest_intact_checkpoint(out_dir)
+        kept = f"the previous checkpoint {previous} is intact" if previous else "no intact earlier checkpoint exists"
+        removed = ("its temporary directory was removed" if not tmp.exists()
+                   else f"remove its temporary directory {tmp} by hand")
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            fix = "Free space or choose another --out, then resume with --resume."
+        elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            fix = f"Make {root} writable or choose another --out, then resume with --resume."
+        else:
+            fix = "Fix the cause, then resume with --resume."
         raise CheckpointWriteError(
-            f"checkpoint at step {step}: writing {final} failed ({reason}); {kept}. Free space or choose another "
-            "--out, then resume with --resume.", previous=previous) from err
+            f"checkpoint at step {step}: writing {final} failed at {where} ({os_error_text(err)}); {removed}; "
+            f"{kept}. {fix}", previous=previous) from err
     return final
+
+
+def _manifest(ckpt: Path, step: int) -> dict[str, Any]:
+    """The step and the sha256 (:func:`embedgeom.storage.file_digest`) and size of every file in ``ckpt``."""
+    from embedgeom.storage import file_digest
+
+    files = {p.name: {"sha256": file_digest(p), "bytes": p.stat().st_size}
+             for p in sorted(ckpt.iterdir()) if p.is_file() and p.name != MANIFEST_JSON}
+    return {"format": MANIFEST_FORMAT, "version": FORMAT_VERSION, "step": step, "files": files}
 
 
 def read_run_json(out_dir: Path) -> dict[str, Any] | None:
@@ -181,9 +274,14 @@ def update_run_json(out_dir: Path, fields: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def prune_checkpoints(out_dir: Path, keep_last: int) -> list[Path]:
-    """Delete complete checkpoints beyond the newest ``keep_last`` (never the one run.json names)."""
+    """Delete complete checkpoints beyond the newest ``keep_last`` (never the one run.json names). Checkpoints of
+    a later step than the one run.json names (left by a run resumed from an older checkpoint because they were
+    damaged) are neither counted nor deleted: the run replaces each when it writes that step again."""
     latest = latest_checkpoint(out_dir)
     ckpts = list_checkpoints(out_dir)
+    top = checkpoint_step(latest) if latest is not None else None
+    if top is not None:
+        ckpts = [p for p in ckpts if (checkpoint_step(p) or 0) <= top]
     removed = []
     for p in ckpts[:-keep_last] if keep_last > 0 else []:
         if latest is not None and p.resolve() == latest.resolve():
@@ -193,21 +291,167 @@ def prune_checkpoints(out_dir: Path, keep_last: int) -> list[Path]:
     return removed
 
 
+def first_non_finite(tensors: Mapping[str, torch.Tensor]) -> tuple[str, int] | None:
+    """The first (sorted by name) floating-point tensor holding NaN or infinite values and how many, else None.
+    One host sync per device."""
+    names = [n for n in sorted(tensors) if tensors[n].is_floating_point() or tensors[n].is_complex()]
+    by_device: dict[torch.device, list[str]] = {}
+    for n in names:
+        by_device.setdefault(tensors[n].device, []).append(n)
+    bad: dict[str, int] = {}
+    for group in by_device.values():
+        counts = torch.stack([(~torch.isfinite(tensors[n].detach())).sum() for n in group]).tolist()
+        bad.update({n: int(c) for n, c in zip(group, counts, strict=True) if c})
+    first = next((n for n in names if n in bad), None)
+    return (first, bad[first]) if first is not None else None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+def _check_manifest(ckpt: Path, step: int | None, problems: list[tuple[str, str]]) -> set[str]:
+    """Compare the files with ``trainer_manifest.json`` (absent in checkpoints written before it existed: nothing
+    to compare); append the problems and return the names of the files that failed."""
+    from embedgeom.storage import file_digest
+
+    path = ckpt / MANIFEST_JSON
+    if not path.exists():
+        return set()
+    try:
+        manifest = json.loads(path.read_text())
+        files = manifest["files"]
+        if manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, dict):
+            raise ValueError(f"not a {MANIFEST_FORMAT} file")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        problems.append((MANIFEST_JSON, f"unreadable ({_first_line(err)}), so the files cannot be checked"))
+        return set()
+    if manifest.get("step") != step:
+        problems.append((MANIFEST_JSON, f"records step {manifest.get('step')}, but the directory {ckpt.name} is "
+                                        f"step {step}"))
+    failed = set()
+    for name, entry in sorted(files.items()):
+        target = ckpt / name
+        if Path(name).name != name or name in ("", ".", ".."):
+            problems.append((MANIFEST_JSON, f"lists {name!r}, which is not a file name"))
+            continue
+        try:
+            want_bytes, want_sha = int(entry["bytes"]), str(entry["sha256"])
+        except (KeyError, TypeError, ValueError):
+            problems.append((MANIFEST_JSON, f"has no size and sha256 for {name}"))
+            continue
+        if not target.is_file():
+            problems.append((name, f"missing (listed in {MANIFEST_JSON})"))
+            failed.add(name)
+            continue
+        size = target.stat().st_size
+        if size < want_bytes:
+            problems.append((name, f"truncated or edited: {size:,} of the {want_bytes:,} bytes recorded in "
+                                   f"{MANIFEST_JSON}"))
+        elif size != want_bytes:
+            problems.append((name, f"edited: {size:,} bytes, {want_bytes:,} recorded in {MANIFEST_JSON}"))
+        elif file_digest(target) != want_sha:
+            problems.append((name, f"its content differs from the sha256 recorded in {MANIFEST_JSON} (changed after "
+                                   "it was written)"))
+        else:
+            continue
+        failed.add(name)
+    return failed
+
+
 def read_checkpoint(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, torch.Tensor],
                                          dict[str, Any]]:
-    """(model state, trainer config dict, trainer state tensors, trainer state json) of a checkpoint dir."""
+    """(model state, trainer config dict, trainer state tensors, trainer state json) of an intact checkpoint dir.
+
+    Raises :class:`CheckpointDamaged` (naming the step and each file) when a file is missing, truncated, unreadable
+    or differs from its recorded sha256, when ``trainer_state.json`` records another step than the directory name,
+    or when a model or trainer-state tensor holds NaN or infinite values (see the module docstring)."""
+    ckpt = Path(ckpt)
+    step = checkpoint_step(ckpt)
+    problems: list[tuple[str, str]] = []
+    meta: Any = None
     try:
-        model = load_tensors(ckpt / MODEL_FILE)
-        config = json.loads((ckpt / CONFIG_JSON).read_text())
-        tensors = load_tensors(ckpt / STATE_TENSORS)
         meta = json.loads((ckpt / STATE_JSON).read_text())
+    except FileNotFoundError:
+        problems.append((STATE_JSON, "missing"))
     except (OSError, ValueError) as err:
-        raise fail("resume", "a complete checkpoint", f"{ckpt} ({err})",
-                   "Point run.json's 'latest' at an intact checkpoint or start a new run.") from None
-    if meta.get("format") != STATE_FORMAT:
-        raise fail("resume", f"trainer state format {STATE_FORMAT!r}", repr(meta.get("format")),
-                   "The checkpoint was not written by this trainer.")
-    return model, config, tensors, meta
+        problems.append((STATE_JSON, f"unreadable ({_first_line(err)})"))
+    if meta is not None:
+        recorded = meta.get("step") if isinstance(meta, dict) else None
+        if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
+            got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            problems.append((STATE_JSON, f"format {got!r}, not {STATE_FORMAT!r} (not written by this trainer)"))
+        elif isinstance(recorded, bool) or not isinstance(recorded, int):
+            problems.append((STATE_JSON, f"records no step (step: {recorded!r})"))
+        elif recorded != step:
+            problems.append((STATE_JSON, f"records step {recorded}, but the directory {ckpt.name} is step {step}"))
+    failed = _check_manifest(ckpt, step, problems)
+
+    loaded: dict[str, Any] = {}
+    for name, load in ((MODEL_FILE, load_tensors), (CONFIG_JSON, lambda p: json.loads(p.read_text())),
+                       (STATE_TENSORS, load_tensors)):
+        if name in failed:
+            continue
+        if not (ckpt / name).is_file():
+            problems.append((name, "missing"))
+            continue
+        try:
+            loaded[name] = load(ckpt / name)
+        except Exception as err:  # safetensors raises its own SafetensorError for a truncated file
+            problems.append((name, f"unreadable ({_first_line(err)})"))
+    for name in (MODEL_FILE, STATE_TENSORS):
+        bad = first_non_finite(loaded[name]) if name in loaded else None
+        if bad is not None:
+            problems.append((name, f"tensor {bad[0]!r} holds {bad[1]:,} non-finite value{'s' if bad[1] > 1 else ''}"
+                                   " (NaN or inf)"))
+    if problems:
+        raise CheckpointDamaged(f"checkpoint {ckpt} is damaged: {describe_problems(problems)}", checkpoint=ckpt,
+                                step=step, problems=problems)
+    return loaded[MODEL_FILE], loaded[CONFIG_JSON], loaded[STATE_TENSORS], meta
+
+
+def describe_problems(problems: list[tuple[str, str]]) -> str:
+    """``file: reason; file: reason`` (one line)."""
+    return "; ".join(f"{name}: {reason}" for name, reason in problems)
+
+
+def _step_dirs(out_dir: Path) -> list[Path]:
+    """``checkpoints/step-*`` directories (complete or not), newest step first."""
+    root = out_dir / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    dirs = [p for p in root.iterdir() if p.is_dir() and checkpoint_step(p) is not None]
+    return sorted(dirs, key=lambda p: checkpoint_step(p) or 0, reverse=True)
+
+
+def resume_candidates(out_dir: Path) -> list[Path]:
+    """The checkpoints ``--resume`` tries, in order: every ``checkpoints/step-*`` directory, newest step first (the
+    newest is the one ``run.json`` names, unless the process stopped between writing a checkpoint and updating
+    ``run.json``). The first intact one is used."""
+    return _step_dirs(out_dir)
+
+
+def iter_intact(out_dir: Path) -> Iterator[tuple[Path, tuple | None, CheckpointDamaged | None]]:
+    """``(checkpoint, state, None)`` for an intact one, ``(checkpoint, None, damage)`` for a damaged one, in the
+    order of :func:`resume_candidates`."""
+    for ckpt in resume_candidates(out_dir):
+        try:
+            yield ckpt, read_checkpoint(ckpt), None
+        except CheckpointDamaged as err:
+            yield ckpt, None, err
+
+
+def newest_intact_checkpoint(out_dir: Path) -> Path | None:
+    """The checkpoint a resumption would use (the "last good checkpoint"): the first intact one of
+    :func:`resume_candidates`; never one with missing, altered or non-finite weights. None when there is none."""
+    try:
+        for ckpt, state, _ in iter_intact(out_dir):
+            if state is not None:
+                return ckpt
+    except (OSError, TrainerError):
+        return None
+    return None
 
 
 def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -314,6 +558,43 @@ def inspect_out(out_dir: Path) -> OutState:
     if foreign or TOKENIZER_DIR not in entries:
         return OutState("foreign", detail=f"which holds {_quote_some(foreign or entries)} (no run.json)")
     return OutState("partial", detail="no run.json yet, only the trainer's tokenizer/logs")
+
+
+def restore_replaced_checkpoints(out_dir: Path) -> list[str]:
+    """Put back every complete ``checkpoints/.old-step-N-…`` whose ``step-N`` is missing: a process killed between
+    the two renames that replace a checkpoint leaves the previous one there. Returns what was restored."""
+    root = out_dir / CHECKPOINT_DIR
+    done = []
+    if not root.is_dir():
+        return done
+    for p in sorted(root.iterdir()):
+        m = re.match(r"\.old-(step-\d+)-", p.name)
+        if m and p.is_dir() and not p.is_symlink() and (p / STATE_JSON).is_file() and not (root / m.group(1)).exists():
+            with suppress(OSError):
+                os.replace(p, root / m.group(1))
+                done.append(f"{CHECKPOINT_DIR}/{p.name} -> {CHECKPOINT_DIR}/{m.group(1)}")
+    return done
+
+
+def clear_stale_temporaries(out_dir: Path) -> list[str]:
+    """Remove what a killed process left while writing (the write probe, ``run.json``'s temporary, checkpoint
+    temporaries), after :func:`restore_replaced_checkpoints`. Returns the relative paths restored or removed. Only
+    for a run directory (or one about to become one): call before writing."""
+    if not out_dir.is_dir():
+        return []
+    done = restore_replaced_checkpoints(out_dir)
+    for p in out_dir.iterdir():
+        if _own_temporary(p.name) and (p.is_file() or p.is_symlink()):
+            with suppress(OSError):
+                p.unlink()
+                done.append(p.name)
+    root = out_dir / CHECKPOINT_DIR
+    if root.is_dir():
+        for p in sorted(root.iterdir()):
+            if _checkpoint_leftover(p.name) and p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+                done.append(f"{CHECKPOINT_DIR}/{p.name}")
+    return done
 
 
 def clear_partial_run(out_dir: Path) -> None:

@@ -74,8 +74,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--objective", required=True, choices=OBJECTIVES,
                    help="mlm, or hybrid (MLM + JEPA: EMA teacher, predictor, learnable balance). Required.")
     p.add_argument("--corpus", required=True, metavar="SPEC",
-                   help="sample:wiki|bbc|lee|polarity|all (offline samples), a .txt/.jsonl/.parquet file, or "
-                   "hf:NAME[:CONFIG] (a Hugging Face dataset, online). Required.")
+                   help="sample:wiki|bbc|lee|polarity|all (offline samples), a .txt/.jsonl/.parquet file (.txt and "
+                   ".jsonl are strict UTF-8; FILE?encoding=NAME reads another encoding), or hf:NAME[:CONFIG] (a "
+                   "Hugging Face dataset, online). Required.")
     p.add_argument("-o", "--out", required=True, metavar="DIR",
                    help="Run directory (checkpoints, logs, run.json): new or empty, or a run to --resume. Required.")
     p.add_argument("--preset", default="tiny", choices=PRESETS,
@@ -84,8 +85,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, metavar="N",
                    help="Optimizer steps (overrides train.steps). Default: the preset's.")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
-                   help="Continue the newest checkpoint in --out on the same loss curve (a run stopped before its "
-                   "first checkpoint starts again from step 0). Default: off.")
+                   help="Continue the newest intact checkpoint in --out on the same loss curve (a damaged newer one "
+                   "is named in a warning and skipped; a run stopped before its first checkpoint starts again from "
+                   "step 0). Default: off.")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="Override a config field, e.g. --set optim.lr=3e-4 (repeatable; type-checked; the keys are "
                    "listed below).")

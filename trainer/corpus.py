@@ -2,8 +2,12 @@
 
 * ``sample:wiki|bbc|lee|polarity|all`` — the offline sample suite (:func:`embedgeom.samples.sample_documents`).
 * a local ``.txt`` file — if it contains a blank line, documents are the blank-line-separated blocks (line breaks
-  inside a block are kept); otherwise every non-empty line is a document. UTF-8 (invalid bytes replaced).
+  inside a block are kept); otherwise every non-empty line is a document.
 * a local ``.jsonl`` file — one JSON object per line with a ``data.text_field`` ("text") string.
+* ``.txt`` and ``.jsonl`` are decoded strictly, as ``embedgeom analyze`` reads its data files: UTF-8 by default (a
+  byte-order mark is dropped), another encoding with ``?encoding=NAME`` after the path (``notes.txt?encoding=cp1252``).
+  The whole file is checked when the corpus is opened, before any work: a byte that does not decode is reported
+  with the file, its line and byte offset, and the fix. A non-default encoding is part of the corpus digest.
 * a local ``.parquet`` file — the ``data.text_field`` ("text") column (needs pyarrow).
 * ``hf:NAME[:CONFIG]`` — a Hugging Face ``datasets`` dataset, split ``train``, streamed (needs the hub: offline
   it fails with a clear error). ``data.max_documents`` caps how many documents are read.
@@ -18,6 +22,7 @@ config is not detected; pin a local copy when that matters).
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -26,6 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 from .errors import TrainerError, fail
 
@@ -55,20 +61,91 @@ def open_corpus(spec: str | os.PathLike, *, text_field: str = "text", max_docume
         return _sample_corpus(spec, cap)
     if spec.startswith("hf:"):
         return _hf_corpus(spec, text_field, cap)
-    path = Path(spec).expanduser()
+    base, options = _split_options(spec)
+    path = Path(base).expanduser()
     if path.suffix.lower() not in FILE_SUFFIXES:
         raise fail("corpus", _SPEC_HELP, repr(spec), "Use one of the listed forms (file suffix decides the format).")
     if not path.is_file():
         raise fail("corpus", "an existing file", f"{spec!r} (not found)", "Check the path.")
-    digest = _file_digest(path, extra=f"{path.suffix.lower()}|{text_field}|{max_documents}")
     suffix = path.suffix.lower()
+    codec = _codec(options, suffix, spec)
+    extra = f"{suffix}|{text_field}|{max_documents}" + ("" if codec == "utf-8" else f"|encoding={codec}")
+    digest = _file_digest(path, extra=extra)
+    if suffix != ".parquet":
+        check_encoding(path, codec, base)
     if suffix == ".txt":
-        reader = lambda: _txt_documents(path)  # noqa: E731
+        reader = lambda: _txt_documents(path, codec)  # noqa: E731
     elif suffix == ".jsonl":
-        reader = lambda: _jsonl_documents(path, text_field)  # noqa: E731
+        reader = lambda: _jsonl_documents(path, text_field, codec)  # noqa: E731
     else:
         reader = lambda: _parquet_documents(path, text_field)  # noqa: E731
     return Corpus(spec, digest, lambda: islice(reader(), cap))
+
+
+def _split_options(spec: str) -> tuple[str, dict[str, str]]:
+    """``PATH?encoding=NAME`` -> (``PATH``, ``{"encoding": NAME}``); a spec naming an existing file is taken whole
+    (a file name may contain ``?``)."""
+    if "?" not in spec or Path(spec).expanduser().is_file():
+        return spec, {}
+    base, query = spec.split("?", 1)
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = sorted(set(options) - {"encoding"})
+    if unknown or not query:
+        raise fail("corpus", "PATH or PATH?encoding=NAME", repr(spec),
+                   f"The only option of a corpus file is encoding (got {', '.join(unknown) or 'an empty query'}).")
+    return base, options
+
+
+def _codec(options: dict[str, str], suffix: str, spec: str) -> str:
+    """The canonical codec name of ``?encoding=`` (default utf-8); refused for .parquet (Arrow text is Unicode)."""
+    if "encoding" not in options:
+        return "utf-8"
+    if suffix == ".parquet":
+        raise fail("corpus", "?encoding= only on a .txt or .jsonl file", repr(spec),
+                   "Parquet stores Unicode text; drop ?encoding=.")
+    try:
+        return codecs.lookup(options["encoding"]).name
+    except LookupError:
+        raise fail("corpus", "an encoding Python knows after ?encoding=", f"{options['encoding']!r} in {spec!r}",
+                   "Pass a codec name such as utf-8, cp1252 or latin-1.") from None
+
+
+def _python_codec(codec: str) -> str:
+    """utf-8 reads as utf-8-sig: a byte-order mark is dropped, as analyze does."""
+    return "utf-8-sig" if codec == "utf-8" else codec
+
+
+def check_encoding(path: Path, codec: str, base: str) -> None:
+    """Decode ``path`` strictly with ``codec`` in one streaming pass; the first byte that does not decode raises
+    :class:`TrainerError` naming the file, the line, the byte offset and the fix (``?encoding=``)."""
+    decoder = codecs.getincrementaldecoder(_python_codec(codec))("strict")
+    offset, lines = 0, 1
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            pending = decoder.getstate()[0]
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as err:
+                data = pending + block
+                at = offset - len(pending) + err.start
+                line = lines + data[:err.start].count(b"\n") - pending.count(b"\n")
+                raise _decode_error(path, codec, base, data[err.start], at, line) from None
+            offset += len(block)
+            lines += block.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as err:
+            data = err.object
+            raise _decode_error(path, codec, base, data[err.start], offset - len(data) + err.start,
+                                lines - data[err.start:].count(b"\n")) from None
+
+
+def _decode_error(path: Path, codec: str, base: str, byte: int, offset: int, line: int) -> TrainerError:
+    other = "cp1252" if codec == "utf-8" else "utf-8"
+    label = "UTF-8" if codec == "utf-8" else codec
+    return TrainerError(f"corpus: {path} is not {label} (invalid byte 0x{byte:02x} at line {line}, byte offset "
+                        f"{offset:,}): pass --corpus '{base}?encoding={other}' (or the file's encoding), or convert "
+                        "the file to UTF-8.")
 
 
 def _sample_corpus(spec: str, cap: int | None) -> Corpus:
@@ -95,8 +172,8 @@ def _file_digest(path: Path, extra: str) -> str:
     return file_digest(path, prefix=extra.encode())
 
 
-def _txt_documents(path: Path) -> Iterator[str]:
-    text = path.read_bytes().decode("utf-8", errors="replace")
+def _txt_documents(path: Path, codec: str = "utf-8") -> Iterator[str]:
+    text = path.read_bytes().decode(_python_codec(codec))
     if re.search(r"\n[ \t\r]*\n", text):
         for block in re.split(r"\n[ \t\r]*\n", text):
             block = block.strip()
@@ -109,8 +186,8 @@ def _txt_documents(path: Path) -> Iterator[str]:
                 yield line
 
 
-def _jsonl_documents(path: Path, text_field: str) -> Iterator[str]:
-    with open(path, encoding="utf-8", errors="replace") as fh:
+def _jsonl_documents(path: Path, text_field: str, codec: str = "utf-8") -> Iterator[str]:
+    with open(path, encoding=_python_codec(codec), newline=None) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue

@@ -34,6 +34,18 @@ class CheckpointWriteError(TrainerError):
         self.previous = previous
 
 
+class CheckpointDamaged(TrainerError):
+    """A checkpoint failed its integrity check (:func:`trainer.checkpoint.read_checkpoint`): a file missing,
+    truncated, unreadable or not matching the sha256 its manifest records, a step that disagrees with the directory
+    name, or non-finite weights. ``problems`` holds ``(file, reason)`` pairs; ``step`` is the directory's step."""
+
+    def __init__(self, message: str, *, checkpoint: Path, step: int | None, problems: list[tuple[str, str]]):
+        super().__init__(message)
+        self.checkpoint = checkpoint
+        self.step = step
+        self.problems = list(problems)
+
+
 class TrainerWarning(UserWarning):
     """Base category of the trainer's warnings (``warnings.simplefilter("error", trainer.TrainerWarning)`` turns
     them all into errors)."""
@@ -48,3 +60,8 @@ class CollapseWarning(TrainerWarning):
     """The collapse watch (``watch.*``, see trainer/README.md) saw a criterion trip at an evaluation: the student's
     held-out sentence embeddings losing directions, or the hybrid's predictor output far less varied than the
     teacher targets. Emitted once per criterion and run, naming the step, the numbers and the threshold."""
+
+
+class DamagedCheckpointWarning(TrainerWarning):
+    """``--resume`` found the newest checkpoint(s) damaged and continues from the newest intact one; the warning
+    names each damaged checkpoint with its step, file and what is wrong, and the checkpoint used."""

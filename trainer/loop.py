@@ -1,13 +1,15 @@
 """``run()``: config -> tokenizer -> packed data -> engine -> training loop with logs, evaluation, geometry
-snapshots and checkpoints; ``--resume`` continues from the newest checkpoint on the same loss curve.
+snapshots and checkpoints; ``--resume`` continues from the newest intact checkpoint on the same loss curve (a
+damaged newer one is named in a :class:`trainer.errors.DamagedCheckpointWarning`).
 
 Cadence (``completed`` = optimizer steps done): a log row every ``train.log_every`` steps; held-out MLM loss
 every ``train.eval_every`` steps and a geometry snapshot every ``train.geometry_every`` (0 = with every eval),
 both also at step 0 of a fresh run and at the end; with ``watch.enabled`` (default) the snapshot is also taken at
 every evaluation and the collapse watch (:mod:`trainer.watch`) checks it; a checkpoint every ``train.ckpt_every``
 steps and at the end.
-Non-finite losses are detected at every log, eval and checkpoint step (a checkpoint is never written from a
-diverged state) and stop the run with :class:`trainer.errors.TrainingDiverged`.
+Non-finite losses are detected at every log, eval and checkpoint step, non-finite weights at every checkpoint step
+(a checkpoint is never written from a diverged state); either stops the run with
+:class:`trainer.errors.TrainingDiverged`, naming the last good (newest intact) checkpoint.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +30,23 @@ import torch
 from .checkpoint import (
     CHECKPOINT_DIR,
     FORMAT_VERSION,
+    RUN_JSON,
     STATE_FORMAT,
     TOKENIZER_DIR,
+    checkpoint_step,
     clear_partial_run,
+    clear_stale_temporaries,
+    describe_problems,
+    first_non_finite,
     hf_config_dict,
     inspect_out,
+    iter_intact,
     latest_checkpoint,
+    newest_intact_checkpoint,
+    os_error_text,
     prune_checkpoints,
-    read_checkpoint,
     read_run_json,
+    restore_replaced_checkpoints,
     update_run_json,
     write_checkpoint,
 )
@@ -49,7 +60,16 @@ from .config import (
 from .data import PackedData, RowSampler, check_sizes, data_key, holdout_every, prepare_data
 from .distributed import DistInfo, barrier, init_from_env, shutdown
 from .engine import Engine, engine_from_config
-from .errors import PartialRunWarning, TrainerError, TrainerWarning, TrainingDiverged, fail
+from .errors import (
+    CheckpointDamaged,
+    CheckpointWriteError,
+    DamagedCheckpointWarning,
+    PartialRunWarning,
+    TrainerError,
+    TrainerWarning,
+    TrainingDiverged,
+    fail,
+)
 from .logs import EVAL_COLUMNS_HYBRID, EVAL_COLUMNS_MLM, TRAIN_COLUMNS_HYBRID, TRAIN_COLUMNS_MLM, RunLog
 from .summary import TrainSummary
 from .tokenizer import encoder_for, load_tokenizer, save_tokenizer, special_ids, tokenizer_digest
@@ -76,6 +96,11 @@ def _prepare_out(out: Path, *, resume: bool, dist: DistInfo) -> Path | None:
     refused either way, and nothing in it is deleted."""
     if out.exists() and not out.is_dir():
         raise fail("out", "a directory", f"{str(out)!r}, which is a file", "Choose another --out.")
+    if dist.is_main and (out / RUN_JSON).is_file():
+        with suppress(TrainerError):  # a trainer run killed between the two renames replacing a checkpoint
+            if read_run_json(out) is not None:
+                restore_replaced_checkpoints(out)
+    barrier(dist)
     state = inspect_out(out)
     barrier(dist)  # every rank has looked before rank 0 changes anything
     name = "resume" if resume else "out"
@@ -92,9 +117,9 @@ def _prepare_out(out: Path, *, resume: bool, dist: DistInfo) -> Path | None:
         if not resume:
             raise fail("out", "a new or empty directory", f"{str(out)!r}, which already holds a run (run.json, "
                        f"{state.detail})", "Pass --resume to continue it, or choose another --out.")
-        if dist.is_main:  # half-written checkpoints of the killed process
-            for stale in (out / CHECKPOINT_DIR).glob(".tmp-step-*"):
-                shutil.rmtree(stale, ignore_errors=True)
+        if dist.is_main:  # half-written checkpoints and temporaries of a killed process
+            clear_stale_temporaries(out)
+        barrier(dist)
         return state.checkpoint
     if state.kind == "new" and resume:
         raise fail("resume", "an --out holding a run with at least one checkpoint", f"{str(out)!r} ({state.detail})",
@@ -110,6 +135,7 @@ def _prepare_out(out: Path, *, resume: bool, dist: DistInfo) -> Path | None:
                           PartialRunWarning, stacklevel=5)
         clear_partial_run(out)
     if dist.is_main:
+        clear_stale_temporaries(out)
         try:
             out.mkdir(parents=True, exist_ok=True)
             probe = out / f".write-test-{os.getpid()}"
@@ -288,11 +314,43 @@ def _short(digest: str) -> str:
     return digest[:12]
 
 
-def _resume_state(ckpt: Path, config: TrainerConfig, corpus: Any, out: Path, dist: DistInfo) -> tuple:
-    """Read the checkpoint to resume and refuse it when the corpus content or the config that changes the numbers
-    differs. The corpus is identified by its content digest (:attr:`trainer.corpus.Corpus.digest`), not by how
-    its path is spelled."""
-    state = read_checkpoint(ckpt)
+def _rel(path: Path, out: Path) -> str:
+    try:
+        return path.relative_to(out).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _damage_text(damage: CheckpointDamaged, out: Path) -> str:
+    return f"{_rel(damage.checkpoint, out)} (step {damage.step}) is damaged ({describe_problems(damage.problems)})"
+
+
+def _intact_checkpoint(out: Path, dist: DistInfo) -> tuple[Path, tuple]:
+    """The newest intact checkpoint of ``out`` and its state (:func:`trainer.checkpoint.iter_intact`): a warning
+    names every damaged one passed over and the one used; none intact is one :class:`TrainerError`."""
+    damaged: list[CheckpointDamaged] = []
+    for ckpt, state, damage in iter_intact(out):
+        if damage is not None:
+            damaged.append(damage)
+            continue
+        if damaged and dist.is_main:
+            plural = len(damaged) > 1
+            warnings.warn(
+                f"resume: {'; '.join(_damage_text(d, out) for d in damaged)}; continuing from the newest intact "
+                f"checkpoint, {_rel(ckpt, out)} (step {checkpoint_step(ckpt)}). The damaged checkpoint"
+                f"{'s stay' if plural else ' stays'} in place, unused, until the run writes "
+                f"{'those steps' if plural else 'that step'} again.", DamagedCheckpointWarning, stacklevel=6)
+        return ckpt, state
+    listed = "; ".join(_damage_text(d, out) for d in damaged) or "no checkpoint directory"
+    raise TrainerError(f"resume: expected an intact checkpoint in {str(out)!r}, got none: {listed}. Restore a "
+                       "checkpoint from a backup, or start a new run in another --out.")
+
+
+def _resume_state(config: TrainerConfig, corpus: Any, out: Path, dist: DistInfo) -> tuple[Path, tuple]:
+    """Read the newest intact checkpoint (:func:`_intact_checkpoint`) and refuse it when the corpus content or the
+    config that changes the numbers differs. The corpus is identified by its content digest
+    (:attr:`trainer.corpus.Corpus.digest`), not by how its path is spelled."""
+    ckpt, state = _intact_checkpoint(out, dist)
     saved = state[1]
     diffs = config_differences(TrainerConfig.from_dict(saved), config)
     saved_world = state[3].get("world_size", 1)
@@ -309,7 +367,7 @@ def _resume_state(ckpt: Path, config: TrainerConfig, corpus: Any, out: Path, dis
     if diffs:
         raise TrainerError(f"resume: {out} was trained with a different config ({'; '.join(diffs)}). Resume with "
                            "the original settings, or start a new --out.")
-    return state
+    return ckpt, state
 
 
 def _check_legacy_corpus(out: Path, config: TrainerConfig, corpus: Any, tokenizer: Any) -> None:
@@ -339,7 +397,9 @@ def _run(config: TrainerConfig, corpus_spec: str | os.PathLike, out: Path, *, re
     spec = os.fspath(corpus_spec) if isinstance(corpus_spec, os.PathLike) else corpus_spec
     resume_from = _prepare_out(out, resume=resume, dist=dist)
     corpus = open_corpus(spec, text_field=d.text_field, max_documents=d.max_documents)
-    ckpt_state = _resume_state(resume_from, config, corpus, out, dist) if resume_from is not None else None
+    ckpt_state = None
+    if resume_from is not None:
+        resume_from, ckpt_state = _resume_state(config, corpus, out, dist)
     if resume_from is None and next(iter(corpus.documents()), None) is None:
         raise fail("corpus", f"at least {t.batch_size * (d.seq_len - 2):,} training tokens (one batch of "
                    f"train.batch_size {t.batch_size} rows x {d.seq_len - 2} tokens) plus held-out text",
@@ -463,7 +523,7 @@ class _Session:
         bad = stats["first_bad_step"] if stats is not None else self.engine.first_bad_step()
         if bad < 0:
             return
-        last = latest_checkpoint(self.out)
+        last = newest_intact_checkpoint(self.out)
         now = {k: v for k, v in (stats or {}).items() if k.startswith(("loss", "grad_norm"))}
         prev = {k: v for k, v in self.last_row.items() if k.startswith("loss")}
         raise TrainingDiverged(
@@ -489,6 +549,7 @@ class _Session:
         if not identical:
             raise TrainerError(f"DDP replicas diverged at step {completed}: the ranks hold different weights. "
                                "Check that every rank runs the same code and data.")
+        self.check_weights(completed)  # every rank: the replicas are identical, so all stop together
         if not self.dist.is_main:
             return None
         engine, t, out = self.engine, self.t, self.out
@@ -507,14 +568,36 @@ class _Session:
                                 tokenizer_dir=out / TOKENIZER_DIR, trainer_config=self.trainer_config,
                                 state_tensors=engine.state_tensors(), state_meta=state_meta)
         rel = path.relative_to(out).as_posix()
-        listed = [c for c in (read_run_json(out) or {}).get("checkpoints", []) if c != rel]
-        update_run_json(out, {"latest": rel, "step": completed, "tokens_seen": self.tokens_seen,
-                              "checkpoints": [*listed, rel], "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        removed = {p.relative_to(out).as_posix() for p in prune_checkpoints(out, t.keep_last)}
-        if removed:
-            listed = (read_run_json(out) or {}).get("checkpoints", [])
-            update_run_json(out, {"checkpoints": [c for c in listed if c not in removed]})
+        try:
+            listed = [c for c in (read_run_json(out) or {}).get("checkpoints", []) if c != rel]
+            update_run_json(out, {"latest": rel, "step": completed, "tokens_seen": self.tokens_seen,
+                                  "checkpoints": [*listed, rel], "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            removed = {p.relative_to(out).as_posix() for p in prune_checkpoints(out, t.keep_last)}
+            if removed:
+                listed = (read_run_json(out) or {}).get("checkpoints", [])
+                update_run_json(out, {"checkpoints": [c for c in listed if c not in removed]})
+        except OSError as err:
+            where = err.filename if isinstance(err.filename, (str, os.PathLike)) else out / RUN_JSON
+            raise CheckpointWriteError(
+                f"checkpoint at step {completed}: {path} is complete, but updating {where} failed "
+                f"({os_error_text(err)}); --resume finds the checkpoint. Free space or fix the permissions of "
+                f"{str(out)!r}, then resume with --resume.", previous=path) from err
         return path
+
+    def check_weights(self, completed: int) -> None:
+        """Refuse to checkpoint non-finite weights (model, teacher, predictor, balance or optimizer moments): a
+        checkpoint is never written from a broken state, so the last good checkpoint stays the newest one."""
+        bad = first_non_finite({**self.engine.student.state_dict(), **self.engine.state_tensors()})
+        if bad is None:
+            return
+        last = newest_intact_checkpoint(self.out)
+        raise TrainingDiverged(
+            f"training diverged: at step {completed} the weights hold non-finite values ({bad[0]!r}: {bad[1]:,} "
+            f"NaN or inf) though the logged losses were finite, so no checkpoint was written for step {completed}; "
+            f"last good checkpoint: {last if last else 'none'}. Lower optim.lr (now {self.config.optim.lr:g}) or "
+            "keep optim.clip_grad_norm > 0, then start again or --resume from that checkpoint.",
+            step=completed, last_checkpoint=last, losses={k: v for k, v in self.last_row.items()
+                                                          if k.startswith("loss")})
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def train(self, t_start: float, device: torch.device) -> TrainSummary:
