@@ -24,6 +24,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from .options import AnalysisOptions
+
 app = typer.Typer(
     name="embedgeom",
     help="Measure the geometry of text-encoder embedding spaces, compare checkpoints with confidence intervals, "
@@ -185,11 +187,17 @@ def _metric_cells(res: Any, task: str, pooling: str, layer: int, metrics: list[s
     return cells
 
 
+def _ci(options: Any) -> str:
+    """The interval label for results made at ``options['confidence']`` (e.g. "95% CI", "90% CI")."""
+    conf = (options or {}).get("confidence")
+    return f"{float(conf) * 100:.4g}% CI" if isinstance(conf, (int, float)) else "CI"
+
+
 def _print_analysis(res: Any) -> None:
     measured = {r["metric"] for r in res.metrics}
     cols = [m for m in HEADLINE if m in measured]
     for task, card in res.tasks.items():
-        proto = "reference protocol, point values" if res.options.get("protocol") == "paper" else "95% CI"
+        proto = "reference protocol, point values" if res.options.get("protocol") == "paper" else _ci(res.options)
         table = Table(title=f"{res.name} · {task} (n={card.get('n_items')} {card.get('items')}; {proto})",
                       title_justify="left")
         table.add_column("pooling")
@@ -220,18 +228,17 @@ def _expand_group(spec: str) -> list[str]:
     return out
 
 
-def _compare_groups(models: list[str], group_a: str | None, group_b: str | None, *analysis: Any) -> None:
-    *akw, groups, confidence, out, fmt, significant = analysis
+def _compare_groups(models: list[str], group_a: str | None, group_b: str | None, kw: dict[str, Any],
+                    out: Path | None, fmt: Format, significant: bool) -> None:
     if models or group_a is None or group_b is None:
         _fail("--group-a, --group-b: expected both seed groups and no positional models, e.g. --group-a "
               "runs/mlm-s0,runs/mlm-s1,runs/mlm-s2 --group-b runs/hybrid-s0,runs/hybrid-s1,runs/hybrid-s2.")
-    from .analysis import compare_groups
     from .results import csv_safe, save_results
+    from .seed_groups import compare_groups
     from .storage import COLLECTION_FORMAT, prepare_output, safe_name
 
     if out is not None:
         prepare_output(out, COLLECTION_FORMAT)
-    kw = _analysis_kwargs(*akw, True, True, groups, confidence)
     shared = {k: kw.pop(k) for k in ("groups", "seed", "confidence")}
     with _progress() as cb:
         cmp = compare_groups(_expand_group(group_a), _expand_group(group_b), progress=cb, **shared, **kw)
@@ -244,10 +251,11 @@ def _compare_groups(models: list[str], group_a: str | None, group_b: str | None,
     elif fmt is Format.csv:
         csv_safe(cmp.to_frame()).to_csv(sys.stdout, index=False)
     else:
-        table = Table(title=f"{cmp.b} − {cmp.a}: mean over {cmp.options['seeds']} seeds, between-seed 95% CI; "
+        ci = _ci(cmp.options)
+        table = Table(title=f"{cmp.b} − {cmp.a}: mean over {cmp.options['seeds']} seeds, between-seed {ci}; "
                             "holds = seeds with the mean's sign (with a per-seed interval excluding 0)",
                       title_justify="left")
-        for c in ("task", "pooling", "layer", "metric", "a", "b", "b − a", "95% CI", "holds", ""):
+        for c in ("task", "pooling", "layer", "metric", "a", "b", "b − a", ci, "holds", ""):
             table.add_column(c, justify="left" if c in ("task", "pooling", "metric", "") else "right")
         for r in cmp.differences:
             if significant and not r["significant"]:
@@ -265,9 +273,10 @@ def _pair_label(r: dict, key: str) -> str:
 
 
 def _print_comparison(cmp: Any, only_significant: bool) -> None:
-    table = Table(title=f"{cmp.b} − {cmp.a} (paired, 95% CI; * = interval excludes 0)", title_justify="left")
-    for c in ("task", "pooling", "layer", "metric", "a", "b", "b − a", "95% CI", ""):
-        table.add_column(c, justify="right" if c in ("layer", "a", "b", "b − a", "95% CI") else "left")
+    ci = _ci(cmp.options)
+    table = Table(title=f"{cmp.b} − {cmp.a} (paired, {ci}; * = interval excludes 0)", title_justify="left")
+    for c in ("task", "pooling", "layer", "metric", "a", "b", "b − a", ci, ""):
+        table.add_column(c, justify="right" if c in ("layer", "a", "b", "b − a", ci) else "left")
     for r in cmp.differences:
         if only_significant and not r["significant"]:
             continue
@@ -276,7 +285,7 @@ def _print_comparison(cmp: Any, only_significant: bool) -> None:
                       "*" if r["significant"] else "")
     _out().print(table)
     sim = Table(title=f"similarity of {cmp.a} and {cmp.b} on the same texts", title_justify="left")
-    for c in ("task", "pooling", "layer", "measure", "value", "95% CI"):
+    for c in ("task", "pooling", "layer", "measure", "value", ci):
         sim.add_column(c)
     for r in cmp.similarity:
         sim.add_row(r["task"], _pair_label(r, "pooling"), _pair_label(r, "layer"), r["name"], _fmt(r["value"]),
@@ -285,12 +294,13 @@ def _print_comparison(cmp: Any, only_significant: bool) -> None:
 
 
 def _print_models_table(results: list) -> None:
-    """One row per model, headline metrics as columns (value ± half-width of the 95% interval), per (task, pooling)
+    """One row per model, headline metrics as columns (value ± half-width of its interval), per (task, pooling)
     at each model's last layer."""
     keys = list(dict.fromkeys((t, p) for res in results for t, p, lay in res.measured()
                               if lay == int(res.checkpoint.get("num_layers", lay))))
     for task, pooling in keys:
-        table = Table(title=f"{task} · {pooling} · last layer: all models (95% CI)", title_justify="left")
+        cis = sorted({_ci(res.options) for res in results})
+        table = Table(title=f"{task} · {pooling} · last layer: all models ({', '.join(cis)})", title_justify="left")
         table.add_column("model")
         measured = {r["metric"] for res in results for r in res.metrics if (r["task"], r["pooling"]) == (task, pooling)}
         cols = [m for m in HEADLINE if m in measured]
@@ -307,49 +317,46 @@ def _emit_json(obj: Any) -> None:
                                 allow_nan=True) + "\n")
 
 
-def _analysis_kwargs(data: str, pooling: str, layer: str, max_texts: int | None, seed: int, protocol: Protocol,
-                     device: str, dtype: str, batch_size: int | None, max_length: int | None,
-                     special_tokens: SpecialTokens, glue_dir: Path | None, no_cache: bool, cache_dir: Path | None,
-                     probes: bool, embeddings: bool, groups: int, confidence: float) -> dict[str, Any]:
+def _analysis_options(params: dict[str, Any]) -> dict[str, Any]:
+    """The analysis options among a command's parameters (``locals()`` of analyze/compare), keyed as
+    :class:`~embedgeom.options.AnalysisOptions` names them: each field's CLI parameter (``AnalysisOptions.cli_names``)
+    plus the cache from --no-cache / --cache-dir. Validated by ``AnalysisOptions.create`` where they are used."""
     from .options import parse_layers
 
-    layers = parse_layers(layer, "--layer")
-    cache: Any = False if no_cache else (str(cache_dir) if cache_dir else True)
-    return {"data": data, "poolings": pooling, "layers": layers, "max_texts": max_texts, "seed": seed,
-            "protocol": protocol.value, "device": device, "dtype": dtype, "batch_size": batch_size,
-            "max_length": max_length, "special_tokens": special_tokens.value, "glue_dir": glue_dir,
-            "cache": cache, "probes": probes, "save_embeddings": embeddings, "groups": groups,
-            "confidence": confidence}
+    out = {name: params[cli] for name, cli in AnalysisOptions.cli_names().items() if cli in params}
+    out = {k: v.value if isinstance(v, Enum) else v for k, v in out.items()}
+    if "layers" in out:
+        out["layers"] = parse_layers(out["layers"], "--layer")
+    if params.get("no_cache"):
+        out["cache"] = False
+    elif params.get("cache_dir"):
+        out["cache"] = str(params["cache_dir"])
+    return out
 
 
 # option declarations shared by analyze and compare
-DataOpt = Annotated[str, typer.Option("--data", "-d", help="Comma-separated data specs: glue:sst2|mrpc|mnli|cola|stsb, "
-                                      "sample:wiki|bbc|bbc-pairs|polarity|lee|wordsim|simlex, or .txt/.csv/.tsv/.jsonl "
-                                      "paths (options after '?', e.g. file.csv?text=body&label=topic).")]
-PoolOpt = Annotated[str, typer.Option("--pooling", "-p", help="mean,cls,max,attention (comma-separated), 'all', or "
-                                      "'native' for sentence-transformers checkpoints.")]
-LayerOpt = Annotated[str, typer.Option("--layer", "-l", help="Hidden layer(s): -1 = last, 0 = embeddings, "
-                                       "comma-separated, or 'all' for a layer profile.")]
-MaxOpt = Annotated[int | None, typer.Option("--max-texts", "-n", help="Seeded random subset of at most N items "
-                                            "per task (texts; pairs for pair tasks); with --protocol paper, the "
-                                            "first N rows in order (default 2,000).")]
-SeedOpt = Annotated[int, typer.Option(help="Seed for subsets, jackknife groups and probe folds.")]
-ProtoOpt = Annotated[Protocol, typer.Option(help="'paper' computes what the reference study's released code "
-                                            "computes (first 2,000 rows in order, joined pairs, no attention mask, "
-                                            "its metrics and probes; see paper_protocol.md and embedgeom.protocols); "
-                                            "'both' saves the paper numbers beside the default ones (OUT/paper).")]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
-DtypeOpt = Annotated[str, typer.Option(help="Autocast compute dtype: auto (bf16 where native), float32, bfloat16, "
-                                       "float16. Pooling and results are float32 either way.")]
-BatchOpt = Annotated[int | None, typer.Option(help="Encode batch size (default 32 on CPU, 128 on GPU).")]
-MaxLenOpt = Annotated[int | None, typer.Option(help="Truncate texts to this many tokens (default: the model's).")]
-SpecialOpt = Annotated[SpecialTokens, typer.Option(help="Include [CLS]/[SEP] in mean/max/attention pooling.")]
-GlueOpt = Annotated[Path | None, typer.Option(help="Read glue:* from the official GLUE TSV layout in DIR (offline).")]
-NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")]
+_H = AnalysisOptions.help
+DataOpt = Annotated[str, typer.Option("--data", "-d", help=_H("data"))]
+PoolOpt = Annotated[str, typer.Option("--pooling", "-p", help=_H("poolings"))]
+LayerOpt = Annotated[str, typer.Option("--layer", "-l", help=_H("layers"))]
+MaxOpt = Annotated[int | None, typer.Option("--max-texts", "-n", help=_H("max_texts"))]
+SeedOpt = Annotated[int, typer.Option(help=_H("seed"))]
+ProtoOpt = Annotated[Protocol, typer.Option(help=_H("protocol"))]
+DeviceOpt = Annotated[str, typer.Option(help=_H("device"))]
+DtypeOpt = Annotated[str, typer.Option(help=_H("dtype"))]
+BatchOpt = Annotated[int | None, typer.Option(help=_H("batch_size"))]
+MaxLenOpt = Annotated[int | None, typer.Option(help=_H("max_length"))]
+SpecialOpt = Annotated[SpecialTokens, typer.Option(help=_H("special_tokens"))]
+GlueOpt = Annotated[Path | None, typer.Option(help=_H("glue_dir"))]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache (nothing is "
+                                          "written under the cache root).")]
 CacheDirOpt = Annotated[Path | None, typer.Option(help="Embedding cache directory (default $EMBEDGEOM_CACHE or "
                                                   "~/.cache/embedgeom).")]
-GroupsOpt = Annotated[int, typer.Option(help="Jackknife groups for the spectral and cross metrics.")]
-ConfOpt = Annotated[float, typer.Option(help="Confidence level of every interval.")]
+GroupsOpt = Annotated[int, typer.Option(help=_H("groups"))]
+ConfOpt = Annotated[float, typer.Option(help=_H("confidence"))]
+#: The CLI's defaults are the options' own (one default data set for the CLI and Python).
+_D = AnalysisOptions()
+DEFAULT_DATA_SPEC = ",".join(_D.data)
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="stdout format: table, json or csv.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Stage lines with timings on stderr (besides the "
                                           "progress bars on a terminal).")]
@@ -361,11 +368,11 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Nothing on stderr
 def analyze(
     checkpoint: Annotated[str, typer.Argument(help="HF model dir, sentence-transformers dir, trainer run/checkpoint "
                                               "dir, or hub id.")],
-    data: DataOpt = "sample:bbc,sample:lee",
+    data: DataOpt = DEFAULT_DATA_SPEC,
     pooling: PoolOpt = "all",
     layer: LayerOpt = "-1",
     max_texts: MaxOpt = None,
-    seed: SeedOpt = 0,
+    seed: SeedOpt = _D.seed,
     protocol: ProtoOpt = Protocol.default,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -378,10 +385,10 @@ def analyze(
     fmt: FormatOpt = Format.table,
     no_cache: NoCacheOpt = False,
     cache_dir: CacheDirOpt = None,
-    probes: Annotated[bool, typer.Option(help="Run the linear/similarity/lexical probes.")] = True,
-    embeddings: Annotated[bool, typer.Option(help="Save embeddings with --out (needed by compare).")] = True,
-    groups: GroupsOpt = 20,
-    confidence: ConfOpt = 0.95,
+    probes: Annotated[bool, typer.Option(help=_H("probes"))] = _D.probes,
+    embeddings: Annotated[bool, typer.Option(help=_H("save_embeddings"))] = _D.save_embeddings,
+    groups: GroupsOpt = _D.groups,
+    confidence: ConfOpt = _D.confidence,
     name: Annotated[str | None, typer.Option(help="The model's label in tables, comparisons and figures "
                                              "(default: the checkpoint's directory name).")] = None,
     checkpoints: Annotated[str | None, typer.Option(help="For a trainer run directory: analyse its checkpoints "
@@ -391,10 +398,12 @@ def analyze(
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Measure one checkpoint: every geometry metric with a 95% jackknife interval, per task, pooling and layer.
+    """Measure one checkpoint: every geometry metric with a jackknife interval (--confidence), per task, pooling and
+    layer.
 
     Example: [bold]embedgeom analyze ckpt/ --pooling max --data glue:sst2 --glue-dir ~/glue[/]
     """
+    params = dict(locals())  # the analysis options are taken from here by name (AnalysisOptions.cli_names)
     _set_verbosity(verbose, quiet)
     with _guard():
         from .analysis import analyze as run
@@ -404,8 +413,7 @@ def analyze(
 
         if out is not None:  # refused before any work when it holds anything but an earlier output of this kind
             prepare_output(out, COLLECTION_FORMAT if checkpoints is not None else ANALYSIS_FORMAT)
-        kw = _analysis_kwargs(data, pooling, layer, max_texts, seed, protocol, device, dtype, batch_size, max_length,
-                              special_tokens, glue_dir, no_cache, cache_dir, probes, embeddings, groups, confidence)
+        kw = _analysis_options(params)
         if checkpoints is not None:
             with _progress() as cb:
                 results = analyze_checkpoints(checkpoint, checkpoints, name=name, progress=cb, **kw)
@@ -458,11 +466,11 @@ def compare(
                                                 "--group-b; gives per-seed differences and a between-seed interval."
                                                 )] = None,
     group_b: Annotated[str | None, typer.Option("--group-b", help="Seed group B (same seeds, same order).")] = None,
-    data: DataOpt = "sample:bbc,sample:lee",
+    data: DataOpt = DEFAULT_DATA_SPEC,
     pooling: PoolOpt = "all",
     layer: LayerOpt = "-1",
     max_texts: MaxOpt = None,
-    seed: SeedOpt = 0,
+    seed: SeedOpt = _D.seed,
     protocol: ProtoOpt = Protocol.default,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -476,39 +484,37 @@ def compare(
                                               "excludes 0.")] = False,
     no_cache: NoCacheOpt = False,
     cache_dir: CacheDirOpt = None,
-    groups: GroupsOpt = 20,
-    confidence: ConfOpt = 0.95,
+    groups: GroupsOpt = _D.groups,
+    confidence: ConfOpt = _D.confidence,
 
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Paired differences (b − a, second minus first) with 95% intervals on the same texts, plus CKA and k-NN
+    """Paired differences (b − a, second minus first) with intervals (--confidence) on the same texts, plus CKA and k-NN
     overlap; with three or more models also one combined table (a row per model).
 
     Checkpoints are analysed first (with the analysis options given); saved analysis dirs are used as they are.
     """
+    params = dict(locals())  # the analysis options are taken from here by name (AnalysisOptions.cli_names)
     _set_verbosity(verbose, quiet)
     models = models or []
     with _guard():
         if group_a is not None or group_b is not None:
-            _compare_groups(models, group_a, group_b, data, pooling, layer, max_texts, seed, protocol, device, dtype,
-                            batch_size, max_length, special_tokens, glue_dir, no_cache, cache_dir, groups, confidence,
-                            out, fmt, significant)
+            _compare_groups(models, group_a, group_b, _analysis_options(params), out, fmt, significant)
             return
         if poolings is None and len(models) < 2:
             _fail(f"models: expected at least two checkpoints or analysis dirs (or one with --poolings), got "
                   f"{len(models)}.")
         if poolings is not None and len(models) != 1:
             _fail(f"models: expected one model with --poolings (its two poolings are compared), got {len(models)}.")
-        from .analysis import compare as run
         from .analysis import resolve_result
+        from .comparison import compare as run
         from .results import csv_safe, save_results
         from .storage import COLLECTION_FORMAT, prepare_output, safe_name
 
         if out is not None:
             prepare_output(out, COLLECTION_FORMAT)
-        kw = _analysis_kwargs(data, pooling, layer, max_texts, seed, protocol, device, dtype, batch_size, max_length,
-                              special_tokens, glue_dir, no_cache, cache_dir, True, True, groups, confidence)
+        kw = _analysis_options(params)
         common = {"groups": groups, "seed": seed, "confidence": confidence}
         with _progress() as cb:
             results = [resolve_result(m, progress=cb, **kw) for m in models]

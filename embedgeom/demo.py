@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .analysis import analyze, compare
+from .analysis import analyze
+from .comparison import compare
 from .figures import build_report
 from .results import AnalysisResult, ComparisonResult
 from .samples import minilm_path

@@ -1,12 +1,15 @@
-"""Validation of the options analyze(), compare(), encode() and the CLI share: one parser per kind of option, each
-raising one ValueError that names the option, what it expected, what it got, and the fix - before any work starts.
+"""The options analyze(), compare(), encode() and the CLI share: one parser per kind of option, each raising one
+ValueError that names the option, what it expected, what it got, and the fix - before any work starts; and
+:class:`AnalysisOptions`, every option of an analysis declared once (type, default, validation, help text).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 LayerSpec = str | tuple[int, ...]
@@ -80,3 +83,211 @@ def check_bool(value: Any, option: str) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{option}: expected True or False, got {value!r}.")
     return value
+
+
+# --- the analysis options, declared once -------------------------------------------------------------------
+
+#: The data an analysis reads when none is given (the CLI and Python share it).
+DEFAULT_DATA: tuple[str, ...] = ("sample:bbc", "sample:lee")
+
+
+def _opt(help: str, cli: str | None = None, *, flag: str | None = None) -> dict[str, Any]:
+    """A field's declaration: its help text (the CLI shows it), the CLI parameter it comes from (``None``: the
+    field's own name; ``""``: not on the CLI) and the flag users type."""
+    return {"help": help, "cli": cli, "flag": flag}
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """Every option of an analysis (:func:`embedgeom.analyze`, :func:`embedgeom.analyze_checkpoints`, the models
+    :func:`embedgeom.compare` analyses, and ``embedgeom analyze`` / ``compare``), declared once: its type, default,
+    validation and help text live here, the CLI takes its help from here (a test checks that the two agree), and
+    every saved result records :meth:`record`. Build with :meth:`create`, which validates every value and raises one
+    ValueError naming the option, what it expected, what it got and the fix."""
+
+    data: tuple[str, ...] = field(default=DEFAULT_DATA, metadata=_opt(
+        "Comma-separated data specs: glue:sst2|mrpc|mnli|cola|stsb, sample:wiki|bbc|bbc-pairs|polarity|lee|wordsim|"
+        "simlex, or .txt/.csv/.tsv/.jsonl paths (options after '?', e.g. file.csv?text=body&label=topic).",
+        flag="--data"))
+    poolings: tuple[str, ...] = field(default=("mean", "cls", "max", "attention"), metadata=_opt(
+        "mean,cls,max,attention (comma-separated), 'all', or 'native' for sentence-transformers checkpoints.",
+        cli="pooling", flag="--pooling"))
+    layers: str | tuple[int, ...] = field(default=(-1,), metadata=_opt(
+        "Hidden layer(s): -1 = last, 0 = embeddings, comma-separated, or 'all' for a layer profile.", cli="layer",
+        flag="--layer"))
+    max_texts: int | None = field(default=None, metadata=_opt(
+        "Seeded random subset of at most N items per task (texts; pairs for pair tasks); with --protocol paper, "
+        "the first N rows in order (default 2,000).", flag="--max-texts"))
+    seed: int = field(default=0, metadata=_opt("Seed for subsets, jackknife groups and probe folds.",
+                                               flag="--seed"))
+    protocol: str = field(default="default", metadata=_opt(
+        "'paper' computes what the reference study's released code computes (first 2,000 rows in order, joined "
+        "pairs, no attention mask, its metrics and probes; described in embedgeom/reference/PROTOCOL.md); 'both' "
+        "saves the paper numbers beside the default ones (OUT/paper).", flag="--protocol"))
+    metrics: tuple[str, ...] = field(default=(), metadata=_opt(
+        "Single-set metrics to measure (default: every 'set' metric of the registry).", cli=""))
+    probes: bool = field(default=True, metadata=_opt("Run the linear/similarity/lexical probes.",
+                                                     flag="--probes"))
+    groups: int = field(default=20, metadata=_opt(
+        "Jackknife groups for the intervals (delete-a-group; at least 2).", flag="--groups"))
+    confidence: float = field(default=0.95, metadata=_opt("Confidence level of every interval, in (0, 1).",
+                                                          flag="--confidence"))
+    device: str = field(default="auto", metadata=_opt("auto, cpu, cuda or cuda:N.", flag="--device"))
+    dtype: str = field(default="auto", metadata=_opt(
+        "Autocast compute dtype: auto (bf16 where native), float32, bfloat16, float16. Pooling and results are "
+        "float32 either way.", flag="--dtype"))
+    batch_size: int | None = field(default=None, metadata=_opt(
+        "Encode batch size (default 32 on CPU, 128 on GPU).", flag="--batch-size"))
+    max_length: int | None = field(default=None, metadata=_opt(
+        "Truncate texts to this many tokens (default: the model's).", flag="--max-length"))
+    special_tokens: str = field(default="include", metadata=_opt(
+        "Whether [CLS]/[SEP]-style special tokens take part in mean/max/attention pooling.",
+        flag="--special-tokens"))
+    cache: bool | str = field(default=True, metadata=_opt(
+        "Embedding cache: True (the default root), False (read and write nothing), or a directory.", cli="",
+        flag="--no-cache / --cache-dir"))
+    glue_dir: str | None = field(default=None, metadata=_opt(
+        "Read GLUE offline from this directory (the official GLUE TSV layout).", flag="--glue-dir"))
+    save_embeddings: bool = field(default=True, metadata=_opt("Save embeddings with --out (needed by compare).",
+                                                              cli="embeddings", flag="--embeddings"))
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        """The help text of option ``name`` (what the CLI shows)."""
+        return next(f.metadata["help"] for f in fields(cls) if f.name == name)
+
+    @classmethod
+    def cli_names(cls) -> dict[str, str]:
+        """option name -> the CLI parameter it comes from (options not on the CLI are left out)."""
+        return {f.name: f.metadata["cli"] or f.name for f in fields(cls) if f.metadata["cli"] != ""}
+
+    @classmethod
+    def create(cls, **values: Any) -> AnalysisOptions:
+        """Validated options from keyword values (unset ones take their defaults). ``poolings="all"`` (or None)
+        means the four parameter-free poolings every encoder supports; ``layers`` as :func:`parse_layers`;
+        ``metrics=None`` every single-set metric."""
+        unknown = sorted(set(values) - set(cls.names()))
+        if unknown:
+            raise ValueError(f"{unknown[0]}: not an analysis option; expected some of {', '.join(cls.names())}.")
+        v = {**{f.name: f.default for f in fields(cls)}, **values}
+        return cls(**{name: _VALIDATE.get(name, _keep)(v[name], name) for name in cls.names()})
+
+    def replace(self, **changes: Any) -> AnalysisOptions:
+        """A copy with ``changes`` applied and validated."""
+        return type(self).create(**{**self.record(as_json=False), **changes})
+
+    def record(self, *, as_json: bool = True) -> dict[str, Any]:
+        """The options as saved with every result (tuples as lists when ``as_json``)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if as_json:
+            out = {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+        return out
+
+
+def _keep(value: Any, name: str) -> Any:
+    return value
+
+
+def _as_tuple(v: Any) -> tuple[str, ...]:
+    if isinstance(v, str):
+        return tuple(s.strip() for s in v.split(",") if s.strip())
+    return tuple(v)
+
+
+def _data(value: Any, name: str) -> tuple[str, ...]:
+    if value is None:
+        return DEFAULT_DATA
+    if not isinstance(value, (str, Sequence)) or not all(isinstance(d, str) for d in _as_tuple(value)):
+        raise ValueError(f"{name}: expected data specs as a comma-separated string or a list of strings, got "
+                         f"{value!r}. Pass e.g. 'glue:sst2,sample:wiki'.")
+    out = _as_tuple(value)
+    if not out:
+        raise ValueError(f"{name}: expected at least one data spec (e.g. glue:sst2 or sample:wiki), got none.")
+    return out
+
+
+def _poolings(value: Any, name: str) -> tuple[str, ...]:
+    from .pooling import ALL_POOLINGS, POOLINGS
+
+    if value in ("all", None):
+        return tuple(POOLINGS)
+    if not isinstance(value, (str, Sequence)) or not all(isinstance(p, str) for p in _as_tuple(value)):
+        raise ValueError(f"{name}: expected pooling names (comma-separated or a list) or 'all', got {value!r}.")
+    out = _as_tuple(value)
+    if not out:
+        raise ValueError(f"{name}: expected names from {', '.join(ALL_POOLINGS)} or 'all', got none.")
+    for p in out:
+        check_choice(p, name, (*ALL_POOLINGS, "all"))
+    return tuple(dict.fromkeys(POOLINGS if "all" in out else out))
+
+
+def _metrics(value: Any, name: str) -> tuple[str, ...]:
+    from . import metrics as M
+
+    set_metrics = M.names("set")
+    out = set_metrics if value is None or value == () else _as_tuple(value)
+    for m in out:
+        info = M.get_metric(m)
+        if info.kind != "set":
+            raise ValueError(f"{name}: expected single-set metrics {set_metrics}, got {m!r} ({info.kind}; alignment "
+                             "is computed from each task's positives and cross metrics by compare()).")
+    return tuple(out)
+
+
+def _choice(choices: Any) -> Any:
+    def check(value: Any, name: str) -> str:
+        return check_choice(value, name, choices() if callable(choices) else choices)
+    return check
+
+
+def _protocols() -> tuple[str, ...]:
+    from .protocols import PROTOCOL_CHOICES
+
+    return PROTOCOL_CHOICES
+
+
+def _dtypes() -> tuple[str, ...]:
+    from .loading import COMPUTE_DTYPES
+
+    return tuple(COMPUTE_DTYPES)
+
+
+def _device(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name}: expected auto, cpu, cuda or cuda:N, got {value!r}.")
+    return value
+
+
+def _cache(value: Any, name: str) -> bool | str:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (str, os.PathLike)) and str(value).strip():
+        return str(value)
+    raise ValueError(f"{name}: expected True, False or a cache directory, got {value!r}.")
+
+
+def _path_or_none(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)) and str(value).strip():
+        return str(value)
+    raise ValueError(f"{name}: expected a directory path or None, got {value!r}.")
+
+
+_VALIDATE: dict[str, Any] = {
+    "data": _data, "poolings": _poolings, "layers": lambda v, n: parse_layers(v, n), "metrics": _metrics,
+    "max_texts": lambda v, n: check_int(v, n, minimum=2, optional=True, fix="Omit it (--max-texts) to use every "
+                                        "item."),
+    "seed": lambda v, n: check_seed(v, n), "protocol": _choice(_protocols), "probes": check_bool,
+    "groups": lambda v, n: check_groups(v, n), "confidence": lambda v, n: check_confidence(v, n),
+    "device": _device, "dtype": _choice(_dtypes),
+    "batch_size": lambda v, n: check_int(v, n, minimum=1, optional=True, fix="Omit it for the default (32 on CPU, "
+                                         "128 on GPU)."),
+    "max_length": lambda v, n: check_int(v, n, minimum=2, optional=True, fix="Omit it to use the model's limit."),
+    "special_tokens": _choice(("include", "exclude")), "cache": _cache, "glue_dir": _path_or_none,
+    "save_embeddings": check_bool,
+}

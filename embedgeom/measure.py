@@ -1,0 +1,147 @@
+"""Measure: the geometry of one task's embedding sets - every single-set metric of the registry with its jackknife
+interval, alignment on the task's positive pairs, the eigenspectrum, a histogram of pairwise cosines - and the
+probes of :mod:`embedgeom.probes`, gathered into the rows and arrays of an AnalysisResult. No model code: it
+takes vectors (``Embeddings``) and the task's texts and structure (``TextSet``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import metrics as M
+from .data import TextSet
+from .encoding import Embeddings
+from .options import AnalysisOptions
+from .probes import (
+    ProbeScore,
+    classification_probe,
+    cosine_similarity_probe,
+    lexical_probe,
+    pair_features,
+    ridge_probe,
+)
+from .progress import Progress, emit
+from .results import array_key
+
+#: Pairwise-cosine histogram: bins over [-1, 1] and the number of sampled pairs (recorded with every result).
+HIST_BINS = 50
+HIST_PAIRS = 200_000
+
+
+def cosine_histogram(x: np.ndarray, seed: int) -> np.ndarray:
+    n = len(x)
+    z = x / np.linalg.norm(x, axis=1, keepdims=True)
+    rng = np.random.default_rng(seed)
+    m = min(HIST_PAIRS, n * (n - 1) // 2)
+    i = rng.integers(0, n, size=m)
+    j = rng.integers(0, n - 1, size=m)
+    j = j + (j >= i)
+    cos = np.clip((z[i] * z[j]).sum(1), -1.0, 1.0)
+    counts, _ = np.histogram(cos, bins=HIST_BINS, range=(-1.0, 1.0))
+    return counts.astype(np.int64)
+
+
+def _probe_rows(task: str, pooling: str, layer: int, scores: list[ProbeScore], arrays: dict) -> list[dict]:
+    rows = []
+    for s in scores:
+        rows.append({"task": task, "pooling": pooling, "layer": layer, **s.record()})
+        if s.per_item is not None:
+            arrays[array_key("items", task, pooling, layer, s.probe, s.metric)] = np.asarray(s.per_item)
+    return rows
+
+
+def run_probes(ts: TextSet, x: np.ndarray, seed: int, lexical: bool) -> list[ProbeScore]:
+    """Probes for one embedding set (rows = ts.texts)."""
+    out: list[ProbeScore] = []
+    if ts.labels is not None and (ts.labels >= 0).all() and len(np.unique(ts.labels)) > 1:
+        out += classification_probe(x, ts.labels, seed=seed)
+    if ts.pairs is not None and ts.pair_labels is not None:
+        u, v = x[ts.pairs[:, 0]], x[ts.pairs[:, 1]]
+        if ts.pair_task == "classification" and len(np.unique(ts.pair_labels)) > 1:
+            two = len(np.unique(ts.pair_labels)) == 2
+            out += classification_probe(pair_features(u, v), ts.pair_labels, seed=seed,
+                                        positive=1 if two else None, pairs=ts.pairs)
+        elif ts.pair_task == "regression":
+            out.append(cosine_similarity_probe(u, v, ts.pair_labels, seed=seed))
+            if len(ts.pair_labels) >= 10:
+                out.append(ridge_probe(pair_features(u, v), ts.pair_labels, seed=seed, pairs=ts.pairs))
+    if lexical:
+        lex = lexical_probe(x, list(ts.texts), seed=seed)
+        if lex is not None:
+            out.append(lex)
+            sem = next((s for s in out if s.metric == "accuracy"), None)
+            if sem is not None:
+                out.append(ProbeScore("gap", "semantic_minus_lexical", sem.value - lex.value,
+                                      math.sqrt(sem.stderr**2 + lex.stderr**2), lex.n,
+                                      "task probe accuracy minus lexical balanced accuracy"))
+    return out
+
+
+def metric_rows(base: dict, x: np.ndarray, cfg: AnalysisOptions) -> list[dict]:
+    """Every requested metric with its interval; a metric undefined on this set (e.g. a spectral metric of a
+    constant set) becomes a NaN row that says why, instead of stopping the analysis."""
+    kw = {"confidence": cfg.confidence, "groups": min(cfg.groups, len(x)), "seed": cfg.seed}
+    try:
+        cis = M.confidence_intervals(list(cfg.metrics), x, **kw)
+        return [{**base, "metric": name, **ci.as_dict()} for name, ci in cis.items()]
+    except ValueError:
+        pass
+    rows = []
+    for name in cfg.metrics:
+        try:
+            ci = M.confidence_interval(name, x, **kw)
+            rows.append({**base, "metric": name, **ci.as_dict()})
+        except ValueError as err:
+            rows.append({**base, "metric": name, "value": math.nan, "stderr": math.nan, "low": math.nan,
+                         "high": math.nan, "n": len(x), "confidence": cfg.confidence,
+                         "method": f"undefined: {str(err).split('. ')[0]}", "replicates": 0})
+    return rows
+
+
+@dataclass
+class Collected:
+    """What an analysis gathers task by task for its AnalysisResult."""
+
+    tasks: dict[str, dict] = field(default_factory=dict)
+    metric_rows: list[dict] = field(default_factory=list)
+    probe_rows: list[dict] = field(default_factory=list)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def measure_task(task: str, ts: TextSet, emb: Embeddings, last_layer: int, cfg: AnalysisOptions,
+                  progress: Progress | None, out: Collected) -> None:
+    """One task: its card and structure arrays, then per (pooling, layer) its geometry and probes."""
+    out.tasks[task] = {**ts.card(), "items": "texts", "n_items": emb.n,
+                       "encode": {k: v for k, v in emb.meta.items() if k not in ("model_spec",)}}
+    for what in ("labels", "pairs", "pair_labels", "positives"):
+        val = getattr(ts, what)
+        if val is not None:
+            out.arrays[array_key("struct", task, what)] = np.asarray(val)
+    keys = list(emb.vectors)
+    for k_i, (pooling, layer) in enumerate(keys):
+        emit(progress, f"metrics {task}", k_i, len(keys))
+        x = emb.vectors[(pooling, layer)]
+        measure_geometry({"task": task, "pooling": pooling, "layer": layer}, ts, x, cfg, out)
+        if cfg.probes:
+            emit(progress, f"probes {task}", k_i, len(keys))
+            scores = run_probes(ts, x, cfg.seed, lexical=layer == last_layer)
+            out.probe_rows += _probe_rows(task, pooling, layer, scores, out.arrays)
+    emit(progress, f"metrics {task}", len(keys), len(keys))
+
+
+def measure_geometry(base: dict, ts: TextSet, x: np.ndarray, cfg: AnalysisOptions, out: Collected) -> None:
+    """One embedding set (``base``: its task, pooling and layer): every metric with its interval, alignment on the
+    task's positive pairs, the eigenspectrum, a histogram of pairwise cosines, and the embeddings when saved."""
+    task, pooling, layer = base["task"], base["pooling"], base["layer"]
+    out.metric_rows += metric_rows(base, x, cfg)
+    if len(ts.positives) >= 2:
+        p = ts.positives
+        ci = M.confidence_interval("alignment", x[p[:, 0]], x[p[:, 1]], confidence=cfg.confidence)
+        out.metric_rows.append({**base, "metric": "alignment", **ci.as_dict()})
+    out.arrays[array_key("spectrum", task, pooling, layer)] = M.eigenspectrum(x)
+    out.arrays[array_key("hist", task, pooling, layer)] = cosine_histogram(x, cfg.seed)
+    if cfg.save_embeddings:
+        out.arrays[array_key("emb", task, pooling, layer)] = x
