@@ -10,21 +10,45 @@ whatever the source offers for the rest of the analysis:
 * ``positives`` (p, 2) of text indices: the positive pairs alignment is computed on, by a stated rule.
 
 Spec syntax: ``glue:TASK``, ``sample:NAME``, or a file path, each optionally followed by ``?key=value&...``
-options: ``split=`` (GLUE), ``text=``, ``text_pair=``, ``label=`` (file columns), ``encoding=`` (a file's text
-encoding, default utf-8; a UTF-8 byte-order mark is ignored). Subsampling (``max_texts``) is seeded and documented
-on :func:`load_texts`. :func:`load_rows` gives a source's raw rows in source order before de-duplication
-(:class:`RawRows`, what the reference study's protocol reads). An undecodable or malformed file is reported with
-its path, the line, and the fix.
+options: ``split=`` (GLUE), ``text=``, ``text_pair=``, ``label=`` (file columns), ``positive=`` (a pair file's
+positive class or score threshold), ``encoding=`` (a file's text encoding, default utf-8; a UTF-8 byte-order mark
+is ignored). Any other option is refused, listing the valid ones. A ``?`` belongs to the file name when the path up
+to it exists (:func:`parse_spec`). Subsampling (``max_texts``) is seeded and documented on :func:`load_texts`.
+:func:`load_rows` gives a source's raw rows in source order before de-duplication (:class:`RawRows`, what the
+reference study's protocol reads).
+
+Files are read strictly; nothing is invented or silently lost:
+
+* lines end at ``\n`` only (``\r\n`` too: a ``\r`` just before the ``\n``, or at the very end of the file, is
+  removed). No other character ends a line: ``\v``, ``\f``, ``\x1c``-``\x1e``, ``\x85``, U+2028 and U+2029
+  (all line breaks to Python's ``str.splitlines``) and a lone ``\r`` stay inside their text;
+* a .jsonl text field must be a JSON string; a number, true/false, null, list or object is refused with its file
+  and line;
+* labels (:func:`class_of`): a label that reads as a number is that number, and an integral number is one class
+  however it is written (``1``, ``"1"``, ``1.0``, ``"1.0"``, ``" 1 "``); any other label is its text without
+  surrounding whitespace. A JSON ``true``/``false``, ``null``, list or object, an empty label and ``NaN``/``inf``
+  are refused with the file, the line and the number of such rows;
+* texts repeated with different labels keep their first label, with a warning that counts them; a labelled set
+  left with one class warns that the classification probe cannot run;
+* a path that is a directory, a FIFO or another non-regular file, and every operating-system error reading it
+  (permissions, a file used as a folder, a symbolic-link loop), is reported with the path.
+
+An undecodable or malformed file is reported with its path, the line, and the fix.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import errno
 import hashlib
 import io
 import json
+import math
 import os
+import re
+import stat
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -111,16 +135,22 @@ def _single(spec: str, name: str, texts: Sequence[str], labels: Sequence[Any] | 
     texts = [texts[i].strip() for i in kept]
     uniq, where, dups = _unique(texts)
     lab = None
+    info: dict[str, Any] = {"duplicates_removed": dups, "empty_removed": n_in - len(kept)}
     if labels is not None:
         labels = [labels[i] for i in kept]
         lab = np.full(len(uniq), -1, dtype=np.int64)
+        seen: dict[int, set[int]] = {}
         for i, u in enumerate(where):  # first occurrence wins
             if lab[u] == -1:
                 lab[u] = int(labels[i])
+            seen.setdefault(int(u), set()).add(int(labels[i]))
+        counts = np.bincount(where, minlength=len(uniq))
+        info["texts_repeated"] = int((counts > 1).sum())
+        info["label_conflicts"] = sum(len(v) > 1 for v in seen.values())
     pos = np.zeros((0, 2), dtype=np.int64) if positives is None else positives
     return TextSet(spec, name, tuple(uniq), description, labels=lab, label_names=label_names, positives=pos,
                    positive_rule=positive_rule or "none: this source defines no positive pairs", split=split,
-                   info={"duplicates_removed": dups, "empty_removed": n_in - len(kept)})
+                   info=info)
 
 
 def _pair_set(spec: str, name: str, a: Sequence[str], b: Sequence[str], labels: Sequence[Any] | None,
@@ -269,7 +299,10 @@ def _decode(path: Path, encoding: str, fix: str) -> str:
     except LookupError:
         raise DataError(f"data: encoding {encoding!r} (from ?encoding=) is not a codec Python knows, for {path}: "
                         "pass a codec name such as utf-8, cp1252 or latin-1.") from None
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise _os_error(path, err) from None
     try:
         return raw.decode("utf-8-sig" if codec == "utf-8" else codec)
     except UnicodeDecodeError as err:
@@ -277,6 +310,62 @@ def _decode(path: Path, encoding: str, fix: str) -> str:
         label = "UTF-8" if codec == "utf-8" else encoding
         raise DataError(f"data: {path} is not {label} (invalid byte 0x{raw[err.start]:02x} at line {line}): "
                         f"{fix}") from None
+
+
+def _lines(text: str) -> list[str]:
+    """A file's lines: split at ``\n`` only; a ``\r`` before it (a Windows line end) or at the very end of the
+    file is removed, and a final line break does not start another line. Unlike ``str.splitlines``, no other
+    character (``\v``, ``\f``, ``\x1c``-``\x1e``, ``\x85``, U+2028, U+2029, a lone ``\r``) ends a line."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+
+
+def _os_error(path: Path, err: OSError) -> DataError:
+    """One line naming ``path`` for an operating-system error reading it."""
+    code = errno.errorcode.get(err.errno or 0, "")
+    what = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+            errno.ELOOP: "its symbolic links form a loop", errno.ENAMETOOLONG: "the name is too long",
+            errno.EISDIR: "it is a directory"}.get(err.errno or 0, err.strerror or type(err).__name__)
+    fix = "check the path"
+    if err.errno in (errno.EACCES, errno.EPERM):
+        fix = "make the file and the folders above it readable (chmod), or copy it somewhere readable"
+    elif err.errno == errno.ELOOP:
+        fix = "point the link at a real file"
+    elif err.errno == errno.ENOTDIR:
+        part = next((q for q in reversed(path.parents) if q.is_file()), None)
+        what = f"{part} is a file, not a folder" if part is not None else "a part of the path is not a folder"
+        fix = "correct the path"
+    return DataError(f"data: cannot read {path}: {what}{f' ({code})' if code else ''}: {fix}.")
+
+
+_SPECIAL = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"))
+
+
+def _check_file(path: Path, spec: str | None = None) -> None:
+    """``path`` is a regular file (following symbolic links), or a DataError that says what it is instead.
+    ``spec``: the whole spec, when ``path`` is only its part before a ``?``."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise DataError(f"data: {path} is a symbolic link to {os.readlink(path)}, which does not exist: point "
+                            "the link at the data file, or pass the file itself.") from None
+        what = f"{path} does not exist" if spec is None or spec == str(path) else \
+            f"neither {spec} nor {path} (the part before '?') exists"
+        raise DataError(f"data: {what} (expected glue:TASK, sample:NAME or a .txt/.csv/.tsv/.jsonl file).") \
+            from None
+    except OSError as err:
+        raise _os_error(path, err) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(f"data: {path} is a directory, expected a file: pass one .txt, .csv, .tsv or .jsonl file "
+                        "inside it.")
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((k for test, k in _SPECIAL if test(st.st_mode)), "not a regular file")
+        raise DataError(f"data: {path} is {kind}, not a regular file: expected a .txt, .csv, .tsv or .jsonl file; "
+                        "save the data to a file and pass that.")
 
 
 def _encoding_fix(base: str, encoding: str) -> str:
@@ -446,13 +535,11 @@ def _glue_from_hub(task: str, split: str, spec: str) -> RawRows:
 
 # --- files ----------------------------------------------------------------------------------------------
 
-def _file(path: Path, opts: dict[str, str], spec: str) -> RawRows:
-    """A local .txt (one text per line), .csv/.tsv (a header row) or .jsonl (one object per line) file; columns
-    and labels are found as ``_file_columns`` and ``_file_rows`` describe."""
-    base = spec.split("?")[0]
-    if not path.is_file():
-        raise DataError(f"data: {path} does not exist (expected glue:TASK, sample:NAME or a .txt/.csv/.tsv/.jsonl "
-                        "file).")
+def _file(path: Path, opts: dict[str, str], spec: str, base: str) -> RawRows:
+    """A local .txt (one text per line, lines as :func:`_lines` splits them), .csv/.tsv (a header row) or .jsonl
+    (one object per line) file; columns and labels are found as ``_file_columns`` and ``_file_rows`` describe.
+    ``base`` is the spec without its options (the path as written)."""
+    _check_file(path)
     suffix = path.suffix.lower()
     if suffix not in (".txt", ".csv", ".tsv", ".jsonl"):
         raise DataError(f"data: expected a .txt, .csv, .tsv or .jsonl file, got {path.name}.")
@@ -460,15 +547,15 @@ def _file(path: Path, opts: dict[str, str], spec: str) -> RawRows:
     text = _decode(path, encoding, _encoding_fix(base, encoding))
     desc = f"local file {path}"
     if suffix == ".txt":
-        return _rows(spec, path.stem, desc + " (one text per line)", "txt", text.splitlines())
+        return _rows(spec, path.stem, desc + " (one text per line)", "txt", _lines(text))
     if suffix in (".csv", ".tsv"):
         records, lines, columns = _delimited_records(text, path, "\t" if suffix == ".tsv" else ",")
     else:
         records, lines, columns = _jsonl_records(text, path)
     if not records:
         raise DataError(f"data: {path} has no rows.")
-    text_col, pair_col, label_col = _file_columns(records, lines, columns, opts, path, base)
-    return _file_rows(spec, path, desc, suffix[1:], records, (text_col, pair_col, label_col), opts)
+    cols = _file_columns(records, lines, columns, opts, path, base)
+    return _file_rows(spec, path, desc, suffix[1:], records, lines, cols, opts, base)
 
 
 _Records = tuple[list[dict[str, Any]], list[int], list[str]]
@@ -491,10 +578,11 @@ def _delimited_records(text: str, path: Path, delim: str) -> _Records:
 
 
 def _jsonl_records(text: str, path: Path) -> _Records:
-    """A .jsonl file's objects (blank lines skipped), their line numbers, and every key any of them has."""
+    """A .jsonl file's objects (blank lines skipped), their line numbers, and every key any of them has. Lines as
+    :func:`_lines` splits them (a U+2028 inside a JSON string is part of the string)."""
     records: list[dict[str, Any]] = []
     lines: list[int] = []
-    for i, line_text in enumerate(text.splitlines()):
+    for i, line_text in enumerate(_lines(text)):
         if not line_text.strip():
             continue
         try:
@@ -539,46 +627,191 @@ def _file_columns(records: list[dict[str, Any]], lines: list[int], columns: list
     return text_col, pair_col, label_col
 
 
-def _file_rows(spec: str, path: Path, desc: str, source: str, records: list[dict[str, Any]],
-               cols: tuple[str, str | None, str | None], opts: dict[str, str]) -> RawRows:
-    """The records as rows. Single texts: labels are classes (their sorted names). Pairs: without labels every pair
-    is a positive; numeric labels with more than 10 distinct values or a non-integer one are regression scores
-    (positives: at or above ``?positive=``, else the 80th percentile), other labels are classes (positives: class
-    ``?positive=``, else ``1``, else the last in sorted order)."""
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_NOT_FINITE = {"nan", "inf", "infinity"}
+_JSON_KIND = {bool: "a JSON true/false", type(None): "JSON null", list: "a JSON list", dict: "a JSON object"}
+
+
+def class_of(value: Any) -> int | float | str:
+    """The class a label value stands for, by one rule for every file format.
+
+    A number, or a string that reads as a decimal number (``1``, ``"1"``, ``1.0``, ``" 1.0 "``, ``"1e0"``), is
+    that number, and an integral number is an ``int``: ``1``, ``"1"`` and ``1.0`` are one class. Any other string
+    is itself without surrounding whitespace (case is kept). Raises ``ValueError`` (saying what the value is) for
+    what is not a class: JSON ``true``/``false`` (not mapped to 1/0: write the class you mean), ``null``, an empty
+    string, a list or an object, and NaN or infinity.
+    """
+    if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+        raise ValueError(_JSON_KIND[type(value)])
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            raise ValueError("empty")
+        if text.lower().lstrip("+-") in _NOT_FINITE:
+            raise ValueError(f"{value!r}, not a finite number")
+        if not _NUMBER.fullmatch(text):
+            return text
+        if re.fullmatch(r"[+-]?\d+", text):
+            return int(text)
+        value = float(text)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r}, not a finite number")
+        return int(value) if float(value).is_integer() else float(value)
+    raise ValueError(f"a {type(value).__name__}")
+
+
+def _class_name(c: int | float | str) -> str:
+    return c if isinstance(c, str) else repr(c)
+
+
+def _class_order(c: int | float | str) -> tuple:
+    """Numbers first, in numeric order, then names in alphabetical order."""
+    return (1, c, 0.0) if isinstance(c, str) else (0, "", float(c))
+
+
+def _text_fields(records: list[dict[str, Any]], lines: list[int], col: str, path: Path, base: str, opt: str
+                 ) -> list[str]:
+    """The column's values, each a string (a .jsonl number, true/false, null, list or object is refused)."""
+    bad = [(r[col], ln) for r, ln in zip(records, lines, strict=True) if not isinstance(r[col], str)]
+    if bad:
+        value, line = bad[0]
+        kind = _JSON_KIND.get(type(value), "a JSON number")
+        if isinstance(value, (int, float, list, dict)) and not isinstance(value, bool):
+            shown = json.dumps(value, ensure_ascii=False)
+            kind += f" ({shown if len(shown) <= 40 else shown[:37] + '...'})"
+        raise DataError(f"data: {path} line {line}: field {col!r} is {kind}, expected a text string "
+                        f"({len(bad)} row(s) like it): write the text as a JSON string, or choose another column "
+                        f"with {base}?{opt}=COLUMN.")
+    return [r[col] for r in records]
+
+
+def _label_classes(records: list[dict[str, Any]], lines: list[int], col: str, path: Path, base: str
+                   ) -> list[int | float | str]:
+    """Every row's class (:func:`class_of`); a row without one is refused with its line and the count."""
+    out: list[int | float | str] = []
+    bad: list[tuple[int, str]] = []
+    for r, ln in zip(records, lines, strict=True):
+        try:
+            out.append(class_of(r[col]))
+        except ValueError as err:
+            bad.append((ln, str(err)))
+    if bad:
+        line, why = bad[0]
+        raise DataError(f"data: {path} line {line}: the label field {col!r} is {why}, expected a class (a name or a "
+                        f"number; {len(bad)} row(s) like it): give every row a label (true/false and null are not "
+                        f"classes), or choose another column with {base}?label=COLUMN.")
+    return out
+
+
+def _file_rows(spec: str, path: Path, desc: str, source: str, records: list[dict[str, Any]], lines: list[int],
+               cols: tuple[str, str | None, str | None], opts: dict[str, str], base: str) -> RawRows:
+    """The records as rows. Texts must be strings. Labels are classes by :func:`class_of` (numbers in numeric
+    order, then names). Single texts: labels are classes. Pairs: without labels every pair is a positive; numeric
+    labels with more than 10 distinct values or a non-integer one are regression scores (positives: at or above
+    ``?positive=``, else the 80th percentile), other labels are classes (positives: class ``?positive=``, else
+    ``1``, else the last class)."""
     text_col, pair_col, label_col = cols
-    texts = [str(r.get(text_col, "") or "") for r in records]
-    raw = [r.get(label_col) for r in records] if label_col else None
+    if "positive" in opts and (pair_col is None or label_col is None):
+        raise DataError(f"positive: applies to a pair file with labels (text, text_pair and label columns), but "
+                        f"{path} has {'no label column' if pair_col else 'no text_pair column'}: remove ?positive=.")
+    texts = _text_fields(records, lines, text_col, path, base, "text")
+    raw = _label_classes(records, lines, label_col, path, base) if label_col else None
     if pair_col is None:
         names, labels = None, None
         if raw is not None:
-            names = tuple(sorted({str(v) for v in raw}))
-            labels = [names.index(str(v)) for v in raw]
+            classes = sorted(set(raw), key=_class_order)
+            names = tuple(_class_name(c) for c in classes)
+            index = {c: i for i, c in enumerate(classes)}
+            labels = [index[v] for v in raw]
         return _rows(spec, path.stem, desc, source, texts, labels=labels, label_names=names)
-    other = [str(r.get(pair_col, "") or "") for r in records]
+    other = _text_fields(records, lines, pair_col, path, base, "text_pair")
     if raw is None:
         return _rows(spec, path.stem, desc, source, texts, other, positive=lambda v: True,
                      positive_rule="every row's text and text_pair")
-    try:
-        scores = [float(v) for v in raw]  # type: ignore[arg-type]
-        is_reg = len({*scores}) > 10 or any(s != int(s) for s in scores)
-    except (TypeError, ValueError):
-        is_reg = False
-    if is_reg:
-        thr = float(opts.get("positive", np.quantile(scores, 0.8)))
+    numeric = all(not isinstance(v, str) for v in raw)
+    if numeric and (len(set(raw)) > 10 or any(isinstance(v, float) for v in raw)):
+        scores = [float(v) for v in raw]
+        if "positive" in opts:
+            try:
+                thr = float(class_of(opts["positive"]))  # type: ignore[arg-type]
+            except ValueError:
+                raise DataError(f"positive: expected a score threshold (a number) for the regression scores in "
+                                f"{path}, got {opts['positive']!r}: pass e.g. {base}?positive=4.") from None
+        else:
+            thr = float(np.quantile(scores, 0.8))
         return _rows(spec, path.stem, desc, source, texts, other, scores, "regression",
                      positive=lambda v: v >= thr, positive_rule=f"pairs with {label_col} >= {thr:g}")
-    names = tuple(sorted({str(v) for v in raw}))
-    pos_name = opts.get("positive", "1" if "1" in names else names[-1])
-    return _rows(spec, path.stem, desc, source, texts, other, [names.index(str(v)) for v in raw],
-                 "classification", names, positive=lambda v: names[int(v)] == pos_name,
-                 positive_rule=f"pairs with {label_col} == {pos_name!r}")
+    classes = sorted(set(raw), key=_class_order)
+    names = tuple(_class_name(c) for c in classes)
+    if "positive" in opts:
+        try:
+            pos_class = class_of(opts["positive"])
+        except ValueError:
+            pos_class = None
+        if pos_class not in classes:
+            raise DataError(f"positive: expected one of the classes in {path} ({', '.join(names)}), got "
+                            f"{opts['positive']!r}: pass e.g. {base}?positive={names[-1]}.")
+    else:
+        pos_class = 1 if 1 in classes else classes[-1]
+    pos = classes.index(pos_class)
+    index = {c: i for i, c in enumerate(classes)}
+    return _rows(spec, path.stem, desc, source, texts, other, [index[v] for v in raw],
+                 "classification", names, positive=lambda v: int(v) == pos,
+                 positive_rule=f"pairs with {label_col} == {names[pos]!r}")
 
 
 # --- public entry points --------------------------------------------------------------------------------
 
+#: The options each kind of spec takes (anything else is refused, listing these).
+SPEC_OPTIONS: dict[str, tuple[str, ...]] = {
+    "glue": ("split",), "sample": (), "file": ("text", "text_pair", "label", "positive", "encoding")}
+
+
+def _exists(path: str) -> bool:
+    """Whether anything (a file, a folder, a link, even a broken one) is at ``path``."""
+    try:
+        os.lstat(Path(path).expanduser())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
-    base, _, query = spec.partition("?")
-    return base, dict(parse_qsl(query, keep_blank_values=True))
+    """Split a data spec into its source and its ``?key=value&...`` options.
+
+    ``glue:`` and ``sample:`` specs: the options start at the first ``?``. A file path: a ``?`` belongs to the
+    file name when the path up to it exists. The whole spec is tried as a path first (so ``what?.csv`` names that
+    file), then each shorter part ending before a ``?`` (so ``what?.csv?text=body`` is that file with an option);
+    when no such path exists, the options start at the first ``?``. An option given twice is refused.
+    """
+    if spec.startswith(("glue:", "sample:")):
+        base, _, query = spec.partition("?")
+    else:
+        cuts = [len(spec)] + [i for i in range(len(spec) - 1, -1, -1) if spec[i] == "?"]
+        cut = next((c for c in cuts if c and _exists(spec[:c])), spec.find("?") if "?" in spec else len(spec))
+        base, query = spec[:cut], spec[cut + 1:]
+    pairs = parse_qsl(query, keep_blank_values=True)
+    opts: dict[str, str] = {}
+    for key, value in pairs:
+        if key in opts:
+            raise DataError(f"data: option {key!r} is given twice in {spec!r} ({opts[key]!r} and {value!r}): give "
+                            "each option once.")
+        opts[key] = value
+    return base, opts
+
+
+def _check_options(kind: str, base: str, opts: dict[str, str], spec: str) -> None:
+    """Refuse an option this kind of spec does not take, listing the ones it does."""
+    unknown = [k for k in opts if k not in SPEC_OPTIONS[kind]]
+    if unknown:
+        valid = SPEC_OPTIONS[kind]
+        what = {"glue": "a glue: spec", "sample": "a sample: spec", "file": "a file"}[kind]
+        takes = f"takes only {', '.join(f'?{k}=' for k in valid)}" if valid else "takes no options"
+        raise DataError(f"data: unknown option {unknown[0]!r} in {spec!r}: {what} {takes}; remove it or correct "
+                        f"its name (the source is {base}).")
 
 
 def subsample(ts: TextSet, max_texts: int, seed: int) -> TextSet:
@@ -620,12 +853,17 @@ def load_rows(spec: str, *, glue_dir: str | os.PathLike | None = None, split: st
     """Read one data spec into its :class:`RawRows`: every row in source order, duplicates kept.
 
     Specs and options as in :func:`load_texts` (``?encoding=`` names a file's text encoding, default utf-8).
+    Files are read strictly, as the module docstring states (line breaks, text fields, labels, paths).
     """
     if not isinstance(spec, str) or not spec.strip():
         raise DataError(f"data: expected a spec such as glue:sst2, sample:wiki or a file path, got {spec!r}.")
     base, opts = parse_spec(spec.strip())
     chosen_split = opts.get("split", split) or "validation"
-    if base.startswith("glue:"):
+    kind = "glue" if base.startswith("glue:") else "sample" if base.startswith("sample:") else "file"
+    if kind == "file" and base != spec.strip():
+        _check_file(Path(base).expanduser(), spec.strip())  # a missing file first, then its options
+    _check_options(kind, base, opts, spec.strip())
+    if kind == "glue":
         task = base[5:].lower().replace("-", "")
         if task not in GLUE_TASKS:
             raise DataError(f"data: expected glue:{{{','.join(GLUE_TASKS)}}}, got {base}.")
@@ -636,7 +874,7 @@ def load_rows(spec: str, *, glue_dir: str | os.PathLike | None = None, split: st
             return _sample(base[7:].lower(), spec)
         except samples.SampleSuiteMissing as err:
             raise DataError(f"data: {base}: {err}") from None
-    return _file(Path(base).expanduser(), opts, spec)
+    return _file(Path(base).expanduser(), opts, spec, base)
 
 
 def load_texts(
@@ -655,6 +893,13 @@ def load_texts(
     named columns (``text``/``sentence``, optional ``text_pair``/``sentence2`` and ``label``/``score``; choose
     others with ``?text=...&text_pair=...&label=...``; ``?encoding=cp1252`` for a file that is not UTF-8).
     ``max_texts`` subsamples (see :func:`subsample`). The rows before de-duplication: :func:`load_rows`.
+
+    Strict reading (module docstring): a .txt line ends at ``\n`` / ``\r\n`` only; .jsonl texts must be JSON
+    strings; labels follow :func:`class_of` (``1 == "1" == 1.0`` is one class; true/false, null and empty labels
+    are refused naming the file and line). Texts are de-duplicated; a text repeated with different labels keeps
+    its first label, and a warning counts the repeated texts and the conflicting ones (``info``:
+    ``texts_repeated``, ``label_conflicts``). A labelled set with one class left warns that the classification
+    probe cannot run.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise DataError(f"data: expected a spec such as glue:sst2, sample:wiki or a file path, got {spec!r}.")
@@ -663,4 +908,25 @@ def load_texts(
     ts = _textset(load_rows(spec, glue_dir=glue_dir, split=split))
     if ts.n < 2:
         raise DataError(f"data: {spec} has {ts.n} usable text(s); at least 2 are needed.")
-    return subsample(ts, max_texts, seed) if max_texts is not None else ts
+    conflicts = ts.info.get("label_conflicts", 0)
+    if conflicts:
+        warnings.warn(f"data: {spec}: {ts.info['texts_repeated']} text(s) occur more than once "
+                      f"({ts.info['duplicates_removed']} repeated row(s) dropped), and {conflicts} of them carry "
+                      "conflicting labels; each keeps the label of its first occurrence. Fix or remove the "
+                      "conflicting rows for a clean probe.", UserWarning, stacklevel=2)
+    ts = subsample(ts, max_texts, seed) if max_texts is not None else ts
+    _warn_one_class(ts, spec, conflicts)
+    return ts
+
+
+def _warn_one_class(ts: TextSet, spec: str, conflicts: int) -> None:
+    """A labelled set with a single class: the classification probe needs two and will not run; say so."""
+    labels, names, what = ts.labels, ts.label_names, "texts"
+    if labels is None and ts.pair_task == "classification":
+        labels, names, what = ts.pair_labels, ts.pair_label_names, "pairs"
+    if labels is None or len(labels) == 0 or len(np.unique(labels)) > 1:
+        return
+    name = names[int(labels[0])] if names and 0 <= int(labels[0]) < len(names) else str(int(labels[0]))
+    why = f" after {conflicts} conflicting duplicate(s) kept their first label" if conflicts else ""
+    warnings.warn(f"data: {spec}: all {len(labels)} labelled {what} have the one class {name!r}{why}; the "
+                  "classification probe needs at least two classes and will not run.", UserWarning, stacklevel=3)

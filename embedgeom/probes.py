@@ -114,15 +114,29 @@ def _logreg():
     return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
 
 
+def classification_skip_reason(y: np.ndarray, name: str = "labels") -> str | None:
+    """Why :func:`classification_probe` cannot run on the labels ``y`` (one line), or None when it can: it needs
+    at least two classes and ``2 * N_FOLDS`` labelled items. A caller that skips the probe can record this."""
+    y = np.asarray(y)
+    classes = np.unique(y)
+    if len(classes) < 2:
+        return (f"{name}: expected at least two classes among the labels, got {classes.tolist()}; the "
+                "classification probe cannot run on a single class (e.g. every repeated text kept a label of the "
+                "same class).")
+    if len(y) < 2 * N_FOLDS:
+        return (f"{name}: expected at least {2 * N_FOLDS} labelled items for {N_FOLDS}-fold CV, got {len(y)}; the "
+                "classification probe cannot run on so few: pass more labelled texts.")
+    return None
+
+
 def _check_xy(x: np.ndarray, y: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y)
     if x.ndim != 2 or len(x) != len(y):
         raise ValueError(f"{name}: expected features (n, d) and n labels, got {x.shape} and {y.shape}.")
-    if len(np.unique(y)) < 2:
-        raise ValueError(f"{name}: expected at least two classes among the labels, got {np.unique(y).tolist()}.")
-    if len(y) < 2 * N_FOLDS:
-        raise ValueError(f"{name}: expected at least {2 * N_FOLDS} labelled items for {N_FOLDS}-fold CV, got {len(y)}.")
+    why = classification_skip_reason(y, name)
+    if why is not None:
+        raise ValueError(why)
     return x, y
 
 

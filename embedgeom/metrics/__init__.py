@@ -7,6 +7,7 @@ this package pulls in neither transformers nor matplotlib.
 >>> M.uniformity(x), M.effective_rank(x), M.confidence_interval("uniformity", x)
 """
 
+from ._validate import COLLAPSE_TOL, CollapsedEmbeddingsWarning
 from .cross import knn_overlap, linear_cka
 from .distance import EXACT_LIMIT, alignment, mean_cosine, uniformity
 from .estimates import Estimate, Interval, PairedDifference, PowerLawFit
@@ -28,8 +29,10 @@ from .streaming import SpectralAccumulator
 from .uncertainty import confidence_interval, confidence_intervals, paired_difference, paired_differences
 
 __all__ = [
+    "COLLAPSE_TOL",
     "EXACT_LIMIT",
     "REGISTRY",
+    "CollapsedEmbeddingsWarning",
     "Estimate",
     "Interval",
     "MetricInfo",

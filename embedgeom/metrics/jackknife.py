@@ -62,10 +62,13 @@ def t_interval(value: float, stderr: float, df: int, confidence: float,
 def interval(value: float, replicates: np.ndarray, n: int, confidence: float, method: str,
              bounds: tuple[float, float] | None = None) -> Interval:
     """The :class:`Interval` of a statistic from its jackknife replicates (t on R - 1 degrees of freedom); when
-    ``bounds`` clip an end, ``method`` says so."""
+    ``bounds`` clip an end, or every replicate is the same number (a zero-width interval: e.g. identical
+    vectors, or an integer-valued metric no deletion changes), ``method`` says so."""
     se = jackknife_stderr(replicates)
     low, high, clipped = t_interval(value, se, replicates.size - 1, confidence, bounds)
     if clipped:
         assert bounds is not None
         method += f"; clipped to the metric's range [{bounds[0]:.6g}, {bounds[1]:.6g}]"
+    if replicates.size and np.ptp(replicates) == 0:
+        method += f"; all {replicates.size} jackknife replicates equal (zero-width interval)"
     return Interval(float(value), se, low, high, n, float(confidence), method, int(replicates.size))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any
 
 import torch
 
-from ._validate import as_matrix
+from ._validate import CollapsedEmbeddingsWarning, _caller_stacklevel, as_matrix, spread_reason
 from .moments import Moments, Spectrum, merge_moments, moments_of, spectrum_from_moments
 
 
@@ -43,7 +45,7 @@ class SpectralAccumulator:
 
     def update(self, x: Any) -> SpectralAccumulator:
         """Fold an (b, d) batch into the running moments. Returns self."""
-        xb = as_matrix(x, "x", min_rows=1)
+        xb = as_matrix(x, "x", min_rows=1, check_collapse=False)  # a batch may be tiny; spectrum() checks all rows
         if self._m is not None and xb.shape[1] != self._m.dim:
             raise ValueError(f"x: expected batches of dimension {self._m.dim} like the earlier ones, got "
                              f"{xb.shape[1]}. Use one accumulator per model/pooling.")
@@ -110,8 +112,17 @@ class SpectralAccumulator:
         return self._m
 
     def spectrum(self) -> Spectrum:
-        """The covariance and second-moment spectrum of all rows seen."""
-        return spectrum_from_moments(self.moments())
+        """The covariance and second-moment spectrum of all rows seen. Warns
+        :class:`~embedgeom.metrics.CollapsedEmbeddingsWarning` when the rows seen are collapsed (identical to
+        float32 rounding level, :data:`~embedgeom.metrics.COLLAPSE_TOL`)."""
+        m = self.moments()
+        if m.n >= 2:
+            trace = float(torch.trace(m.m2))
+            reason = spread_reason(math.sqrt(max(trace, 0.0) / (m.n - 1)),
+                                   math.sqrt((trace + m.n * float(m.mean @ m.mean)) / m.n), m.n)
+            if reason is not None:
+                warnings.warn(reason + ".", CollapsedEmbeddingsWarning, stacklevel=_caller_stacklevel())
+        return spectrum_from_moments(m)
 
     def compute(self) -> dict[str, float]:
         """Every spectral metric of the REGISTRY on all rows seen, plus ``n``."""

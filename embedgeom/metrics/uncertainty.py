@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ._kernels import default_tile, gaussian_pair_sums, l2_normalise
-from ._validate import as_matrix, match_device, same_rows
+from ._validate import as_matrix, collapse_checked, match_device, same_rows, warn_if_collapsed
 from .distance import _alignment_rows
 from .estimates import Interval, PairedDifference
 from .jackknife import interval, split_groups
@@ -50,8 +50,25 @@ def _check_options(confidence: float, groups: int, n: int, uses_groups: bool = T
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 2:
         raise ValueError(f"groups: expected an integer >= 2, got {groups!r}. Pass e.g. groups=20.")
     if uses_groups and groups > n:
-        raise ValueError(f"groups: expected at most n = {n} groups (one row each), got {groups}. "
-                         "Use fewer groups or more texts.")
+        default = " (the default)" if groups == DEFAULT_GROUPS else ""
+        raise ValueError(f"groups: expected at most n = {n} groups (one row each), got {groups}{default}. "
+                         f"Pass groups={n} or fewer, or more texts.")
+
+
+def _checked(x: Any, name: str) -> tuple[torch.Tensor, str | None]:
+    """``x`` validated (at least one row) and checked once for collapse (a warning); with the short collapse note
+    for the interval's method, or None."""
+    mat = x if isinstance(x, torch.Tensor) else as_matrix(x, name, min_rows=1, check_collapse=False)
+    reason = warn_if_collapsed(mat, name)
+    return mat, None if reason is None else "collapsed input: " + reason.split(", so ")[0]
+
+
+def _noted(iv: Interval, *notes: str | None) -> Interval:
+    """``iv`` with the collapse notes of its inputs added to its method (the interval describes rounding)."""
+    extra = "; ".join(dict.fromkeys(n for n in notes if n))
+    if not extra:
+        return iv
+    return type(iv)(**{**iv.as_dict(), "method": f"{iv.method}; {extra}"})
 
 
 # --- replicate generators: (full value, replicate values, method name) ------------------------------
@@ -125,8 +142,8 @@ def _loo_spectra(x: torch.Tensor, groups: list[np.ndarray], need_second: bool) -
 def _spectral_replicates(info: MetricInfo, x: torch.Tensor, opts: dict, groups: list[np.ndarray]
                          ) -> tuple[float, np.ndarray, str]:
     full_sp, loo_sp = _loo_spectra(x, groups, info.name == "rankme")
-    reps = np.array([info(sp, **opts) for sp in loo_sp])
-    return info(full_sp, **opts), reps, f"jackknife-delete-group ({len(groups)} groups)"
+    full = info(full_sp, **opts)  # first: a set the metric is undefined on is reported with all its rows
+    return full, np.array([info(sp, **opts) for sp in loo_sp]), f"jackknife-delete-group ({len(groups)} groups)"
 
 
 def _generic_replicates(fn: Callable[..., float], arrays: list[torch.Tensor], groups: list[np.ndarray]
@@ -201,11 +218,13 @@ def confidence_intervals(
 ) -> dict[str, Interval]:
     """:func:`confidence_interval` for several single-set metrics of ``x`` at once (same numbers; the
     spectral metrics share one set of group moments and leave-one-group-out spectra)."""
-    n = as_matrix(x, "x", min_rows=1).shape[0]
+    mat = as_matrix(x, "x", min_rows=1, check_collapse=False)
+    n = mat.shape[0]
     _check_options(confidence, groups, n, any(_uses_groups(nm) for nm in names))
-    reps = _replicates_many(list(names), x, groups, seed, options or {})
-    mat = as_matrix(x, "x", min_rows=1)
-    return {nm: interval(v, r, n, confidence, m, _bounds(nm, mat, (options or {}).get(nm, {})))
+    mat, note = _checked(mat, "x")
+    with collapse_checked():
+        reps = _replicates_many(list(names), mat, groups, seed, options or {})
+    return {nm: _noted(interval(v, r, n, confidence, m, _bounds(nm, mat, (options or {}).get(nm, {}))), note)
             for nm, (v, r, m) in reps.items()}
 
 
@@ -220,17 +239,19 @@ def paired_differences(
     options: dict[str, dict] | None = None,
 ) -> dict[str, PairedDifference]:
     """:func:`paired_difference` (``b - a``) for several single-set metrics at once (shared spectral work)."""
-    xa = as_matrix(x_a, "x_a", min_rows=1)
-    xb = as_matrix(x_b, "x_b", min_rows=1)
+    xa = as_matrix(x_a, "x_a", min_rows=1, check_collapse=False)
+    xb = as_matrix(x_b, "x_b", min_rows=1, check_collapse=False)
     same_rows(xa, xb, "x_a", "x_b", same_dim=False)
     n = xa.shape[0]
     _check_options(confidence, groups, n, any(_uses_groups(nm) for nm in names))
-    ra = _replicates_many(list(names), xa, groups, seed, options or {})
-    rb = _replicates_many(list(names), xb, groups, seed, options or {})
+    (xa, note_a), (xb, note_b) = _checked(xa, "x_a"), _checked(xb, "x_b")
+    with collapse_checked():
+        ra = _replicates_many(list(names), xa, groups, seed, options or {})
+        rb = _replicates_many(list(names), xb, groups, seed, options or {})
     out = {}
     for nm in names:
         (va, reps_a, method), (vb, reps_b, _) = ra[nm], rb[nm]
-        base = interval(vb - va, reps_b - reps_a, n, confidence, "paired " + method)
+        base = _noted(interval(vb - va, reps_b - reps_a, n, confidence, "paired " + method), note_a, note_b)
         out[nm] = PairedDifference(**base.as_dict(), value_a=float(va), value_b=float(vb), metric=nm)
     return out
 
@@ -267,11 +288,14 @@ def confidence_interval(
     array for paired (alignment) and cross metrics. ``options`` override the metric's registered options
     (e.g. ``t=4.0``). ``groups`` and ``seed`` set the delete-a-group split (recorded in ``method``).
     """
-    arrays = [x] if y is None else [x, y]
-    n = as_matrix(x, "x", min_rows=1).shape[0]
+    mat = as_matrix(x, "x", min_rows=1, check_collapse=False)
+    n = mat.shape[0]
     _check_options(confidence, groups, n, _uses_groups(metric))
-    value, reps, method = _replicates(metric, arrays, groups, seed, options)
-    return interval(value, reps, n, confidence, method, _bounds(metric, as_matrix(x, "x", min_rows=1), options))
+    mat, note = _checked(mat, "x")
+    note_y = None if y is None else _checked(as_matrix(y, "y", min_rows=1, check_collapse=False), "y")[1]
+    with collapse_checked():
+        value, reps, method = _replicates(metric, [x] if y is None else [x, y], groups, seed, options)
+    return _noted(interval(value, reps, n, confidence, method, _bounds(metric, mat, options)), note, note_y)
 
 
 def paired_difference(
@@ -298,18 +322,20 @@ def paired_difference(
     if info is not None and info.kind == "cross":
         raise ValueError(f"metric: expected a single-model metric, got the cross-model metric {info.name!r}. "
                          "Call it directly on the two models' embeddings.")
-    xa = as_matrix(x_a, "x_a", min_rows=1)
-    xb = as_matrix(x_b, "x_b", min_rows=1)
+    xa = as_matrix(x_a, "x_a", min_rows=1, check_collapse=False)
+    xb = as_matrix(x_b, "x_b", min_rows=1, check_collapse=False)
     same_rows(xa, xb, "x_a", "x_b", same_dim=False)
     if info is not None and info.kind == "paired" and (y_a is None or y_b is None):
         raise ValueError(f"y_a, y_b: expected the positives for the paired metric {info.name!r}, got None. "
                          "Pass y_a= and y_b= (row i of y is the positive of row i of x).")
     n = xa.shape[0]
     _check_options(confidence, groups, n, _uses_groups(metric))
+    (xa, note_a), (xb, note_b) = _checked(xa, "x_a"), _checked(xb, "x_b")
     arr_a = [xa] if y_a is None else [xa, y_a]
     arr_b = [xb] if y_b is None else [xb, y_b]
-    va, ra, method = _replicates(metric if info is None else info, arr_a, groups, seed, options)
-    vb, rb, _ = _replicates(metric if info is None else info, arr_b, groups, seed, options)
-    base = interval(vb - va, rb - ra, n, confidence, "paired " + method)
+    with collapse_checked():
+        va, ra, method = _replicates(metric if info is None else info, arr_a, groups, seed, options)
+        vb, rb, _ = _replicates(metric if info is None else info, arr_b, groups, seed, options)
+    base = _noted(interval(vb - va, rb - ra, n, confidence, "paired " + method), note_a, note_b)
     name = info.name if info is not None else getattr(metric, "__name__", "custom")
     return PairedDifference(**base.as_dict(), value_a=float(va), value_b=float(vb), metric=name)

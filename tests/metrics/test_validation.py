@@ -76,12 +76,12 @@ def test_zero_rows_where_normalisation_is_needed(name):
 
 @pytest.mark.parametrize("name", [n for n, e in M.REGISTRY.items() if e.family == "spectral"])
 def test_constant_data_is_an_error_not_a_nan(name):
-    with pytest.raises(ValueError, match="zero covariance"):
+    with pytest.raises(ValueError, match="zero covariance"), pytest.warns(M.CollapsedEmbeddingsWarning):
         M.REGISTRY[name](np.ones((10, 4)))
 
 
 def test_cka_constant_data_is_an_error():
-    with pytest.raises(ValueError, match="zero variance"):
+    with pytest.raises(ValueError, match="zero variance"), pytest.warns(M.CollapsedEmbeddingsWarning):
         M.linear_cka(np.ones((10, 4)), good(n=10))
 
 
