@@ -15,8 +15,10 @@ for any :class:`~embedgeom.loading.Encoder`, independently of the rest of embedg
   computed for real) and ``attention`` (an untrained head: :class:`ReferenceAttentionHead`);
 * metrics on the float32 pooled embeddings Z, spectra computed in float64 from the float32 Z
   (:func:`paper_metrics`): spectral entropy, effective rank, rank_90, stable rank, uniformity on a random
-  1,000-row subset, class-conditional "alignment", intra/inter class distance ratio;
-* probes (:mod:`embedgeom.paper_probes`).
+  1,000-row subset, class-conditional "alignment", intra/inter class distance ratio (a one-member class takes
+  part in no between-class pair);
+* probes (:mod:`embedgeom.paper_probes`); the token probe's targets come from each item's whole text, tokenised
+  without special tokens and without truncation, not from the padded 128-token input.
 
 The reference leaves some draws unseeded; here each is seeded from the analysis ``seed`` and recorded (attention
 query and key from a dedicated ``torch.Generator``, never the global RNG; the uniformity subset from
@@ -414,18 +416,23 @@ def class_conditional_alignment(z: Any, classes: Any) -> float:
 
 
 def class_distances(z: Any, classes: Any) -> tuple[float, float, float]:
-    """(intra, inter, ratio) on unit rows: mean Euclidean distance over same-class pairs i<j, over pairs from two
-    different classes, and intra / (inter + 1e-12). NaN where a kind of pair does not exist."""
+    """(intra, inter, ratio) on unit rows, as the reference code computes them: the mean Euclidean distance over
+    same-class pairs i<j; the mean over between-class pairs - pairs i<j of items from two different classes that
+    each have at least 2 members (the reference skips a one-member class, so its item is in no pair); and
+    intra / (inter + 1e-12). NaN where a kind of pair does not exist."""
     from scipy.spatial.distance import pdist
 
     x = _unit(_as_matrix(z))
     c = _check_classes(x, classes)
+    _, inverse, sizes = np.unique(c, return_inverse=True, return_counts=True)
+    counted = sizes[inverse] >= 2  # rows of classes with at least 2 members
     d = pdist(x, "euclidean")
     i, j = np.triu_indices(len(x), k=1)  # pdist's condensed order
     same = c[i] == c[j]
+    between = ~same & counted[i] & counted[j]
     intra = float(d[same].mean()) if same.any() else math.nan
-    inter = float(d[~same].mean()) if (~same).any() else math.nan
-    return intra, inter, intra / (inter + EPS) if same.any() and (~same).any() else math.nan
+    inter = float(d[between].mean()) if between.any() else math.nan
+    return intra, inter, intra / (inter + EPS) if same.any() and between.any() else math.nan
 
 
 def paper_metrics(z: Any, classes: Any | None = None, *, seed: int = 0
@@ -466,8 +473,11 @@ def paper_metrics(z: Any, classes: Any | None = None, *, seed: int = 0
     if math.isnan(intra):
         why["intra_class_distance"] = why["intra_inter_ratio"] = "no class has 2 or more items"
     if math.isnan(inter):
-        why["inter_class_distance"] = why["intra_inter_ratio"] = \
-            f"fewer than 2 classes among the items ({np.unique(c).tolist()})"
+        names, sizes = np.unique(c, return_counts=True)
+        size_of = dict(zip(names.tolist(), sizes.tolist(), strict=True))
+        why["inter_class_distance"] = why["intra_inter_ratio"] = (
+            f"fewer than 2 classes with 2 or more items (class sizes {size_of}; the reference counts no pair of a "
+            "one-member class)")
     return out, why, sp
 
 
@@ -479,8 +489,8 @@ class PaperTaskResult:
     (same keys as :class:`~embedgeom.results.AnalysisResult` rows), and ``arrays`` keyed like
     :func:`embedgeom.results.array_key`: ``emb|task|pooling|layer`` (float32 (n, D)), ``spectrum|task|pooling|layer``
     (eigenvalues S**2, float64, descending), ``struct|task|labels`` (raw labels), ``struct|task|classes`` (classes
-    used by the class metrics) and ``struct|task|token_targets`` (the token probe's targets, before the >= 5
-    filter)."""
+    used by the class metrics) and ``struct|task|token_targets`` (the token probe's targets - each item's most
+    frequent token over its whole text, without special tokens or truncation - before the >= 5 filter)."""
 
     name: str
     card: dict[str, Any]
@@ -503,7 +513,7 @@ def analyze_paper_task(encoder: Any, spec: str | PaperItems, *, max_samples: int
     skips the probes (no probe rows). Metric rows carry stderr/low/high/confidence NaN and replicates 0 (the
     reference reports point values only); NaN values are explained in ``card["undefined"]``.
     """
-    from .paper_probes import token_targets
+    from .paper_probes import paper_token_targets
 
     if task is not None and (not isinstance(task, str) or not task.strip()):
         raise ValueError(f"task: expected a non-empty task name, got {task!r}. Omit it to use the source's name.")
@@ -521,7 +531,7 @@ def analyze_paper_task(encoder: Any, spec: str | PaperItems, *, max_samples: int
     emb = paper_embed(encoder, items.texts, seed=seed, batch_size=batch_size, progress=progress)
     run = _PaperRun(name, items, emb, int(encoder.num_layers),
                     None if items.labels is None else paper_classes(items.labels, items.task),
-                    token_targets(emb.input_ids, encoder.tokenizer.all_special_ids), seed, probes)
+                    paper_token_targets(encoder.tokenizer, items.texts), seed, probes)
     max_length, length_note = paper_max_length(encoder)
     measured = _paper_measure(run)
     card = _paper_card(run, measured, max_samples, max_length, sep, _paper_deviations(run, length_note, sep_note))
@@ -631,6 +641,9 @@ def _paper_card(run: _PaperRun, measured: _PaperMeasured, max_samples: int, max_
             "class_rule": None if run.classes is None else (
                 "regression scores binned with numpy.digitize(score, [1, 2, 3, 4])" if items.task == "regression"
                 else "the labels"),
+            "class_pairs": None if run.classes is None else (
+                "intra: same-class pairs i<j; inter: pairs of items from two different classes that each have at "
+                "least 2 members (a one-member class is skipped, as in the reference code)"),
             "spectra": "float64 SVD of the column-centred float32 embeddings; eigenvalues S**2",
             "uniformity": f"seeded subset of min(n, {UNIFORMITY_SUBSET}) rows: "
                           f"numpy.random.default_rng({seed}).permutation(n)[:{UNIFORMITY_SUBSET}], same rows for "

@@ -73,9 +73,11 @@ PAPER_DEVIATIONS: dict[str, str] = {
                  "(alpha=2) over the task's positive pairs; why: the reference's number is a within-class spread, "
                  "not the alignment of positive pairs its name refers to",
     "intra_inter_ratio": "reference: mean Euclidean distance over same-class pairs / (mean over different-class "
-                         "pairs + 1e-12) on unit rows; default: not reported; why: class separability is measured "
+                         "pairs + 1e-12) on unit rows, where a class with a single member is skipped (its item is "
+                         "in no different-class pair); default: not reported; why: class separability is measured "
                          "by the probes, with intervals",
-    "probes": "reference: StandardScaler fitted on all items before any split; LogisticRegression(C=1, saga, "
+    "probes": "reference: semantic probe on features standardised by a StandardScaler fitted on all items before "
+              "any split; LogisticRegression(C=1, saga, "
               "max_iter=500, unseeded), cv=5 without shuffling (stratified), mean of fold accuracies and of fold "
               "macro-F1, MCC from out-of-fold predictions for binary tasks only; STS-B: Ridge() (alpha=1), "
               "out-of-fold Spearman; default: scaler fitted inside each fold, LogisticRegression(C=1, lbfgs, "
@@ -83,9 +85,11 @@ PAPER_DEVIATIONS: dict[str, str] = {
               "with binomial standard errors; pair tasks from SentEval features of the two sentences; scored "
               "pairs: cosine Spearman (no training) plus RidgeCV; why: a scaler fitted on the test folds leaks, "
               "unshuffled folds follow the split's order, and saga at 500 iterations often stops unconverged",
-    "token_probe": "reference: target = each item's most frequent non-special token id (ties to the smallest id, "
-                   "0 for none), targets seen fewer than 5 times dropped, the same logistic regression with 3-fold "
-                   "CV, gap = semantic - token accuracy; default: a lexical probe (does each of 20 words of "
+    "token_probe": "reference: target = the most frequent token id of each item's whole text, tokenised without "
+                   "special tokens and without truncation (special ids such as a pair's [SEP] not counted; ties to "
+                   "the smallest id, 0 for none), items whose target occurs fewer than 5 times dropped, features "
+                   "standardised by a StandardScaler fitted on the items kept, the same logistic regression with "
+                   "3-fold CV, gap = semantic - token accuracy; default: a lexical probe (does each of 20 words of "
                    "mid-range document frequency occur in the text; balanced accuracy, 5-fold); why: the most "
                    "frequent token is mostly a stop word or punctuation mark",
     "uncertainty": "reference: point values only; default: jackknife intervals on every number and paired "

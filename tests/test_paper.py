@@ -204,8 +204,10 @@ def test_intra_inter_ratio_by_brute_force(rng):
     y = rng.integers(0, 3, 15)
     z = _unit(x)
     pairs = list(itertools.combinations(range(15), 2))
+    size = {k: int((y == k).sum()) for k in set(y.tolist())}
     intra = np.mean([np.linalg.norm(z[i] - z[j]) for i, j in pairs if y[i] == y[j]])
-    inter = np.mean([np.linalg.norm(z[i] - z[j]) for i, j in pairs if y[i] != y[j]])
+    inter = np.mean([np.linalg.norm(z[i] - z[j]) for i, j in pairs
+                     if y[i] != y[j] and size[y[i]] >= 2 and size[y[j]] >= 2])
     got = class_distances(x, y)
     np.testing.assert_allclose(got, (intra, inter, intra / (inter + 1e-12)))
     values, why, _ = paper_metrics(x, np.zeros(15, dtype=np.int64))
@@ -214,6 +216,50 @@ def test_intra_inter_ratio_by_brute_force(rng):
     values, why, _ = paper_metrics(x, None)
     assert all(math.isnan(values[m][0]) for m in ("alignment_class_conditional", "intra_inter_ratio"))
     assert why["alignment_class_conditional"] == "the source has no labels"
+
+
+def test_one_member_class_is_in_no_between_class_pair():
+    """Class A = {e1, e2}, B = {-e1, -e2}, C = {e3} alone (rows scaled: only directions count). Same-class pairs:
+    |e1 - e2| = sqrt 2 twice. A-B pairs: 2, sqrt 2, sqrt 2, 2 -> mean 1 + sqrt 2 / 2. Every pair with e3 is at
+    sqrt 2; the reference skips the one-member class C, so those 4 pairs are not counted."""
+    e = np.eye(3)
+    x = np.stack([3 * e[0], 0.5 * e[1], -2 * e[0], -e[1], 7 * e[2]])
+    y = np.array([0, 0, 1, 1, 2])
+    r2 = math.sqrt(2)
+    intra, inter = r2, 1 + r2 / 2
+    intra_got, inter_got, ratio_got = class_distances(x, y)
+    assert intra_got == pytest.approx(intra) and inter_got == pytest.approx(inter)
+    assert ratio_got == pytest.approx(2 * r2 - 2)  # sqrt 2 / (1 + sqrt 2 / 2)
+    counted = (4 + 2 * r2 + 4 * r2) / 8  # the other reading: the 4 pairs with C at sqrt 2 counted as well
+    assert abs(inter_got - counted) > 0.1 and abs(ratio_got - intra / counted) > 0.05
+    values, why, _ = paper_metrics(x, y)
+    assert values["inter_class_distance"][0] == pytest.approx(inter)
+    assert values["intra_inter_ratio"][0] == pytest.approx(intra / (inter + 1e-12))
+    assert values["alignment_class_conditional"][0] == pytest.approx(4.0)  # (|e1 - e2|^2)^2 = 4 in A and in B
+    assert "inter_class_distance" not in why
+    # one class of 2 and two one-member classes: no between-class pair is left
+    values, why, _ = paper_metrics(x[[0, 1, 2, 4]], [0, 0, 1, 2])
+    assert values["intra_class_distance"][0] == pytest.approx(r2)
+    assert math.isnan(values["inter_class_distance"][0]) and math.isnan(values["intra_inter_ratio"][0])
+    assert "fewer than 2 classes with 2 or more items" in why["intra_inter_ratio"]
+    with pytest.raises(ValueError, match="classes: expected one class per row"):
+        class_distances(x, y[:3])
+
+
+def test_task_token_targets_come_from_the_whole_text(tiny128, tmp_path):
+    """The token targets of an analysed task: each text's most frequent token over the whole text (past the
+    128-token input), not over the padded model input."""
+    from tests.fixtures import WORDS
+
+    ids = {w: 5 + i for i, w in enumerate(WORDS)}  # [PAD] [UNK] [CLS] [SEP] [MASK], then the words in order
+    assert tiny128.tokenizer.convert_tokens_to_ids(["cat", "dog", "sun"]) == [ids["cat"], ids["dog"], ids["sun"]]
+    rows = ["cat " * 100 + "dog " * 150, "sun sun dog", "dog " * 60 + "cat " * 61, "a sun"] * 3
+    (tmp_path / "long.csv").write_text("text,label\n" + "\n".join(f"{t.strip()},{i % 2}"
+                                                                for i, t in enumerate(rows)) + "\n")
+    res = analyze_paper_task(tiny128, str(tmp_path / "long.csv"), probes=False, task="long")
+    want = [ids["dog"], ids["sun"], ids["cat"], min(ids["a"], ids["sun"])] * 3
+    assert res.arrays["struct|long|token_targets"].tolist() == want
+    assert "two different classes that each have at least 2 members" in res.card["class_pairs"]
 
 
 # --- poolings and the attention head --------------------------------------------------------------------
