@@ -1,9 +1,14 @@
 """The batched forward pass behind :func:`embedgeom.encode`.
 
 One run tokenises its texts once, sorts them by length, and for each batch pads it (with the special-token mask),
-runs the model (halving the batch on out-of-memory) and pools every requested (pooling, layer) from that batch's
-hidden states and attentions. The conventions it carries out are listed in :mod:`embedgeom.encoding`; the choice
-of compute dtype and the embedding cache are :func:`embedgeom.encode`'s.
+runs the model (halving the batch on out-of-memory) and hands the batch's token states to its sinks as one
+:class:`TokenBatch`: the hidden states of the layers the sinks need, the attention, special-token and pooling masks,
+the token ids, the text indices of the rows and, where a sink needs them, the first real token's attention rows.
+A sink (:class:`Sink`: ``accept(batch)`` per batch, ``finish()`` once) turns them into its result; the loop knows
+no pooling, metric or storage. :class:`PooledSink` pools every requested (pooling, layer) with the registered
+poolers (:mod:`embedgeom.pooling`) into (n, d) arrays - what :func:`embedgeom.encode` returns. The conventions it
+carries out are listed in :mod:`embedgeom.encoding`; the choice of compute dtype and the embedding cache are
+:func:`embedgeom.encode`'s.
 
 Precision: the compute dtype is the autocast dtype (autocast is off for float32), and every float32 matmul of the
 pass is full IEEE float32 whatever the process allows elsewhere (``torch.set_float32_matmul_precision("high")``
@@ -16,22 +21,23 @@ from __future__ import annotations
 import contextlib
 import inspect
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from . import _capture
-from .loading import Encoder, NativePooling, _quiet_transformers
-from .pooling import attention_pool, cls_pool, first_token_attention, max_pool, mean_pool
+from .loading import Encoder, _quiet_transformers
+from .pooling import Pooler as RegisteredPooler
+from .pooling import PoolInput, caller_pooler, first_token_attention, get_pooler
 
 #: One embedding set: (pooling name, absolute hidden-state index).
 Key = tuple[str, int]
 Progress = Callable[[int, int], None]
-#: A custom pooler as :class:`embedgeom.encoding.CustomPooler` describes it.
-Pooler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: A caller's own pooler as :class:`embedgeom.encoding.CustomPooler` describes it.
+CustomFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: The float32 matmul precision of every forward pass (see the module docstring); part of every cache key.
 FLOAT32_MATMUL = "ieee"
 #: Models whose position ids are derived from the padding token by the model itself.
@@ -63,7 +69,7 @@ class Request:
     special_tokens: str
     padding_side: str
     batch_size: int
-    custom: Mapping[str, Pooler]
+    custom: Mapping[str, CustomFn]
 
     def subset(self, idx: Sequence[int]) -> Request:
         """The same request for the texts (and pairs) at ``idx``."""
@@ -113,33 +119,6 @@ def _position_ids(model: Any, mask: torch.Tensor, padding_side: str) -> torch.Te
     return (mask.long().cumsum(dim=1) - 1).clamp(min=0)
 
 
-def _native_pool(native: NativePooling, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """sentence-transformers' Pooling -> Dense -> Normalize, on the last hidden state."""
-    parts = []
-    for mode in native.modes:
-        if mode == "mean":
-            parts.append(mean_pool(hidden, mask))
-        elif mode == "cls":
-            parts.append(cls_pool(hidden, mask))
-        elif mode == "max":
-            parts.append(max_pool(hidden, mask))
-        else:  # mean_sqrt_len
-            m = mask.to(torch.float32).unsqueeze(-1)
-            parts.append((hidden.to(torch.float32) * m).sum(1) / m.sum(1).sqrt())
-    v = torch.cat(parts, dim=1)
-    acts = {"Identity": lambda t: t, "Tanh": torch.tanh, "ReLU": torch.relu,
-            "GELU": torch.nn.functional.gelu}
-    for layer in native.dense:
-        w = layer.weight.to(v.device, torch.float32)
-        v = v @ w.T
-        if layer.bias is not None:
-            v = v + layer.bias.to(v.device, torch.float32)
-        v = acts[layer.activation](v)
-    if native.normalize:
-        v = torch.nn.functional.normalize(v, p=2, dim=1)
-    return v
-
-
 def _is_oom(err: BaseException) -> bool:
     """CUDA (or other accelerator) out-of-memory, which halving the batch can cure."""
     return isinstance(err, torch.OutOfMemoryError) or (
@@ -147,28 +126,101 @@ def _is_oom(err: BaseException) -> bool:
 
 
 @dataclass(frozen=True)
+class TokenBatch:
+    """One batch of the forward pass, as every sink receives it (tensors on the model's device; read, never write).
+
+    ``rows``: (b,) the indices, in the request's texts, of the batch's rows (batches follow length order, not input
+    order); ``input_ids``: (b, L) token ids, padded on the request's side; ``attention_mask``: (b, L) bool, real
+    tokens; ``special_mask``: (b, L) bool, the tokenizer's special tokens ([CLS], [SEP]); ``pool_mask``: (b, L) bool,
+    the tokens pooling runs over (the real tokens, less the special ones under ``special_tokens="exclude"``);
+    ``hidden``: absolute hidden-state index (0 = embedding output) -> (b, L, d) states in the compute dtype, for the
+    layers the sinks asked for; ``attention_rows``: layer -> (b, L) float32, the first real token's attention to
+    every token at that layer, averaged over heads, for the layers the sinks asked for (empty otherwise).
+    """
+
+    rows: np.ndarray
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    special_mask: torch.Tensor
+    pool_mask: torch.Tensor
+    hidden: Mapping[int, torch.Tensor]
+    attention_rows: Mapping[int, torch.Tensor] = field(default_factory=dict)
+
+    def pool_input(self, layer: int, native: Any = None) -> PoolInput:
+        """What a pooler sees of this batch at ``layer`` (see :class:`embedgeom.pooling.PoolInput`)."""
+        return PoolInput(self.hidden[layer], self.attention_mask, self.pool_mask, self.attention_rows.get(layer),
+                         native)
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Where the forward pass's token states go: ``accept`` is called once per batch (in length order), then
+    ``finish`` once, whose return value is the sink's result. ``layers``: the absolute hidden-state indices the
+    sink reads from :attr:`TokenBatch.hidden`; ``attention_layers``: the layers whose first-token attention rows it
+    reads from :attr:`TokenBatch.attention_rows` (the pass only computes what some sink asks for)."""
+
+    @property
+    def layers(self) -> Collection[int]: ...
+
+    @property
+    def attention_layers(self) -> Collection[int]: ...
+
+    def accept(self, batch: TokenBatch) -> None: ...
+
+    def finish(self) -> Any: ...
+
+
+class PooledSink:
+    """Every (pooling, layer) in ``keys`` pooled by its :class:`embedgeom.pooling.Pooler` into a float32 (n, d)
+    array in the request's text order (``finish`` returns them by key). ``native``: the checkpoint's declared
+    sentence-transformers modules, for poolers that need them."""
+
+    def __init__(self, n: int, keys: Sequence[Key], poolers: Mapping[str, RegisteredPooler], native: Any = None
+                 ) -> None:
+        self.n, self.keys, self.poolers, self.native = n, tuple(keys), dict(poolers), native
+        self.layers = frozenset(lay for _, lay in self.keys)
+        self.attention_layers = frozenset(lay for p, lay in self.keys if "attention_row" in self.poolers[p].needs)
+        self._bufs: dict[Key, np.ndarray] = {}
+
+    def accept(self, batch: TokenBatch) -> None:
+        for p, lay in self.keys:
+            arr = self.poolers[p](batch.pool_input(lay, self.native)).detach().to("cpu", torch.float32).numpy()
+            if (p, lay) not in self._bufs:
+                self._bufs[(p, lay)] = np.empty((self.n, arr.shape[1]), dtype=np.float32)
+            self._bufs[(p, lay)][batch.rows] = arr
+
+    def finish(self) -> dict[Key, np.ndarray]:
+        return self._bufs
+
+
+def poolers_for(request: Request, names: Collection[str]) -> dict[str, RegisteredPooler]:
+    """The pooler of each name: the request's own (``custom_poolers``) or the registered one."""
+    return {p: caller_pooler(p, request.custom[p]) if p in request.custom else get_pooler(p) for p in names}
+
+
+@dataclass(frozen=True)
 class _Run:
-    """One forward run: the request's texts tokenised, the order they are batched in (longest first), the keys to
-    pool, the compute dtype, and where attention weights come from (``capture``: recorded from SDPA by
-    :mod:`embedgeom._capture`; ``eager_attn``: the model's own eager attentions)."""
+    """One forward run: the request's texts tokenised, the order they are batched in (longest first), its sinks and
+    the layers and attention rows they need, the compute dtype, and where attention weights come from
+    (``capture``: recorded from SDPA by :mod:`embedgeom._capture`; ``eager_attn``: the model's own eager
+    attentions)."""
 
     encoder: Encoder
     request: Request
     tokens: _Tokens
     order: np.ndarray
-    keys: tuple[Key, ...]
+    sinks: tuple[Sink, ...]
+    layers: tuple[int, ...]
+    attn_layers: tuple[int, ...]
     compute_dtype: torch.dtype
     capture: bool
     eager_attn: bool
-
-    @property
-    def attn_layers(self) -> list[int]:
-        return sorted({lay for p, lay in self.keys if p == "attention"})
+    stacklevel: int
 
     @property
     def need_hidden(self) -> bool:
-        """Whether any key needs a layer other than the last (the model then returns every hidden state)."""
-        return sorted({lay for _, lay in self.keys}) != [self.encoder.num_layers]
+        """Whether any sink needs a layer other than the last (the model then returns every hidden state)."""
+        return bool(set(self.layers) - {self.encoder.num_layers})
 
     @property
     def attention_source(self) -> str | None:
@@ -177,23 +229,46 @@ class _Run:
 
 def run_forward(encoder: Encoder, request: Request, keys: Sequence[Key], compute_dtype: torch.dtype,
                 progress: Progress | None) -> tuple[dict[Key, np.ndarray], dict[str, Any]]:
-    """Encode every text of ``request`` in ``compute_dtype`` and pool each of ``keys``.
+    """Encode every text of ``request`` in ``compute_dtype`` and pool each of ``keys`` (a :class:`PooledSink`).
 
     Returns the float32 (n, d) vectors by key, in the request's text order, and the run's meta (truncation count,
     tokens, batch sizes, out-of-memory halvings, attention source). ``progress(done, total)`` after each batch.
+    Non-finite vectors raise FloatingPointError naming the likely cause.
     """
+    sink = PooledSink(len(request.texts), keys, poolers_for(request, {p for p, _ in keys}), encoder.native)
+    (vectors,), meta = run_sinks(encoder, request, (sink,), compute_dtype, progress, stacklevel=4)
+    _check_finite(vectors, compute_dtype, encoder.model)
+    return vectors, meta
+
+
+def run_sinks(encoder: Encoder, request: Request, sinks: Sequence[Sink], compute_dtype: torch.dtype,
+              progress: Progress | None, *, stacklevel: int = 3) -> tuple[list[Any], dict[str, Any]]:
+    """Run the forward pass over every text of ``request`` in ``compute_dtype`` and hand each batch to every sink.
+
+    Returns each sink's ``finish()`` result (in the order of ``sinks``) and the run's meta (as :func:`run_forward`).
+    ``stacklevel``: frames from here to the caller the warnings (truncation, batch halving) should name.
+    """
+    if not sinks:
+        raise ValueError("sinks: expected at least one sink, got none.")
+    L = encoder.num_layers
+    layers = sorted({int(lay) for s in sinks for lay in s.layers})
+    attn_layers = sorted({int(lay) for s in sinks for lay in s.attention_layers})
+    bad = [lay for lay in layers if not 0 <= lay <= L] + [lay for lay in attn_layers if not 1 <= lay <= L]
+    if bad:
+        raise ValueError(f"sinks: expected hidden-state indices in [0, {L}] (attention rows: [1, {L}]), got {bad[0]}.")
     toks = _tokenise(encoder, request.texts, request.pairs, request.max_length)
     _check_not_empty(request.texts, toks)
     if toks.truncated:
         warnings.warn(f"{toks.truncated} of {len(request.texts)} texts were longer than max_length="
-                      f"{request.max_length} tokens and were truncated.", TruncationWarning, stacklevel=3)
+                      f"{request.max_length} tokens and were truncated.", TruncationWarning, stacklevel=stacklevel)
     model = encoder.model
-    wants_attention = "attention" in {p for p, _ in keys}
-    capture = wants_attention and getattr(model.config, "_attn_implementation", None) == _capture.IMPLEMENTATION
+    capture = bool(attn_layers) and getattr(model.config, "_attn_implementation", None) == _capture.IMPLEMENTATION
     run = _Run(encoder, request, toks, np.argsort([-len(ids) for ids in toks.input_ids], kind="stable"),
-               tuple(keys), compute_dtype, capture, eager_attn=wants_attention and not capture)
+               tuple(sinks), tuple(layers), tuple(attn_layers), compute_dtype, capture,
+               eager_attn=bool(attn_layers) and not capture, stacklevel=stacklevel)
     with _eager_attention(model, run.eager_attn), _ieee_float32_matmuls():
-        return _forward_batches(run, progress)
+        meta = _forward_batches(run, progress)
+    return [s.finish() for s in run.sinks], meta
 
 
 def _matmul_backends() -> list[Any]:
@@ -238,10 +313,9 @@ def _eager_attention(model: Any, eager: bool) -> Iterator[None]:
             model.set_attn_implementation(before)
 
 
-def _forward_batches(run: _Run, progress: Progress | None) -> tuple[dict[Key, np.ndarray], dict[str, Any]]:
-    """The batch loop: pad, forward (halving the batch on out-of-memory), pool, and place each batch's rows."""
+def _forward_batches(run: _Run, progress: Progress | None) -> dict[str, Any]:
+    """The batch loop: pad, forward (halving the batch on out-of-memory), and hand each batch to every sink."""
     n = len(run.request.texts)
-    bufs: dict[Key, np.ndarray] = {}
     n_tokens = halvings = start = 0
     bs = run.request.batch_size
     dev = run.encoder.device
@@ -261,20 +335,18 @@ def _forward_batches(run: _Run, progress: Progress | None) -> tuple[dict[Key, np
                 bs = max(1, bs // 2)
                 halvings += 1
                 warnings.warn(f"GPU out of memory: batch size halved to {bs} and continuing.", BatchSizeWarning,
-                              stacklevel=3)
+                              stacklevel=run.stacklevel + 1)
                 continue
             raise
-        for k, arr in _pool_batch(run, outputs, rec, attn_mask, special).items():
-            if k not in bufs:
-                bufs[k] = np.empty((n, arr.shape[1]), dtype=np.float32)
-            bufs[k][idx] = arr
+        batch = _token_batch(run, idx, inputs, outputs, rec, attn_mask, special)
+        for sink in run.sinks:
+            sink.accept(batch)
         n_tokens += int(attn_mask.sum())
         start += len(idx)
         if progress is not None:
             progress(start, n)
-    _check_finite(bufs, run.compute_dtype, run.encoder.model)
-    return bufs, {"truncated": run.tokens.truncated, "n_tokens": n_tokens, "batch_size": run.request.batch_size,
-                  "batch_size_final": bs, "oom_halvings": halvings, "attention_source": run.attention_source}
+    return {"truncated": run.tokens.truncated, "n_tokens": n_tokens, "batch_size": run.request.batch_size,
+            "batch_size_final": bs, "oom_halvings": halvings, "attention_source": run.attention_source}
 
 
 def _padded_batch(run: _Run, idx: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -304,7 +376,7 @@ def _padded_batch(run: _Run, idx: np.ndarray) -> tuple[dict[str, torch.Tensor], 
 
 
 def _attention_weights(run: _Run, outputs: Any, rec: Any, attn_mask: torch.Tensor) -> dict[int, torch.Tensor]:
-    """Per attention-pooled layer: the first real token's attention to every token, averaged over heads."""
+    """Per layer some sink asked for: the first real token's attention to every token, averaged over heads."""
     L = run.encoder.num_layers
     first = attn_mask.to(torch.int8).argmax(dim=1)
     weights: dict[int, torch.Tensor] = {}
@@ -322,31 +394,17 @@ def _attention_weights(run: _Run, outputs: Any, rec: Any, attn_mask: torch.Tenso
     return weights
 
 
-def _pool_batch(run: _Run, outputs: Any, rec: Any, attn_mask: torch.Tensor, special: torch.Tensor
-                ) -> dict[Key, np.ndarray]:
-    """Every key of the run pooled from one batch's outputs: float32 (batch, d) arrays on the CPU."""
-    hidden = outputs.hidden_states if run.need_hidden else None
-    pool_mask = attn_mask & ~special.to(run.encoder.device) if run.request.special_tokens == "exclude" else attn_mask
-    weights = _attention_weights(run, outputs, rec, attn_mask)
-    custom = run.request.custom
-    out: dict[Key, np.ndarray] = {}
-    for (p, lay) in run.keys:
-        h = outputs.last_hidden_state if hidden is None else hidden[lay]
-        if p == "mean":
-            v = mean_pool(h, pool_mask)
-        elif p == "max":
-            v = max_pool(h, pool_mask)
-        elif p == "cls":
-            v = cls_pool(h, attn_mask)
-        elif p == "attention":
-            v = attention_pool(h, weights[lay], pool_mask)
-        elif p in custom:
-            v = custom[p](h.to(torch.float32), attn_mask)
-        else:
-            assert run.encoder.native is not None
-            v = _native_pool(run.encoder.native, h, attn_mask)
-        out[(p, lay)] = v.detach().to("cpu", torch.float32).numpy()
-    return out
+def _token_batch(run: _Run, idx: np.ndarray, inputs: dict[str, torch.Tensor], outputs: Any, rec: Any,
+                 attn_mask: torch.Tensor, special: torch.Tensor) -> TokenBatch:
+    """One batch's outputs as the sinks see them: the requested layers' states, the masks, the attention rows."""
+    if run.need_hidden:
+        hidden = {lay: outputs.hidden_states[lay] for lay in run.layers}
+    else:
+        hidden = {lay: outputs.last_hidden_state for lay in run.layers}  # the last layer only (or none)
+    special = special.to(run.encoder.device)
+    pool_mask = attn_mask & ~special if run.request.special_tokens == "exclude" else attn_mask
+    return TokenBatch(idx, inputs["input_ids"], attn_mask, special, pool_mask, hidden,
+                      _attention_weights(run, outputs, rec, attn_mask))
 
 
 def _check_finite(vectors: dict[Key, np.ndarray], compute_dtype: torch.dtype, model: Any) -> None:

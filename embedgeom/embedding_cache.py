@@ -5,8 +5,10 @@ changes a vector: the weights and config (content hash), the tokenizer (:func:`e
 tokenizer_fingerprint`), a sentence-transformers checkpoint's Pooling/Dense/Normalize modules (for ``native``), the
 texts and pairs, pooling, layer and layer count, max length, special-token and padding options, the precision the
 vector was computed in (the compute dtype that produced it, whether ``auto`` checked it, and the float32 matmul
-precision of the forward pass, which is always full IEEE float32), a custom pooler's fingerprint, and the pooling
-code's version (:data:`embedgeom.pooling.POOLING_VERSION`).
+precision of the forward pass, which is always full IEEE float32), a custom pooler's fingerprint, the pooling
+code's version (:data:`embedgeom.pooling.POOLING_VERSION`) and, where it is not 1, the registered pooler's own
+version (``pooler_version``; a version-1 pooler's key has no such field, so the keys from before the pooler
+registry still find their entries).
 
 Files are written to a temporary name and atomically renamed, so concurrent writers and interrupted writes
 never leave a partial file under the real name. Each file stores a checksum of its array; an entry that cannot

@@ -25,8 +25,11 @@ Choices that change numbers (all recorded in ``Embeddings.meta``):
 * text pairs (``text_pairs=``) are joined by the tokenizer's own sentence-pair template, e.g.
   ``[CLS] a [SEP] b [SEP]`` with segment ids 0/1 for BERT; truncation ``longest_first``.
 
-This module validates the call, applies the precision check and serves the embedding cache; the batched forward
-pass and the pooling of each batch are in :mod:`embedgeom._forward`.
+Poolings are the registered poolers of :mod:`embedgeom.pooling` (``"all"``: every registered pooler that applies
+to the model's kind and needs nothing the checkpoint must declare - mean, cls, max, attention for an encoder;
+``native`` only when named). This module validates the call, applies the precision check and serves the embedding
+cache; the batched forward pass, which hands each batch's token states to sinks (:class:`PooledSink` pools them),
+is in :mod:`embedgeom._forward`; :func:`forward_to_sinks` runs it for other sinks (token-level measures).
 """
 
 from __future__ import annotations
@@ -34,19 +37,22 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
 
-from ._forward import FLOAT32_MATMUL, Key, Request, dtype_name, run_forward
+from ._forward import FLOAT32_MATMUL, Key, Request, dtype_name, poolers_for, run_forward, run_sinks
 from ._forward import BatchSizeWarning as BatchSizeWarning  # public here; raised by the forward pass
+from ._forward import PooledSink as PooledSink  # public here: the sink behind encode()
+from ._forward import Sink as Sink  # public here: what forward_to_sinks() feeds
+from ._forward import TokenBatch as TokenBatch  # public here: what a sink receives per batch
 from ._forward import TruncationWarning as TruncationWarning  # public here; raised by the forward pass
 from .embedding_cache import EmbeddingCache, texts_hash
 from .loading import Encoder, tokenizer_fingerprint
 from .options import parse_layers
-from .pooling import ALL_POOLINGS, POOLING_VERSION, POOLINGS
+from .pooling import POOLING_VERSION, get_pooler, pooler_names, resolve_poolings
 
 SpecialTokens = Literal["include", "exclude"]
 PaddingSide = Literal["right", "left"]
@@ -116,21 +122,25 @@ class CustomPooler(Protocol):
     def __call__(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
 
 
+def model_kind(encoder: Encoder) -> str:
+    """The kind of model the poolers must apply to: ``"encoder"`` (bidirectional; every checkpoint
+    :func:`embedgeom.load_encoder` accepts today) or ``"decoder"`` (causal), as the encoder records it."""
+    return getattr(encoder, "model_kind", None) or "encoder"
+
+
 def _normalise_poolings(poolings: str | Sequence[str], encoder: Encoder,
                         custom: Mapping[str, CustomPooler]) -> tuple[str, ...]:
-    if isinstance(poolings, str):
-        poolings = (*POOLINGS, *(("native",) if encoder.native else ())) if poolings == "all" \
-            else tuple(p.strip() for p in poolings.split(","))
-    out = tuple(dict.fromkeys(poolings))
-    if not out:
-        raise ValueError(f"poolings: expected at least one of {ALL_POOLINGS}, got none.")
+    clash = [c for c in custom if c in pooler_names() or c == "all"]
+    if clash:
+        raise ValueError(f"custom_poolers: expected names that are not registered poolers, got {clash[0]!r}; name "
+                         "yours differently.")
+    kind = model_kind(encoder)
+    out = resolve_poolings(poolings, kind=kind, declared=encoder.native is not None, extra=custom)
     for p in out:
-        if p not in ALL_POOLINGS and p not in custom:
-            raise ValueError(f"poolings: expected names from {ALL_POOLINGS} or 'all', got {p!r}.")
-    if "native" in out and encoder.native is None:
-        why = encoder.info.get("native_unavailable") or "it is not a sentence-transformers checkpoint"
-        raise ValueError(f"poolings: 'native' needs a checkpoint that declares its pooling; {encoder.spec} does "
-                         f"not ({why}). Use mean, cls, max or attention.")
+        if p not in custom and get_pooler(p).declared and encoder.native is None:
+            why = encoder.info.get("native_unavailable") or "it is not a sentence-transformers checkpoint"
+            raise ValueError(f"poolings: {p!r} needs a checkpoint that declares its pooling; {encoder.spec} does "
+                             f"not ({why}). Use {', '.join(pooler_names(kind, include_native=False))}.")
     return out
 
 
@@ -156,11 +166,10 @@ def _check_texts(texts: Any, name: str) -> list[str]:
 
 
 
-def _request(encoder: Encoder, texts: Any, text_pairs: Any, poolings: str | Sequence[str],
-             layers: str | int | Sequence[int], batch_size: int | None, max_length: int | None, special_tokens: str,
-             padding_side: str, custom_poolers: Mapping[str, CustomPooler] | None) -> Request:
-    """encode()'s arguments checked (one clear error naming the first bad one) and resolved against ``encoder``."""
-    custom = dict(custom_poolers or {})
+def _base_request(encoder: Encoder, texts: Any, text_pairs: Any, batch_size: int | None, max_length: int | None,
+                  special_tokens: str, padding_side: str) -> Request:
+    """The texts and the options every forward pass takes, checked (one clear error naming the first bad one);
+    no poolings yet."""
     texts = _check_texts(texts, "texts")
     pairs = _check_texts(text_pairs, "text_pairs") if text_pairs is not None else None
     if pairs is not None and len(pairs) != len(texts):
@@ -173,20 +182,64 @@ def _request(encoder: Encoder, texts: Any, text_pairs: Any, poolings: str | Sequ
         batch_size = 32 if encoder.device.type == "cpu" else 128
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}.")
-    L = encoder.num_layers
-    pools = _normalise_poolings(poolings, encoder, custom)
-    lays = _normalise_layers(layers, L)
-    if lays == (0,) and set(pools) <= {"attention", "cls"}:
-        raise ValueError("layers: attention and CLS pooling need a transformer layer (>= 1); layer 0 is the "
-                         "embedding output (no attention; the same [CLS] vector for every text).")
     mlen = encoder.max_length if max_length is None else max_length
     if isinstance(mlen, bool) or not isinstance(mlen, int) or mlen < 2:
         raise ValueError(f"max_length: expected an integer >= 2, got {max_length!r}.")
-    # skipped by construction: attention at layer 0 (no attention there), CLS at layer 0 (the [CLS] token's
-    # input embedding, identical for every text), native below the last layer
-    wanted = tuple((p, lay) for lay in lays for p in pools
-                   if not (p in ("attention", "cls") and lay == 0) and not (p == "native" and lay != L))
-    return Request(texts, pairs, wanted, mlen, special_tokens, padding_side, batch_size, custom)
+    return Request(texts, pairs, (), mlen, special_tokens, padding_side, batch_size, {})
+
+
+def _request(encoder: Encoder, texts: Any, text_pairs: Any, poolings: str | Sequence[str],
+             layers: str | int | Sequence[int], batch_size: int | None, max_length: int | None, special_tokens: str,
+             padding_side: str, custom_poolers: Mapping[str, CustomPooler] | None) -> Request:
+    """encode()'s arguments checked (one clear error naming the first bad one) and resolved against ``encoder``."""
+    custom = dict(custom_poolers or {})
+    req = replace(_base_request(encoder, texts, text_pairs, batch_size, max_length, special_tokens, padding_side),
+                  custom=custom)
+    L = encoder.num_layers
+    pools = _normalise_poolings(poolings, encoder, custom)
+    lays = _normalise_layers(layers, L)
+    # skipped by construction: each pooling at the layers its pooler is not defined at (attention at layer 0: no
+    # attention there; CLS at layer 0: the [CLS] token's input embedding, identical for every text; native below
+    # the last layer)
+    poolers = poolers_for(req, pools)
+    wanted = tuple((p, lay) for lay in lays for p in pools if poolers[p].at_layer(lay, L))
+    if not wanted:
+        rule = {"transformer": "a transformer layer (>= 1; layer 0 is the embedding output: no attention, the same "
+                               "[CLS] vector for every text)", "last": f"the last layer ({L})"}
+        need = "; ".join(f"{p} needs {rule[poolers[p].layers]}" for p in pools)
+        raise ValueError(f"layers: no requested pooling is defined at layer(s) {', '.join(map(str, lays))}: {need}.")
+    return replace(req, wanted=wanted)
+
+
+def forward_to_sinks(
+    encoder: Encoder,
+    texts: Sequence[str],
+    sinks: Sequence[Sink],
+    *,
+    text_pairs: Sequence[str] | None = None,
+    batch_size: int | None = None,
+    max_length: int | None = None,
+    special_tokens: SpecialTokens = "include",
+    padding_side: PaddingSide = "right",
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[Any], dict[str, Any]]:
+    """Run the forward pass :func:`encode` runs (same tokenisation, truncation, padding, batching and precision
+    pinning) over ``texts`` and hand each batch's token states to every sink (:class:`Sink`, receiving a
+    :class:`TokenBatch`). Returns each sink's ``finish()`` result in the order of ``sinks``, and the pass's meta.
+
+    The pass runs in the encoder's compute dtype: ``dtype="auto"``'s precision check and the embedding cache are
+    :func:`encode`'s (pooled vectors) and do not apply here; load a float32 encoder where precision matters.
+    ``meta["compute_dtype"]`` names the dtype used.
+    """
+    req = _base_request(encoder, texts, text_pairs, batch_size, max_length, special_tokens, padding_side)
+    if isinstance(sinks, Sink) or not all(isinstance(s, Sink) for s in sinks):
+        raise ValueError("sinks: expected a list of sinks (objects with layers, attention_layers, accept and "
+                         f"finish), got {type(sinks).__name__}.")
+    results, run_meta = run_sinks(encoder, req, list(sinks), encoder.compute_dtype, progress, stacklevel=3)
+    return results, {"model_spec": encoder.spec, "n": len(req.texts), "max_length": req.max_length,
+                     "compute_dtype": dtype_name(encoder.compute_dtype), "special_tokens": req.special_tokens,
+                     "pair_mode": "joined" if req.pairs is not None else "single", "padding_side": req.padding_side,
+                     **run_meta}
 
 
 def _meta(encoder: Encoder, req: Request) -> dict[str, Any]:
@@ -238,13 +291,15 @@ class _CacheView:
         """Everything that changes the vector of pooling k[0] at layer k[1] computed in ``dtype`` (see
         :mod:`embedgeom.embedding_cache`)."""
         meta, custom = self._meta, self._req.custom
+        pooler = None if k[0] in custom else get_pooler(k[0])
         return EmbeddingCache.key({**{f: meta[f] for f in _KEY_META_FIELDS}, "compute_dtype": dtype,
                                    "tokenizer_hash": meta["tokenizer_hash"], "pooling": k[0], "layer": k[1],
                                    "num_layers": self._encoder.num_layers,
-                                   "native": self._native_hash if k[0] == "native" else None,
+                                   "native": self._native_hash if pooler is not None and pooler.declared else None,
                                    "custom": custom[k[0]].fingerprint if k[0] in custom else None,
                                    "precision_checked": self._encoder.dtype_policy == "auto" and dtype != "float32",
-                                   "float32_matmul": FLOAT32_MATMUL, "pooling_version": POOLING_VERSION})
+                                   "float32_matmul": FLOAT32_MATMUL, "pooling_version": POOLING_VERSION,
+                                   **(pooler.cache_fields() if pooler is not None else {})})
 
     def lookup(self, keys: Sequence[Key], dtype: str, into: dict[Key, np.ndarray], dtypes: dict[Key, str]
                ) -> list[Key]:
@@ -267,7 +322,7 @@ def encode(
     encoder: Encoder,
     texts: Sequence[str],
     *,
-    poolings: str | Sequence[str] = POOLINGS,
+    poolings: str | Sequence[str] = "all",
     layers: str | int | Sequence[int] = (-1,),
     text_pairs: Sequence[str] | None = None,
     batch_size: int | None = None,
@@ -280,8 +335,12 @@ def encode(
 ) -> Embeddings:
     """Encode ``texts`` once and return every requested pooling at every requested layer.
 
-    ``poolings``: names from ``mean, cls, max, attention, native`` or ``"all"``; ``layers``: hidden-state
-    indices (``-1`` = last, ``0`` = embeddings) or ``"all"``. ``text_pairs``: second segments, joined with
+    ``poolings``: names of registered poolers (:func:`embedgeom.pooling.pooler_names`: ``mean, cls, max,
+    attention, native`` and any registered since) or ``"all"`` (default: every registered pooler that applies to
+    the model and needs no declaration - ``mean, cls, max, attention`` for an encoder; ``native`` only when named);
+    a pooler that does not apply to the model is refused, naming those that do. ``layers``: hidden-state
+    indices (``-1`` = last, ``0`` = embeddings) or ``"all"``; each pooling is computed at the layers its pooler is
+    defined at (attention and CLS at layers >= 1, native at the last). ``text_pairs``: second segments, joined with
     the tokenizer's pair template. ``cache``: True for the default on-disk cache, a directory, or None.
     ``progress(done, total)`` is called after each batch. ``batch_size`` defaults to 32 on CPU (less
     padding; fastest measured) and 128 on GPUs. ``custom_poolers`` adds named poolings computed from the

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from embedgeom import pooling as P
 from embedgeom.pooling import attention_pool, cls_pool, first_token_attention, max_pool, mean_pool
 
 
@@ -85,3 +86,88 @@ def test_empty_rows_and_bad_shapes_are_errors():
         max_pool(torch.randn(3, 4), torch.ones(3, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="mask"):
         mean_pool(h, torch.ones(2, 4, dtype=torch.bool))
+
+
+# --- the registry: each built-in pooler is its function on the right masks, with its declared metadata ---------
+
+
+def test_builtin_poolers_are_registered_with_their_metadata():
+    assert P.pooler_names() == ("mean", "cls", "max", "attention", "native")
+    assert P.pooler_names("encoder", include_native=False) == P.POOLINGS == ("mean", "cls", "max", "attention")
+    assert P.ALL_POOLINGS == ("mean", "cls", "max", "attention", "native")
+    assert P.pooler_names("decoder") == ()  # no causal-model pooler yet
+    want = {"mean": ({"hidden"}, "any"), "cls": ({"hidden"}, "transformer"), "max": ({"hidden"}, "any"),
+            "attention": ({"hidden", "attention_row"}, "transformer"), "native": ({"hidden", "native"}, "last")}
+    for name, (needs, layers) in want.items():
+        p = P.get_pooler(name)
+        assert (p.name, p.kinds, set(p.needs), p.layers, p.version) == (name, ("encoder",), needs, layers, 1)
+        assert p.definition and "\n" not in p.definition
+        assert p.cache_fields() == {}  # version 1: today's cache keys
+    assert P.get_pooler("native").declared and not P.get_pooler("mean").declared
+
+
+def test_builtin_poolers_call_their_functions_on_the_right_masks():
+    h = torch.randn(3, 5, 4)
+    real = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 1, 1, 1]], dtype=torch.bool)
+    pool = real.clone()
+    pool[:, -1] = False  # e.g. special tokens excluded
+    pool[0, 2] = False
+    w = torch.rand(3, 5)
+    x = P.PoolInput(h, real, pool, attention_row=w)
+    assert torch.equal(P.get_pooler("mean")(x), mean_pool(h, pool))
+    assert torch.equal(P.get_pooler("max")(x), max_pool(h, pool))
+    assert torch.equal(P.get_pooler("cls")(x), cls_pool(h, real))  # the first real token, whatever pool excludes
+    assert torch.equal(P.get_pooler("attention")(x), attention_pool(h, w, pool))
+
+
+def test_native_pooler_follows_the_declared_modules():
+    from types import SimpleNamespace
+
+    h = torch.randn(2, 4, 3)
+    m = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    dense = SimpleNamespace(weight=torch.randn(5, 6), bias=torch.randn(5), activation="Tanh")
+    native = SimpleNamespace(modes=("cls", "mean"), dense=(dense,), normalize=True)
+    got = P.get_pooler("native")(P.PoolInput(h, m, m, native=native))
+    v = torch.cat([cls_pool(h, m), mean_pool(h, m)], dim=1)
+    want = torch.nn.functional.normalize(torch.tanh(v @ dense.weight.T + dense.bias), dim=1)
+    torch.testing.assert_close(got, want)
+
+
+def test_all_means_the_poolers_that_apply_and_need_no_declaration():
+    assert P.resolve_poolings("all") == ("mean", "cls", "max", "attention")
+    assert P.resolve_poolings("max, all") == ("max", "mean", "cls", "attention")
+    assert P.resolve_poolings(("all", "native")) == ("mean", "cls", "max", "attention", "native")
+    assert P.resolve_poolings("mine,mean", extra=("mine",)) == ("mine", "mean")
+    with pytest.raises(ValueError, match=r"expected names from mean, cls, max, attention or 'all', got 'median'"):
+        P.resolve_poolings("median", declared=False)
+    with pytest.raises(ValueError, match="at least one"):
+        P.resolve_poolings(())
+
+
+def test_registration_is_checked_and_builtins_are_fixed():
+    def f(x):
+        return x.hidden[:, 0]
+
+    with pytest.raises(ValueError, match="built-in"):
+        P.register_pooler("mean", f, definition="d", replace=True)
+    with pytest.raises(ValueError, match="built-in"):
+        P.unregister_pooler("cls")
+    for bad in ({"kinds": ("seq2seq",)}, {"needs": ("logits",)}, {"definition": "two\nlines"}, {"version": 0},
+                {"layers": "first"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            P.register_pooler("tmp", f, **{"definition": "d", **bad})
+    for name in ("all", "a,b", "x@1", "", " pad"):
+        with pytest.raises(ValueError, match="name"):
+            P.register_pooler(name, f, definition="d")
+    with P.registered_pooler("tmp", f, definition="first position") as p:
+        assert P.get_pooler("tmp") is p and "tmp" in P.POOLINGS
+        with pytest.raises(ValueError, match="registered already"):
+            P.register_pooler("tmp", f, definition="d")
+        again = P.register_pooler("tmp", f, definition="d", version=2, replace=True)
+        assert P.get_pooler("tmp") is again and again.cache_fields() == {"pooler_version": 2}
+    assert "tmp" not in P.pooler_names()  # the block removes its name, replaced or not
+    with P.registered_pooler("tmp", f, definition="d"):
+        P.unregister_pooler("tmp")
+        assert "tmp" not in P.pooler_names()
+    with pytest.raises(ValueError, match="expected a registered pooler"):
+        P.unregister_pooler("tmp")
