@@ -22,7 +22,7 @@ from typing import Any
 
 from .analysis import analyze
 from .comparison import compare
-from .figures import build_report
+from .report import build_report
 from .results import AnalysisResult, ComparisonResult
 from .samples import minilm_path
 

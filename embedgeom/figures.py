@@ -1,4 +1,5 @@
-"""Matplotlib figures of analysis results (matplotlib imported lazily). Report assembly lives in
+"""Matplotlib figures of analysis results (matplotlib imported lazily). This module only draws: what the results
+hold and which row answers a request are asked of :mod:`embedgeom.queries`; report assembly lives in
 :mod:`embedgeom.report`; :mod:`embedgeom.plot` is the public plotting API over these functions.
 
 Every figure is driven by what the results contain: ``pooling=None`` draws every pooling present (as panels,
@@ -10,9 +11,11 @@ reference-protocol result) raises :class:`NothingToDraw`, a ``ValueError`` whose
 
 Conventions: spectra are compared by *shape* (lambda / sum lambda on log-log axes: raw eigenvalues mix a
 model's overall scale into its shape); every point estimate is drawn with its interval (reference-protocol rows
-carry none, and their titles say so); models are told apart by colour (Okabe-Ito, colour-blind safe) and
-poolings by marker and line style, named in legends rather than text labels next to points, so labels never
-overlap. Every function returns a ``Figure``; ``ax=`` draws into an existing Axes instead.
+carry none, and their titles say so), labelled with the confidence level the results recorded (e.g. "90% CI";
+probe scores, which carry a standard error only, are drawn and labelled as ±1.96 s.e.); models are told apart
+by colour (Okabe-Ito, colour-blind safe) and poolings by marker and line style, named in legends rather than
+text labels next to points, so labels never overlap. Every function returns a ``Figure``; ``ax=`` draws into
+an existing Axes instead.
 """
 
 from __future__ import annotations
@@ -26,21 +29,49 @@ from typing import Any
 
 import numpy as np
 
-from .results import AnalysisResult, ComparisonResult, array_key
+from .queries import (
+    Z95,
+    alignment_metric,
+    as_results,
+    bounds,
+    check_layer,
+    check_metric,
+    check_task,
+    ci_label,
+    comparison_label,
+    comparison_poolings,
+    comparison_tasks,
+    half_width,
+    histogram_of,
+    is_finite,
+    is_reference_protocol,
+    layer_key,
+    layer_key_text,
+    layer_series,
+    main_probe,
+    metric_row,
+    metrics_of,
+    pooling_key,
+    probe_row,
+    resolve_layer,
+    runs_of,
+    select_poolings,
+    spectrum_of,
+    step_of,
+    tasks_of,
+    trajectory_of,
+)
+from .results import AnalysisResult, ComparisonResult
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 MARKERS = {"mean": "o", "cls": "s", "max": "^", "attention": "D", "native": "P", "paper_attention": "v",
            "weighted": "X"}
 LINESTYLES = ("-", "--", ":", "-.")
-_Z95 = 1.96
 #: Metrics a layer profile draws when none is named (those present).
 LAYER_PROFILE_METRICS: tuple[str, ...] = ("effective_rank", "uniformity", "alignment", "rankme", "isoscore",
                                           "mean_cosine")
 #: Metrics a checkpoint trajectory draws when none is named (those present).
 TRAJECTORY_METRICS: tuple[str, ...] = ("uniformity", "alignment", "effective_rank", "rankme", "isoscore")
-#: Probe scores preferred as a task's headline probe, in order; otherwise the first score present.
-MAIN_PROBES: tuple[tuple[str, str], ...] = (("linear", "accuracy"), ("cosine", "spearman"), ("semantic", "accuracy"),
-                                            ("semantic", "spearman"), ("ridge", "spearman"), ("token", "accuracy"))
 
 
 class NothingToDraw(ValueError):
@@ -49,7 +80,8 @@ class NothingToDraw(ValueError):
 
 # --- matplotlib -------------------------------------------------------------------------------------------
 
-def _plt() -> Any:
+def pyplot() -> Any:
+    """``matplotlib.pyplot``, with the non-interactive Agg backend selected outside interactive sessions."""
     import matplotlib
 
     if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg") and not _interactive():
@@ -67,7 +99,7 @@ def _interactive() -> bool:
 
 def _axes(ax: Any, figsize: tuple[float, float]) -> tuple[Any, Any]:
     if ax is None:
-        fig, ax = _plt().subplots(figsize=figsize, layout="constrained")
+        fig, ax = pyplot().subplots(figsize=figsize, layout="constrained")
         return fig, ax
     return ax.figure, ax
 
@@ -76,7 +108,7 @@ def _grid(n: int, panel: tuple[float, float], cols: int = 4) -> tuple[Any, list[
     """A figure with ``n`` panels, at most ``cols`` a row; unused cells removed."""
     cols = max(1, min(cols, n))
     rows = math.ceil(n / cols)
-    fig, axes = _plt().subplots(rows, cols, figsize=(panel[0] * cols, panel[1] * rows), layout="constrained",
+    fig, axes = pyplot().subplots(rows, cols, figsize=(panel[0] * cols, panel[1] * rows), layout="constrained",
                                 squeeze=False)
     flat = list(axes.ravel())
     for extra in flat[n:]:
@@ -86,27 +118,6 @@ def _grid(n: int, panel: tuple[float, float], cols: int = 4) -> tuple[Any, list[
 
 def _colour(i: int) -> str:
     return OKABE_ITO[i % len(OKABE_ITO)]
-
-
-def _half_width(row: Mapping[str, Any]) -> float:
-    lo, hi, v = row.get("low"), row.get("high"), row.get("value")
-    if lo is None or hi is None or not (_finite(lo) and _finite(hi)):
-        se = row.get("stderr")
-        return _Z95 * se if _finite(se) else 0.0
-    return max(v - lo, hi - v)
-
-
-def _bounds(row: Mapping[str, Any]) -> tuple[float, float]:
-    v = float(row["value"])
-    hw = _half_width(row)
-    lo, hi = row.get("low"), row.get("high")
-    if _finite(lo) and _finite(hi):
-        return float(lo), float(hi)
-    return v - hw, v + hw
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
 def _plain_ticks(ax: Any, *, x: bool = True, y: bool = True) -> None:
@@ -131,129 +142,6 @@ def _label(metric: str) -> str:
     return metric.replace("_", " ")
 
 
-# --- what the results hold --------------------------------------------------------------------------------
-
-def as_results(results: Any, what: str = "results") -> list[AnalysisResult]:
-    """``results`` (one AnalysisResult or a sequence of them) as a non-empty list, or one clear ValueError."""
-    if isinstance(results, AnalysisResult):
-        return [results]
-    if isinstance(results, (str, bytes, ComparisonResult)) or not isinstance(results, Sequence):
-        raise ValueError(f"{what}: expected an AnalysisResult or a list of them, got {type(results).__name__}.")
-    out = list(results)
-    if not out:
-        raise ValueError(f"{what}: expected at least one analysis result, got none.")
-    bad = [type(r).__name__ for r in out if not isinstance(r, AnalysisResult)]
-    if bad:
-        raise ValueError(f"{what}: expected AnalysisResult items, got {', '.join(dict.fromkeys(bad))}.")
-    return out
-
-
-def tasks_of(results: Sequence[AnalysisResult]) -> list[str]:
-    """Tasks present in any result, in first-seen order."""
-    seen: dict[str, None] = {}
-    for r in results:
-        for t in r.tasks:
-            seen.setdefault(t)
-        for t, _, _ in r.measured():
-            seen.setdefault(t)
-        for p in r.probes:
-            seen.setdefault(p["task"])
-    return list(seen)
-
-
-def poolings_of(results: Sequence[AnalysisResult], task: str) -> list[str]:
-    """Poolings measured for ``task`` in any result, in first-seen order."""
-    seen: dict[str, None] = {}
-    for r in results:
-        for t, p, _ in r.measured():
-            if t == task:
-                seen.setdefault(p)
-        for row in r.probes:
-            if row["task"] == task:
-                seen.setdefault(row["pooling"])
-    return list(seen)
-
-
-def layers_of(res: AnalysisResult, task: str, pooling: str | None = None) -> list[int]:
-    """Layers ``res`` measured for ``task`` (and ``pooling``), ascending."""
-    return sorted({int(r["layer"]) for r in itertools.chain(res.metrics, res.probes)
-                   if r["task"] == task and (pooling is None or r["pooling"] == pooling)})
-
-
-def metrics_of(results: Sequence[AnalysisResult], task: str, pooling: str | None = None) -> list[str]:
-    """Metric names with a row for ``task`` (and ``pooling``) in any result, in first-seen order."""
-    return list(dict.fromkeys(r["metric"] for res in results for r in res.metrics
-                              if r["task"] == task and (pooling is None or r["pooling"] == pooling)))
-
-
-def num_layers(res: AnalysisResult) -> int:
-    """The model's last hidden-layer index (0 = embedding output): its card's ``num_layers``, else the deepest
-    layer measured."""
-    n = res.checkpoint.get("num_layers")
-    if isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 0:
-        return int(n)
-    return max((int(r["layer"]) for r in itertools.chain(res.metrics, res.probes)), default=0)
-
-
-def resolve_layer(res: AnalysisResult, task: str, layer: int | None, pooling: str | None = None) -> int | None:
-    """The layer of ``res`` to draw for ``task``: ``None`` -> the last one measured; negative -> counted from the
-    model's last layer (-1 = last); None when that layer was not measured."""
-    present = layers_of(res, task, pooling)
-    if not present:
-        return None
-    if layer is None:
-        return present[-1]
-    lay = layer + num_layers(res) + 1 if layer < 0 else layer
-    return lay if lay in present else None
-
-
-def check_task(results: Sequence[AnalysisResult], task: Any) -> str:
-    present = tasks_of(results)
-    if task not in present:
-        raise ValueError(f"task: expected one of {present}, got {task!r}.")
-    return task
-
-
-def select_poolings(results: Sequence[AnalysisResult], task: str, pooling: str | Sequence[str] | None) -> list[str]:
-    """``pooling`` validated against what ``task`` holds; ``None`` -> every pooling present."""
-    present = poolings_of(results, task)
-    if pooling is None:
-        return present
-    wanted = [pooling] if isinstance(pooling, str) else list(pooling)
-    unknown = [p for p in wanted if p not in present]
-    if unknown or not wanted:
-        raise ValueError(f"pooling: expected one or more of {present} (measured for task {task!r}) or None for all, "
-                         f"got {pooling!r}.")
-    return list(dict.fromkeys(wanted))
-
-
-def check_layer(results: Sequence[AnalysisResult], task: str, layer: Any, poolings: Sequence[str]) -> None:
-    if layer is None:
-        return
-    if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
-        raise ValueError(f"layer: expected an integer layer index (-1 = last) or None, got {layer!r}.")
-    if not any(resolve_layer(r, task, int(layer), p) is not None for r in results for p in poolings):
-        present = sorted({lay for r in results for p in poolings for lay in layers_of(r, task, p)})
-        raise ValueError(f"layer: expected one of {present} (negative counts from each model's last layer; None = "
-                         f"the last measured) for task {task!r} and pooling {', '.join(poolings)}, got {layer!r}.")
-
-
-def _check_metric(results: Sequence[AnalysisResult], task: str, metric: Any, what: str = "metric") -> None:
-    present = metrics_of(results, task)
-    if metric not in present:
-        raise ValueError(f"{what}: expected one of {present} (measured for task {task!r}), got {metric!r}.")
-
-
-def _row(res: AnalysisResult, task: str, pooling: str, layer: int | None, metric: str) -> dict[str, Any] | None:
-    if layer is None:
-        return None
-    try:
-        row = res.value(task, pooling, layer, metric)
-    except KeyError:
-        return None
-    return row if _finite(row.get("value")) else None
-
-
 def _layer_text(results: Sequence[AnalysisResult], task: str, layer: int | None, poolings: Sequence[str]) -> str:
     """'layer 2' when every drawn result uses one layer, else 'layers a: 6, b: 12'."""
     got = {}
@@ -269,12 +157,14 @@ def _layer_text(results: Sequence[AnalysisResult], task: str, layer: int | None,
 
 
 def _no_intervals(results: Sequence[AnalysisResult]) -> bool:
-    return any(r.options.get("protocol") == "paper" for r in results)
+    return any(is_reference_protocol(r) for r in results)
 
 
-def _ci_note(results: Sequence[AnalysisResult], ci: str = "95% CI") -> str:
-    """The interval a figure draws: reference-protocol results carry none."""
-    paper = [r for r in results if r.options.get("protocol") == "paper"]
+def _ci_note(results: Sequence[AnalysisResult], ci: str | None = None) -> str:
+    """The interval a figure draws (``ci``; default: the results' own confidence level, e.g. '90% CI');
+    reference-protocol results carry none."""
+    paper = [r for r in results if is_reference_protocol(r)]
+    ci = ci_label(results) if ci is None else ci
     if not paper:
         return ci
     if len(paper) == len(results):
@@ -312,7 +202,7 @@ def eigenspectrum_figure(results: Sequence[AnalysisResult] | AnalysisResult, tas
     check_task(results, task)
     pools = select_poolings(results, task, pooling)
     check_layer(results, task, layer, pools)
-    panels = [p for p in pools if any(_spectrum(r, task, p, layer) is not None for r in results)]
+    panels = [p for p in pools if any(spectrum_of(r, task, p, layer) is not None for r in results)]
     if not panels:
         raise NothingToDraw(f"no eigenspectra saved for {task} ({', '.join(pools)} pooling, "
                             f"{_layer_text(results, task, layer, pools)}).")
@@ -325,22 +215,11 @@ def eigenspectrum_figure(results: Sequence[AnalysisResult] | AnalysisResult, tas
     return ax.figure
 
 
-def _spectrum(res: AnalysisResult, task: str, pooling: str, layer: int | None) -> np.ndarray | None:
-    lay = resolve_layer(res, task, layer, pooling)
-    if lay is None:
-        return None
-    ev = res.arrays.get(array_key("spectrum", task, pooling, lay))
-    if ev is None:
-        return None
-    ev = np.asarray(ev, dtype=np.float64)
-    return ev if (ev > 0).sum() >= 1 and np.isfinite(ev).all() else None
-
-
 def _draw_spectra(ax: Any, results: Sequence[AnalysisResult], task: str, pools: Sequence[str], layer: int | None,
                   fit: bool) -> None:
     for j, pooling in enumerate(pools):
         for i, res in enumerate(results):
-            full = _spectrum(res, task, pooling, layer)
+            full = spectrum_of(res, task, pooling, layer)
             if full is None:
                 continue
             ev = full[full > 0]
@@ -360,7 +239,7 @@ def _draw_spectra(ax: Any, results: Sequence[AnalysisResult], task: str, pools: 
 
 def _draw_fit(ax: Any, res: AnalysisResult, task: str, pooling: str, lay: int | None, full: np.ndarray,
               colour: str) -> None:
-    a = _row(res, task, pooling, lay, "alpha_req")
+    a = metric_row(res, task, pooling, lay, "alpha_req")
     if a is None:
         return
     from .metrics import alpha_req
@@ -372,18 +251,10 @@ def _draw_fit(ax: Any, res: AnalysisResult, task: str, pooling: str, lay: int | 
         return
     kk = np.arange(f.window[0], f.window[1] + 1)
     ax.loglog(kk, np.exp(f.intercept) * kk ** (-f.alpha) / full.sum(), color=colour, lw=1.0, ls="--",
-              label=f"fit k={f.window[0]}..{f.window[1]}: α = {a['value']:.2f} ± {_half_width(a):.2f}")
+              label=f"fit k={f.window[0]}..{f.window[1]}: α = {a['value']:.2f} ± {half_width(a):.2f}")
 
 
 # --- alignment vs uniformity ----------------------------------------------------------------------------------
-
-def _y_metric(results: Sequence[AnalysisResult], task: str) -> str | None:
-    present = metrics_of(results, task)
-    for m in ("alignment", "alignment_class_conditional"):
-        if m in present:
-            return m
-    return None
-
 
 def alignment_uniformity_figure(results: Sequence[AnalysisResult] | AnalysisResult, task: str, *,
                                 pooling: str | Sequence[str] | None = None, layer: int | None = None, ax: Any = None,
@@ -400,15 +271,15 @@ def alignment_uniformity_figure(results: Sequence[AnalysisResult] | AnalysisResu
     pools = select_poolings(results, task, pooling)
     check_layer(results, task, layer, pools)
     own = ax is None
-    ymetric = _y_metric(results, task)
+    ymetric = alignment_metric(results, task)
     points: list[tuple[int, str, dict, dict | None]] = []
     for i, res in enumerate(results):
         for p in pools:
             lay = resolve_layer(res, task, layer, p)
-            u = _row(res, task, p, lay, "uniformity")
+            u = metric_row(res, task, p, lay, "uniformity")
             if u is None:
                 continue
-            points.append((i, p, u, _row(res, task, p, lay, ymetric) if ymetric else None))
+            points.append((i, p, u, metric_row(res, task, p, lay, ymetric) if ymetric else None))
     if not points:
         raise NothingToDraw(f"no uniformity measured for {task} ({', '.join(pools)} pooling, "
                             f"{_layer_text(results, task, layer, pools)}).")
@@ -417,14 +288,14 @@ def alignment_uniformity_figure(results: Sequence[AnalysisResult] | AnalysisResu
     drawn_pools: dict[str, None] = {}
     if paired:
         for i, p, u, a in paired:
-            ax.errorbar(u["value"], a["value"], xerr=_half_width(u), yerr=_half_width(a), color=_colour(i),
+            ax.errorbar(u["value"], a["value"], xerr=half_width(u), yerr=half_width(a), color=_colour(i),
                         marker=MARKERS.get(p, "o"), ms=6, capsize=2, lw=1, ls="none")
             drawn_pools.setdefault(p)
     else:  # no alignment without positive pairs: uniformity per model (rows) and pooling (marker)
         upools = list(dict.fromkeys(p for _, p, _, _ in points))
         for i, p, u, _ in points:
             y = i + 0.5 * (upools.index(p) - (len(upools) - 1) / 2) / max(1, len(upools))
-            ax.errorbar(u["value"], y, xerr=_half_width(u), color=_colour(i), marker=MARKERS.get(p, "o"), ms=6,
+            ax.errorbar(u["value"], y, xerr=half_width(u), color=_colour(i), marker=MARKERS.get(p, "o"), ms=6,
                         capsize=2, lw=1, ls="none")
             drawn_pools.setdefault(p)
         ax.set_yticks(range(len(results)), [r.name for r in results], fontsize=7)
@@ -481,7 +352,7 @@ def _draw_trajectory_arrows(ax: Any, results: Sequence[AnalysisResult], task: st
             pts = []
             for res in seq:
                 lay = resolve_layer(res, task, layer, p)
-                u, a = _row(res, task, p, lay, "uniformity"), _row(res, task, p, lay, ymetric)
+                u, a = metric_row(res, task, p, lay, "uniformity"), metric_row(res, task, p, lay, ymetric)
                 if u is not None and a is not None:
                     pts.append((u["value"], a["value"]))
             if not pts:
@@ -507,10 +378,10 @@ def metric_by_pooling_figure(results: Sequence[AnalysisResult] | AnalysisResult,
     whiskers."""
     results = as_results(results)
     check_task(results, task)
-    _check_metric(results, task, metric)
+    check_metric(results, task, metric)
     pools = select_poolings(results, task, pooling)
     check_layer(results, task, layer, pools)
-    cells = {(i, p): _row(res, task, p, resolve_layer(res, task, layer, p), metric)
+    cells = {(i, p): metric_row(res, task, p, resolve_layer(res, task, layer, p), metric)
              for i, res in enumerate(results) for p in pools}
     pools = [p for p in pools if any(cells[(i, p)] for i in range(len(results)))]
     if not pools:
@@ -520,7 +391,7 @@ def metric_by_pooling_figure(results: Sequence[AnalysisResult] | AnalysisResult,
     for i, res in enumerate(results):
         rows = [cells[(i, p)] for p in pools]
         vals = [np.nan if r is None else r["value"] for r in rows]
-        errs = [0.0 if r is None else _half_width(r) for r in rows]
+        errs = [0.0 if r is None else half_width(r) for r in rows]
         x = np.arange(len(pools)) + (i - (len(results) - 1) / 2) * width
         ax.bar(x, vals, width * 0.92, yerr=errs, color=_colour(i), capsize=2, label=res.name)
     ax.set_xticks(np.arange(len(pools)), pools)
@@ -536,29 +407,9 @@ def metric_by_pooling_figure(results: Sequence[AnalysisResult] | AnalysisResult,
 
 # --- probes -------------------------------------------------------------------------------------------------
 
-def main_probe(results: Sequence[AnalysisResult], task: str) -> tuple[str, str] | None:
-    """The (probe, metric) that headlines ``task``: the first of :data:`MAIN_PROBES` present, else the first
-    score present (fold standard deviations excluded); None when the task has no probe scores."""
-    present = list(dict.fromkeys((r["probe"], r["metric"]) for res in results for r in res.probes
-                                 if r["task"] == task and not str(r["metric"]).endswith("_std")
-                                 and _finite(r.get("value"))))
-    for pm in MAIN_PROBES:
-        if pm in present:
-            return pm
-    return present[0] if present else None
-
-
-def _probe_row(res: AnalysisResult, task: str, pooling: str, layer: int | None, pm: tuple[str, str]
-               ) -> dict[str, Any] | None:
-    if layer is None:
-        return None
-    return next((r for r in res.probes if r["task"] == task and r["pooling"] == pooling and int(r["layer"]) == layer
-                 and (r["probe"], r["metric"]) == pm and _finite(r.get("value"))), None)
-
-
 def probe_figure(results: Sequence[AnalysisResult] | AnalysisResult, *, task: str | Sequence[str] | None = None,
                  pooling: str | Sequence[str] | None = None, layer: int | None = None, ax: Any = None) -> Any:
-    """Each task's headline probe score (:func:`main_probe`: accuracy for classification, Spearman for
+    """Each task's headline probe score (:func:`embedgeom.queries.main_probe`: accuracy for classification, Spearman for
     similarity, ...) per pooling, one bar per model, +-1.96 standard errors. ``task=None``: every task with
     probe scores; ``pooling=None``: every pooling; ``layer=None``: the last layer each model probed."""
     results = as_results(results)
@@ -580,16 +431,16 @@ def probe_figure(results: Sequence[AnalysisResult] | AnalysisResult, *, task: st
         if pm is None:
             continue
         cats += [(t, p, pm) for p in pools
-                 if any(_probe_row(r, t, p, resolve_layer(r, t, layer, p), pm) for r in results)]
+                 if any(probe_row(r, t, p, resolve_layer(r, t, layer, p), pm) for r in results)]
     if not cats:
         raise NothingToDraw(f"no probe scores for {', '.join(tasks)} at the requested pooling and layer "
                             "(analysed with probes=False, or the task has no labels or scored pairs).")
     fig, ax = _axes(ax, (max(5.0, 0.55 * len(cats) * max(1, len(results)) + 2.0), 3.8))
     width = 0.8 / len(results)
     for i, res in enumerate(results):
-        rows = [_probe_row(res, t, p, resolve_layer(res, t, layer, p), pm) for t, p, pm in cats]
+        rows = [probe_row(res, t, p, resolve_layer(res, t, layer, p), pm) for t, p, pm in cats]
         vals = [np.nan if r is None else r["value"] for r in rows]
-        errs = [_Z95 * r["stderr"] if r is not None and _finite(r.get("stderr")) else 0.0 for r in rows]
+        errs = [Z95 * r["stderr"] if r is not None and is_finite(r.get("stderr")) else 0.0 for r in rows]
         x = np.arange(len(cats)) + (i - (len(results) - 1) / 2) * width
         ax.bar(x, vals, width * 0.92, yerr=errs, color=_colour(i), capsize=2, label=res.name)
     ax.set_xticks(np.arange(len(cats)), [f"{t}\n{p}\n{pm[0]} {_label(pm[1])}" for t, p, pm in cats], fontsize=7)
@@ -616,19 +467,14 @@ def _metric_list(results: Sequence[AnalysisResult], task: str, metric: str | Seq
         return chosen
     wanted = [metric] if isinstance(metric, str) else list(metric)
     for m in wanted:
-        _check_metric(results, task, m)
+        check_metric(results, task, m)
     return wanted
-
-
-def _series_rows(res: AnalysisResult, task: str, pooling: str, metric: str) -> list[dict[str, Any]]:
-    return sorted((r for r in res.metrics if r["task"] == task and r["pooling"] == pooling and r["metric"] == metric
-                   and _finite(r.get("value"))), key=lambda r: int(r["layer"]))
 
 
 def _band(ax: Any, xs: np.ndarray, rows: Sequence[Mapping[str, Any]], colour: str, ls: str, marker: str,
           label: str | None) -> None:
     v = np.array([float(r["value"]) for r in rows])
-    lo, hi = (np.array(b) for b in zip(*(_bounds(r) for r in rows), strict=True))
+    lo, hi = (np.array(b) for b in zip(*(bounds(r) for r in rows), strict=True))
     ax.plot(xs, v, marker=marker, ms=4, color=colour, ls=ls, lw=1.5, label=label)
     if len(xs) > 1:
         ax.fill_between(xs, lo, hi, color=colour, alpha=0.2, lw=0)
@@ -650,16 +496,16 @@ def layer_profile_figure(results: Sequence[AnalysisResult] | AnalysisResult, tas
     if ax is not None:
         if len(mets) != 1:
             raise ValueError(f"metric: one Axes draws one metric; got {mets}. Pass metric='{mets[0]}' or omit ax=.")
-        if not any(_series_rows(r, task, p, mets[0]) for r in results for p in pools):
+        if not any(layer_series(r, task, p, mets[0]) for r in results for p in pools):
             raise NothingToDraw(f"{mets[0]} is not defined at any layer of {task} ({', '.join(pools)}).")
         _draw_profile(ax, results, task, pools, mets[0], legend=True)
         return ax.figure
-    panels = [(p, m) for p in pools for m in mets if any(_series_rows(r, task, p, m) for r in results)]
+    panels = [(p, m) for p in pools for m in mets if any(layer_series(r, task, p, m) for r in results)]
     if not panels:
         raise NothingToDraw(f"{', '.join(mets)} not defined at any layer of {task} ({', '.join(pools)}).")
     cols = max(sum(1 for q, _ in panels if q == p) for p in pools)
     rows_p = list(dict.fromkeys(p for p, _ in panels))
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(len(rows_p), cols, figsize=(3.6 * cols + 1.4, 2.9 * len(rows_p)), layout="constrained",
                              squeeze=False)
     for r_i, p in enumerate(rows_p):
@@ -679,7 +525,7 @@ def _draw_profile(ax: Any, results: Sequence[AnalysisResult], task: str, pools: 
     ticks: set[int] = set()
     for j, p in enumerate(pools):
         for i, res in enumerate(results):
-            rows = _series_rows(res, task, p, metric)
+            rows = layer_series(res, task, p, metric)
             if not rows:
                 continue
             xs = np.array([int(r["layer"]) for r in rows])
@@ -701,14 +547,6 @@ def _draw_profile(ax: Any, results: Sequence[AnalysisResult], task: str, pools: 
 
 # --- cosine histograms ------------------------------------------------------------------------------------------
 
-def _histogram(res: AnalysisResult, task: str, pooling: str, layer: int | None) -> np.ndarray | None:
-    lay = resolve_layer(res, task, layer, pooling)
-    h = None if lay is None else res.arrays.get(array_key("hist", task, pooling, lay))
-    if h is None or np.asarray(h).sum() <= 0:
-        return None
-    return np.asarray(h, dtype=float)
-
-
 def cosine_histogram_figure(results: Sequence[AnalysisResult] | AnalysisResult, task: str,
                             pooling: str | Sequence[str] | None = None, *, layer: int | None = None,
                             ax: Any = None) -> Any:
@@ -718,7 +556,7 @@ def cosine_histogram_figure(results: Sequence[AnalysisResult] | AnalysisResult, 
     check_task(results, task)
     pools = select_poolings(results, task, pooling)
     check_layer(results, task, layer, pools)
-    panels = [p for p in pools if any(_histogram(r, task, p, layer) is not None for r in results)]
+    panels = [p for p in pools if any(histogram_of(r, task, p, layer) is not None for r in results)]
     if not panels:
         why = "; reference-protocol analyses save none" if _no_intervals(results) else ""
         raise NothingToDraw(f"no cosine histograms saved for {task} ({', '.join(pools)} pooling, "
@@ -736,7 +574,7 @@ def _draw_histograms(ax: Any, results: Sequence[AnalysisResult], task: str, pool
                      layer: int | None) -> None:
     for j, p in enumerate(pools):
         for i, res in enumerate(results):
-            counts = _histogram(res, task, p, layer)
+            counts = histogram_of(res, task, p, layer)
             if counts is None:
                 continue
             bins = int(res.options.get("histogram", {}).get("bins", len(counts)))
@@ -756,62 +594,6 @@ def _draw_histograms(ax: Any, results: Sequence[AnalysisResult], task: str, pool
 
 # --- comparisons -------------------------------------------------------------------------------------------------
 
-def comparison_poolings(cmp: ComparisonResult) -> tuple[str, str] | None:
-    """(first, second) pooling of a comparison of two poolings of one model, else None."""
-    if cmp.options.get("kind") != "poolings":
-        return None
-    pair = cmp.options.get("poolings")
-    if isinstance(pair, Sequence) and not isinstance(pair, str) and len(pair) == 2:
-        return str(pair[0]), str(pair[1])
-    rows = list(dict.fromkeys((r.get("pooling"), r.get("pooling_b")) for r in cmp.differences))
-    return (str(rows[0][0]), str(rows[0][1])) if len(rows) == 1 and rows[0][1] else ("first", "second")
-
-
-def comparison_model(cmp: ComparisonResult) -> str:
-    """The model of a comparison of two of its poolings (labels are 'model:pooling')."""
-    pair = comparison_poolings(cmp) or ("", "")
-    name = str(cmp.options.get("model") or cmp.a)
-    return name[: -len(pair[0]) - 1] if pair[0] and name.endswith(f":{pair[0]}") else name
-
-
-def comparison_label(cmp: ComparisonResult) -> str:
-    """'b − a' for two models; 'max − mean (model)' for two poolings of one model (second minus first)."""
-    pair = comparison_poolings(cmp)
-    if pair is not None:
-        return f"{pair[1]} − {pair[0]} ({comparison_model(cmp)})"
-    return f"{cmp.b} − {cmp.a}"
-
-
-def has_intervals(cmp: ComparisonResult) -> bool:
-    """Whether any difference row carries a standard error (reference-protocol comparisons carry none)."""
-    return any(_finite(r.get("stderr")) for r in cmp.differences)
-
-
-def pooling_key(row: Mapping[str, Any]) -> str:
-    """A difference row's pooling: 'max' for two models, 'max − mean' for two poolings of one model."""
-    pb = row.get("pooling_b")
-    return f"{pb} − {row['pooling']}" if pb and pb != row["pooling"] else str(row["pooling"])
-
-
-def layer_key(row: Mapping[str, Any]) -> tuple[int, int]:
-    lay = int(row["layer"])
-    lb = row.get("layer_b")
-    return lay, lay if lb is None or (isinstance(lb, float) and math.isnan(lb)) else int(lb)
-
-
-def layer_key_text(key: tuple[int, int]) -> str:
-    return f"layer {key[0]}" if key[0] == key[1] else f"layer {key[0]} (a) vs {key[1]} (b)"
-
-
-def confidence_of(cmp: ComparisonResult) -> float:
-    c = cmp.options.get("confidence", 0.95)
-    return float(c) if _finite(c) and 0 < c < 1 else 0.95
-
-
-def _cmp_tasks(cmp: ComparisonResult) -> list[str]:
-    return list(dict.fromkeys(r["task"] for r in cmp.differences))
-
-
 def difference_figure(cmp: ComparisonResult, task: str, *, pooling: str | Sequence[str] | None = None,
                       layer: int | None = None, ax: Any = None) -> Any:
     """Forest plot of standardised paired differences diff / s.e. (diff = b − a, second minus first) per
@@ -820,7 +602,7 @@ def difference_figure(cmp: ComparisonResult, task: str, *, pooling: str | Sequen
     panel per pooling (``pooling=None``: all compared; for a comparison of two poolings, the pooling pair)."""
     if not isinstance(cmp, ComparisonResult):
         raise ValueError(f"cmp: expected a ComparisonResult, got {type(cmp).__name__}.")
-    tasks = _cmp_tasks(cmp)
+    tasks = comparison_tasks(cmp)
     if task not in tasks:
         raise ValueError(f"task: expected one of {tasks} (compared), got {task!r}.")
     rows = [r for r in cmp.differences if r["task"] == task]
@@ -844,34 +626,34 @@ def difference_figure(cmp: ComparisonResult, task: str, *, pooling: str | Sequen
             raise ValueError(f"layer: expected one of {[k[0] for k in keys]} (compared for {task!r}), got {layer!r}.")
         key = match[0]
     rows = [r for r in rows if layer_key(r) == key]
-    standardised = any(_finite(r.get("stderr")) and r["stderr"] > 0 for r in rows)
+    standardised = any(is_finite(r.get("stderr")) and r["stderr"] > 0 for r in rows)
     panels: dict[str, list[Mapping[str, Any]]] = {}
     for r in rows:
-        if not _finite(r.get("diff")):
+        if not is_finite(r.get("diff")):
             continue
-        if (standardised and _finite(r.get("stderr")) and r["stderr"] > 0) or (
-                not standardised and _finite(r.get("value_a")) and r["value_a"] != 0):
+        if (standardised and is_finite(r.get("stderr")) and r["stderr"] > 0) or (
+                not standardised and is_finite(r.get("value_a")) and r["value_a"] != 0):
             panels.setdefault(pooling_key(r), []).append(r)
     if not panels:
         raise NothingToDraw(f"no difference of {task} at {layer_key_text(key)} has a finite, non-zero standard "
                             "error (identical embeddings, or undefined metrics).")
     label = comparison_label(cmp)
-    conf = f"{confidence_of(cmp):.0%}"
+    ci = ci_label([cmp])
     if ax is None:
         fig, axes = _grid(len(panels), (5.0, 0.26 * max(len(v) for v in panels.values()) + 1.6), cols=2)
         for a, (p, prow) in zip(axes, panels.items(), strict=True):
             pair = comparison_poolings(cmp)  # a comparison of two poolings names them in its label
             where = "" if pair and p == f"{pair[1]} − {pair[0]}" else f"{p}, "
-            _draw_differences(a, prow, f"{task}: {label}, {where}{layer_key_text(key)}", cmp, conf, standardised)
+            _draw_differences(a, prow, f"{task}: {label}, {where}{layer_key_text(key)}", cmp, ci, standardised)
         return fig
     merged = [dict(r, name=f"{p}: {r['name']}") if len(panels) > 1 else r for p, pr in panels.items() for r in pr]
-    _draw_differences(ax, merged, f"{task}: {label}, {', '.join(panels)}, {layer_key_text(key)}", cmp, conf,
+    _draw_differences(ax, merged, f"{task}: {label}, {', '.join(panels)}, {layer_key_text(key)}", cmp, ci,
                       standardised)
     return ax.figure
 
 
 def _draw_differences(ax: Any, rows: Sequence[Mapping[str, Any]], title: str, cmp: ComparisonResult,
-                      conf: str, standardised: bool) -> None:
+                      ci: str, standardised: bool) -> None:
     y = np.arange(len(rows))
     for yi, r in zip(y, rows, strict=True):
         if not standardised:  # reference protocol: point values only, drawn relative to a's value
@@ -879,8 +661,8 @@ def _draw_differences(ax: Any, rows: Sequence[Mapping[str, Any]], title: str, cm
             continue
         se = float(r["stderr"])
         z = float(r["diff"]) / se
-        lo = float(r["low"]) / se if _finite(r.get("low")) else z - _Z95
-        hi = float(r["high"]) / se if _finite(r.get("high")) else z + _Z95
+        lo = float(r["low"]) / se if is_finite(r.get("low")) else z - Z95
+        hi = float(r["high"]) / se if is_finite(r.get("high")) else z + Z95
         sig = bool(r.get("significant"))
         colour = _colour(3 if sig else 0)
         ax.errorbar([z], [yi], xerr=[[z - lo], [hi - z]], marker="o", color=colour, mfc=colour if sig else "white",
@@ -893,53 +675,13 @@ def _draw_differences(ax: Any, rows: Sequence[Mapping[str, Any]], title: str, cm
         ax.set_xlabel(f"{what}, diff = second − first pooling", fontsize=8)
     else:
         ax.set_xlabel(f"{what}, diff = b − a (second minus first)\na = {cmp.a}, b = {cmp.b}", fontsize=8)
-    note = f"filled = {conf} CI excludes 0" if standardised else "point values, no intervals (reference protocol)"
+    note = f"filled = {ci} excludes 0" if standardised else "point values, no intervals (reference protocol)"
     _title(ax, f"{title}\n{note}", 8, 56)
     ax.grid(True, axis="x", alpha=0.3)
     _plain_ticks(ax, y=False)
 
 
 # --- checkpoint trajectories -----------------------------------------------------------------------------------
-
-def trajectory_of(res: AnalysisResult) -> dict[str, Any] | None:
-    """``res.checkpoint['trajectory']`` ({run, step, tokens, objective}) when ``res`` is a trainer checkpoint of a
-    run, else None."""
-    t = res.checkpoint.get("trajectory") if isinstance(res.checkpoint, Mapping) else None
-    if isinstance(t, Mapping) and t.get("run") is not None and _finite(t.get("step")):
-        return dict(t)
-    return None
-
-
-def group_runs(results: Sequence[AnalysisResult]) -> dict[str, list[AnalysisResult]]:
-    """Results carrying a trajectory, grouped by run and sorted by step (others left out)."""
-    runs: dict[str, list[AnalysisResult]] = {}
-    for r in results:
-        t = trajectory_of(r)
-        if t is not None:
-            runs.setdefault(str(t["run"]), []).append(r)
-    return {k: sorted(v, key=lambda r: int(trajectory_of(r)["step"])) for k, v in runs.items()}  # type: ignore[index]
-
-
-def _runs(results: Any) -> dict[str, list[AnalysisResult]]:
-    if isinstance(results, Mapping):
-        runs = {str(k): as_results(v, "results") for k, v in results.items()}
-        if not runs:
-            raise ValueError("results: expected at least one run, got none.")
-        return runs
-    runs = group_runs(as_results(results))
-    if not runs:
-        raise ValueError("results: expected results of a trainer run's checkpoints (checkpoint['trajectory'] with "
-                         "run and step), got none; analyse RUN_DIR --checkpoints all.")
-    return runs
-
-
-def _step(res: AnalysisResult, index: int) -> tuple[int, int | None]:
-    t = trajectory_of(res)
-    if t is None:
-        return index, None
-    tokens = t.get("tokens")
-    return int(t["step"]), int(tokens) if _finite(tokens) else None
-
 
 def trajectory_figure(results: Sequence[AnalysisResult] | Mapping[str, Sequence[AnalysisResult]], task: str, *,
                       pooling: str | Sequence[str] | None = None, layer: int | None = None,
@@ -949,7 +691,7 @@ def trajectory_figure(results: Sequence[AnalysisResult] | Mapping[str, Sequence[
     ``metric=None``: every one of :data:`TRAJECTORY_METRICS` present, a panel each; ``pooling=None``: every
     pooling, a row each; ``layer=None``: each checkpoint's last measured layer. When every checkpoint records
     the tokens seen and tokens grow in proportion to steps, a top axis reads tokens."""
-    runs = _runs(results)
+    runs = runs_of(results)
     flat = [r for seq in runs.values() for r in seq]
     check_task(flat, task)
     pools = select_poolings(flat, task, pooling)
@@ -959,9 +701,9 @@ def trajectory_figure(results: Sequence[AnalysisResult] | Mapping[str, Sequence[
     def series(seq: list[AnalysisResult], p: str, m: str) -> list[tuple[int, int | None, dict]]:
         out = []
         for k, res in enumerate(seq):
-            row = _row(res, task, p, resolve_layer(res, task, layer, p), m)
+            row = metric_row(res, task, p, resolve_layer(res, task, layer, p), m)
             if row is not None:
-                out.append((*_step(res, k), row))
+                out.append((*step_of(res, k), row))
         return out
 
     if ax is not None:
@@ -983,7 +725,7 @@ def trajectory_figure(results: Sequence[AnalysisResult] | Mapping[str, Sequence[
     else:
         rows_p = list(dict.fromkeys(p for p, _ in panels))
         cols = max(sum(1 for q, _ in panels if q == p) for p in rows_p)
-        plt = _plt()
+        plt = pyplot()
         fig, grid = plt.subplots(len(rows_p), cols, figsize=(3.6 * cols + 1.6, 3.0 * len(rows_p)),
                                  layout="constrained", squeeze=False)
         axes = []
@@ -1031,7 +773,7 @@ def trajectory_figure(results: Sequence[AnalysisResult] | Mapping[str, Sequence[
         for r_i, run in enumerate(run_names):
             obj = trajectory_of(runs[run][-1]) or {}
             text = run + (f" ({obj['objective']})" if obj.get("objective") not in (None, "", run) else "")
-            last = _step(runs[run][-1], len(runs[run]) - 1)
+            last = step_of(runs[run][-1], len(runs[run]) - 1)
             if per_step is None and last[1]:
                 text += f"; {last[1]:,} tokens at step {last[0]}"
             handles.append(Line2D([], [], color=_colour(r_i), marker="o", label=text))
@@ -1066,11 +808,3 @@ def _axes_has_data(ax: Any) -> bool:
         elif type(patch).__name__ == "Rectangle" and math.isfinite(patch.get_height()) and patch.get_width() > 0:
             return True
     return False
-
-
-def __getattr__(name: str) -> Any:  # report assembly moved to embedgeom.report; old imports keep working
-    if name in ("build_report", "summary_rows", "compute_dtype_note"):
-        from . import report
-
-        return getattr(report, name)
-    raise AttributeError(f"module 'embedgeom.figures' has no attribute {name!r}")

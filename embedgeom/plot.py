@@ -6,7 +6,9 @@ series told apart by line style / marker). ``layer``: ``None`` for the last laye
 for each model's last layer (other negative indices count from it), ``k >= 0`` for hidden layer ``k``
 (0 = embedding output). A task, pooling, layer or metric the results do not hold raises one ``ValueError``
 listing what is present; a figure with no data to draw raises :class:`NothingToDraw` (a ``ValueError``) saying
-why. Pass ``ax=`` to draw into an existing Axes. Every point estimate carries its interval.
+why. Pass ``ax=`` to draw into an existing Axes. Every point estimate carries its interval, labelled with the
+confidence level the analysis or comparison recorded (``options['confidence']``, e.g. "90% CI"); probe scores
+carry ±1.96 standard errors.
 
 Example::
 

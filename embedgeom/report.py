@@ -1,5 +1,8 @@
 """Report assembly: every figure (PNG, and PDF with TrueType fonts), ``index.md`` and a self-contained
 ``index.html`` rendered from that same Markdown (markdown-it-py), with a table of contents linking every heading.
+What the results hold is asked of :mod:`embedgeom.queries`; figures are drawn by :mod:`embedgeom.figures`' public
+functions. Metric and comparison intervals are labelled with the confidence level their result recorded (e.g.
+"90% CI"); probe scores, which carry a standard error only, with ± 1.96 s.e.
 
 What the report holds is driven by the results, never by a default pooling or layer:
 
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from . import figures as F
+from . import queries as Q
 from .results import VERSION, AnalysisResult, ComparisonResult
 from .storage import REPORT_FORMAT, display_path, inside, safe_name, unique_name, write_manifest, write_output
 
@@ -185,7 +189,7 @@ def _data_uri(out: Path, src: str) -> str:
 
 def fmt_num(v: Any, *, signed: bool = False) -> str:
     """4 significant digits ('–' for a missing or non-finite value)."""
-    if not F._finite(v):
+    if not Q.is_finite(v):
         return "–"
     return f"{float(v):+.4g}" if signed else f"{float(v):.4g}"
 
@@ -197,10 +201,10 @@ def fmt_interval(row: Mapping[str, Any], *, key: str = "value", signed: bool = F
     if v == "–":
         return v
     lo, hi, se = row.get("low"), row.get("high"), row.get("stderr")
-    if F._finite(lo) and F._finite(hi):
+    if Q.is_finite(lo) and Q.is_finite(hi):
         return f"{v} [{fmt_num(lo, signed=signed)}, {fmt_num(hi, signed=signed)}]"
-    if F._finite(se) and se > 0:
-        return f"{v} ± {fmt_num(F._Z95 * float(se))}"
+    if Q.is_finite(se) and se > 0:
+        return f"{v} ± {fmt_num(Q.Z95 * float(se))}"
     return v
 
 
@@ -229,7 +233,7 @@ def _direction(metric: str) -> bool | None:
 
 
 def headline_metrics(results: Sequence[AnalysisResult], task: str) -> list[str]:
-    present = set(F.metrics_of(results, task))
+    present = set(Q.metrics_of(results, task))
     chosen = [m for m in HEADLINE_METRICS if m in present]
     if present & {"rank_90", "alignment_class_conditional", "intra_inter_ratio"}:
         chosen += [m for m in PAPER_HEADLINE_METRICS if m in present and m not in chosen]
@@ -240,13 +244,13 @@ def summary_rows(results: Sequence[AnalysisResult], task: str, metrics: Sequence
                  layer: int | None = None) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the combined table for ``task``: one row per model and pooling at ``layer`` (None: each
     model's last measured layer), each metric as 'value [low, high]', then n."""
-    results = F.as_results(results)
+    results = Q.as_results(results)
     metrics = list(metrics) if metrics is not None else headline_metrics(results, task)
     header = ["model", "pooling", "layer", *metrics, "n"]
     rows = []
     for res in results:
-        for p in F.poolings_of([res], task):
-            lay = F.resolve_layer(res, task, layer, p)
+        for p in Q.poolings_of([res], task):
+            lay = Q.resolve_layer(res, task, layer, p)
             if lay is None or not any(r["task"] == task and r["pooling"] == p and int(r["layer"]) == lay
                                       for r in res.metrics):
                 continue
@@ -258,7 +262,7 @@ def summary_rows(results: Sequence[AnalysisResult], task: str, metrics: Sequence
                     cells.append("–")
                     continue
                 cells.append(fmt_interval(r))
-                if m != "alignment" and F._finite(r.get("n")) and n == "–":
+                if m != "alignment" and Q.is_finite(r.get("n")) and n == "–":
                     n = str(int(r["n"]))
             rows.append([md_escape(res.name), md_escape(p), str(lay), *cells, n])
     return header, rows
@@ -274,10 +278,10 @@ def ranking_lines(results: Sequence[AnalysisResult], task: str, metrics: Sequenc
             unranked.append(m)
             continue
         parts = []
-        for p in F.poolings_of(results, task):
+        for p in Q.poolings_of(results, task):
             vals = []
             for res in results:
-                row = F._row(res, task, p, F.resolve_layer(res, task, layer, p), m)
+                row = Q.metric_row(res, task, p, Q.resolve_layer(res, task, layer, p), m)
                 if row is not None:
                     vals.append((float(row["value"]), res.name))
             if len(vals) < 2:
@@ -306,7 +310,7 @@ class _Writer:
     def figure(self, doc: _Doc, heading: str, stem: str, make: Callable[[], Any], level: int = 4) -> bool:
         """Draw ``make()`` under ``heading``; if there is nothing to draw, say why instead of writing a file."""
         doc.heading(level, heading)
-        plt = F._plt()
+        plt = F.pyplot()
         try:
             fig = make()
         except F.NothingToDraw as why:
@@ -327,7 +331,7 @@ def save_figure(fig: Any, out: Path, stem: str, formats: Sequence[str] = ("png",
     rc context, then close it."""
     import matplotlib
 
-    plt = F._plt()
+    plt = F.pyplot()
     paths = []
     try:
         with matplotlib.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42}):
@@ -347,8 +351,8 @@ def _layer_groups(results: Sequence[AnalysisResult], task: str) -> list[tuple[An
     'last' (so models of different depth meet there), other layers by index."""
     keys: dict[Any, dict[str, int]] = {}
     for res in results:
-        last = F.num_layers(res)
-        for lay in F.layers_of(res, task):
+        last = Q.num_layers(res)
+        for lay in Q.layers_of(res, task):
             keys.setdefault(_LAST if lay == last else lay, {})[res.name] = lay
     ordered = sorted((k for k in keys if k != _LAST), key=int) + ([_LAST] if _LAST in keys else [])
     out = []
@@ -364,7 +368,7 @@ def _layer_groups(results: Sequence[AnalysisResult], task: str) -> list[tuple[An
 
 
 def _in_group(results: Sequence[AnalysisResult], task: str, layer: int) -> list[AnalysisResult]:
-    return [r for r in results if F.resolve_layer(r, task, layer) is not None]
+    return [r for r in results if Q.resolve_layer(r, task, layer) is not None]
 
 
 def _unique_names(results: Sequence[AnalysisResult]) -> list[AnalysisResult]:
@@ -382,11 +386,11 @@ def _unique_names(results: Sequence[AnalysisResult]) -> list[AnalysisResult]:
 def _models(results: Sequence[AnalysisResult]) -> tuple[list[AnalysisResult], dict[str, list[AnalysisResult]]]:
     """Ordinary models (results without a trajectory, plus each run's last checkpoint labelled 'run (step N)')
     and the runs."""
-    runs = F.group_runs(results)
-    plain = [r for r in results if F.trajectory_of(r) is None]
+    runs = Q.group_runs(results)
+    plain = [r for r in results if Q.trajectory_of(r) is None]
     for run, seq in runs.items():
         final = copy.copy(seq[-1])
-        final.name = f"{run} (step {F.trajectory_of(seq[-1])['step']})"  # type: ignore[index]
+        final.name = f"{run} (step {Q.trajectory_of(seq[-1])['step']})"  # type: ignore[index]
         plain.append(final)
     return _unique_names(plain), runs
 
@@ -401,7 +405,7 @@ def _models_section(doc: _Doc, results: Sequence[AnalysisResult], runs: Mapping[
         ck = r.checkpoint
         params = ck.get("num_parameters")
         bits = [_code(display_path(ck.get("spec") or "?"))]
-        if F._finite(params):
+        if Q.is_finite(params):
             bits.append(f"{float(params) / 1e6:.1f}M params" if params >= 1e6 else f"{int(params):,} params")
         bits.append(f"{md_escape(r.options.get('protocol', 'default'))} protocol")
         bits.append(md_escape(compute_dtype_note(r)))
@@ -415,14 +419,22 @@ def _models_section(doc: _Doc, results: Sequence[AnalysisResult], runs: Mapping[
             bits.append("with a reference-protocol companion")
         items.append(f"- **{md_escape(r.name)}**: " + "; ".join(bits))
     for run, seq in runs.items():
-        t = [F.trajectory_of(r) or {} for r in seq]
+        t = [Q.trajectory_of(r) or {} for r in seq]
         obj = next((x.get("objective") for x in t if x.get("objective")), None)
         items.append(f"- run **{md_escape(run)}**" + (f" ({md_escape(obj)})" if obj else "") + ": checkpoints at "
                      "steps " + ", ".join(str(x.get("step")) for x in t))
     doc.para("\n".join(items))
-    ci = ("Intervals are the results' own (jackknife over texts at the stated confidence; see each row's "
-          "method); n is the number of texts (positive pairs for alignment).")
-    if any(r.options.get("protocol") == "paper" for r in results):
+    levels = Q.confidence_levels([*results, *(r for seq in runs.values() for r in seq[:-1])])
+    if len(levels) == 1:
+        at = f" at {next(iter(levels))} confidence"
+    elif levels:
+        at = "; confidence " + ", ".join(f"{lvl} for {', '.join(map(md_escape, names))}"
+                                         for lvl, names in levels.items())
+    else:
+        at = ""
+    ci = (f"Intervals are the results' own (jackknife over texts{at}; see each row's method); n is the "
+          "number of texts (positive pairs for alignment).")
+    if any(Q.is_reference_protocol(r) for r in results):
         ci += " Reference-protocol values are point estimates, without intervals."
     doc.para(ci)
 
@@ -459,7 +471,7 @@ def _task_section(doc: _Doc, w: _Writer, results: Sequence[AnalysisResult], task
                  lambda g=group, lay=layer: F.eigenspectrum_figure(g, task, None, lay))
         w.figure(doc, f"{task}, {text}: alignment vs uniformity", f"{lstem}-alignment-uniformity",
                  lambda g=group, lay=layer: F.alignment_uniformity_figure(g, task, layer=lay))
-        bar_metric = "effective_rank" if "effective_rank" in F.metrics_of(group, task) else (metrics or [None])[0]
+        bar_metric = "effective_rank" if "effective_rank" in Q.metrics_of(group, task) else (metrics or [None])[0]
         if bar_metric:
             w.figure(doc, f"{task}, {text}: {bar_metric.replace('_', ' ')} by pooling",
                      f"{lstem}-{bar_metric.replace('_', '-')}",
@@ -467,15 +479,15 @@ def _task_section(doc: _Doc, w: _Writer, results: Sequence[AnalysisResult], task
         w.figure(doc, f"{task}, {text}: pairwise cosine similarity", f"{lstem}-cosines",
                  lambda g=group, lay=layer: F.cosine_histogram_figure(g, task, None, layer=lay))
         _probes(doc, w, group, task, layer, text, lstem)
-    if any(len(F.layers_of(r, task)) > 1 for r in results):
+    if any(len(Q.layers_of(r, task)) > 1 for r in results):
         doc.heading(3, f"{task}: layer profiles")
-        multi = [r for r in results if len(F.layers_of(r, task)) > 1]
-        for p in F.poolings_of(multi, task):
+        multi = [r for r in results if len(Q.layers_of(r, task)) > 1]
+        for p in Q.poolings_of(multi, task):
             w.figure(doc, f"{task}: layer profile, {p} pooling", f"{tstem}-layer-profile-{p}",
                      lambda pp=p: F.layer_profile_figure(multi, task, None, pooling=pp))
     for res in results:
         paper = getattr(res, "paper", None)
-        if isinstance(paper, AnalysisResult) and task in F.tasks_of([paper]):
+        if isinstance(paper, AnalysisResult) and task in Q.tasks_of([paper]):
             _protocol_table(doc, res, paper, task)
 
 
@@ -484,13 +496,13 @@ def _probes(doc: _Doc, w: _Writer, group: Sequence[AnalysisResult], task: str, l
     heading = f"{task}, {text}: probes"
     rows = []
     for res in group:
-        for p in F.poolings_of([res], task):
-            lay = F.resolve_layer(res, task, layer, p)
+        for p in Q.poolings_of([res], task):
+            lay = Q.resolve_layer(res, task, layer, p)
             for r in res.probes:
                 if r["task"] == task and r["pooling"] == p and int(r["layer"]) == lay:
                     rows.append([md_escape(res.name), md_escape(p), str(lay), md_escape(r["probe"]),
                                  md_escape(r["metric"]), fmt_interval(r),
-                                 str(int(r["n"])) if F._finite(r.get("n")) else "–"])
+                                 str(int(r["n"])) if Q.is_finite(r.get("n")) else "–"])
     if not rows:
         doc.heading(4, heading)
         doc.para("Not drawn: no probe scores at this layer (analysed with probes=False, or the task has no labels "
@@ -507,14 +519,14 @@ def _protocol_table(doc: _Doc, res: AnalysisResult, paper: AnalysisResult, task:
         "normalize")
     notes = {"spectral_entropy": "same entropy; the default reports nats, the reference divides by log min(n, D)"
              if not norm else "same definition (normalised by log of the spectrum length)"}
-    pools = list(dict.fromkeys([*F.poolings_of([res], task), *F.poolings_of([paper], task)]))
+    pools = list(dict.fromkeys([*Q.poolings_of([res], task), *Q.poolings_of([paper], task)]))
     rows = []
     for p in pools:
-        lay_d = F.resolve_layer(res, task, None, p)
-        lay_r = F.resolve_layer(paper, task, None, p)
+        lay_d = Q.resolve_layer(res, task, None, p)
+        lay_r = Q.resolve_layer(paper, task, None, p)
         for dm, rm, note in PROTOCOL_METRICS:
-            d = F._row(res, task, p, lay_d, dm) if lay_d is not None else None
-            r = F._row(paper, task, p, lay_r, rm) if lay_r is not None else None
+            d = Q.metric_row(res, task, p, lay_d, dm) if lay_d is not None else None
+            r = Q.metric_row(paper, task, p, lay_r, rm) if lay_r is not None else None
             if d is None and r is None:
                 continue
             note = notes.get(dm, note)
@@ -538,14 +550,14 @@ def _trajectory_section(doc: _Doc, w: _Writer, runs: Mapping[str, Sequence[Analy
     doc.heading(2, "Training trajectories")
     doc.para(f"{len(runs)} run(s), metrics against training step (checkpoints of each run sorted by step; bands are "
              "the intervals). Runs are overlaid.")
-    for task in F.tasks_of(flat):
+    for task in Q.tasks_of(flat):
         tstem = unique_name(safe_name(f"trajectory-{task}", default="trajectory"), used)
         for key, layer, text in _layer_groups(flat, task):
-            group = {run: [r for r in seq if F.resolve_layer(r, task, layer) is not None] for run, seq in runs.items()}
+            group = {run: [r for r in seq if Q.resolve_layer(r, task, layer) is not None] for run, seq in runs.items()}
             group = {k: v for k, v in group.items() if v}
             members = [r for seq in group.values() for r in seq]
-            mets = [m for m in F.TRAJECTORY_METRICS if m in F.metrics_of(members, task)]
-            for p in F.poolings_of(members, task):
+            mets = [m for m in F.TRAJECTORY_METRICS if m in Q.metrics_of(members, task)]
+            for p in Q.poolings_of(members, task):
                 heading = f"{task}: trajectory, {p} pooling, {text}"
                 w.figure(doc, heading, f"{tstem}-L{key}-{p}",
                          lambda g=group, t=task, pp=p, lay=layer: F.trajectory_figure(g, t, pooling=pp, layer=lay),
@@ -553,26 +565,27 @@ def _trajectory_section(doc: _Doc, w: _Writer, runs: Mapping[str, Sequence[Analy
                 rows = []
                 for run, seq in group.items():
                     for r in seq:
-                        t = F.trajectory_of(r) or {}
-                        lay = F.resolve_layer(r, task, layer, p)
+                        t = Q.trajectory_of(r) or {}
+                        lay = Q.resolve_layer(r, task, layer, p)
                         cells = []
                         for m in mets:
-                            row = F._row(r, task, p, lay, m)
+                            row = Q.metric_row(r, task, p, lay, m)
                             cells.append("–" if row is None else fmt_interval(row))
                         if any(c != "–" for c in cells):
                             tok = t.get("tokens")
-                            rows.append([md_escape(run), str(t.get("step")), f"{int(tok):,}" if F._finite(tok) else "–",
-                                         *cells])
+                            rows.append([md_escape(run), str(t.get("step")),
+                                         f"{int(tok):,}" if Q.is_finite(tok) else "–", *cells])
                 if rows:
                     doc.para(table_md(["run", "step", "tokens", *map(md_escape, mets)], rows))
 
 
 def _comparison_section(doc: _Doc, w: _Writer, cmp: ComparisonResult, used: set[str]) -> None:
-    label = F.comparison_label(cmp)
-    conf = f"{F.confidence_of(cmp):.0%}"
+    label = Q.comparison_label(cmp)
+    level = Q.confidence_of(cmp)
+    ci = Q.ci_label([cmp])  # e.g. '90% CI': the confidence the comparison recorded
     doc.heading(2, f"Comparison: {label}")
     if cmp.options.get("kind") == "poolings":
-        sign = (f"diff = second − first pooling of {md_escape(F.comparison_model(cmp))}, paired on the same "
+        sign = (f"diff = second − first pooling of {md_escape(Q.comparison_model(cmp))}, paired on the same "
                 "texts.")
     else:
         sign = f"diff = b − a (second minus first): a = {md_escape(cmp.a)}, b = {md_escape(cmp.b)}."
@@ -584,48 +597,50 @@ def _comparison_section(doc: _Doc, w: _Writer, cmp: ComparisonResult, used: set[
                  "differences and its interval a between-seed t-interval, which includes training variation; "
                  "'seeds' = in how many seeds the difference has the mean's sign (in brackets: how many of those "
                  "have a text-sampling interval excluding 0).")
-    n_sig = sum(_excludes_zero(r) for r in cmp.differences)
-    intervals = F.has_intervals(cmp)
+    n_sig = sum(Q.excludes_zero(r) for r in cmp.differences)
+    intervals = Q.has_intervals(cmp)
     if intervals:
-        doc.para(f"{sign} Intervals at {conf}; 'significant' = the interval excludes 0 ({n_sig} of "
-                 f"{len(cmp.differences)} rows). With many rows, expect about {100 - int(conf[:-1])}% to exclude 0 "
-                 "by chance.")
+        at = Q.percent(level) if level is not None else "an unrecorded confidence level"
+        chance = "" if level is None else (f" With many rows, expect about {(1 - level) * 100:.4g}% to exclude 0 "
+                                           "by chance.")
+        doc.para(f"{sign} Intervals at {at}; 'significant' = the interval excludes 0 ({n_sig} of "
+                 f"{len(cmp.differences)} rows).{chance}")
     else:
         doc.para(f"{sign} Reference protocol: point differences without intervals, so no row is called "
                  "significant; the figure shows diff / |a|.")
-    pair = F.comparison_poolings(cmp)
+    pair = Q.comparison_poolings(cmp)
     if pair is not None:
-        base = f"differences-{F.comparison_model(cmp)}-{pair[1]}-vs-{pair[0]}"
+        base = f"differences-{Q.comparison_model(cmp)}-{pair[1]}-vs-{pair[0]}"
     else:
         base = f"differences-{cmp.a}-vs-{cmp.b}"
     stem0 = unique_name(safe_name(base, default="differences", max_length=80), used)
-    for task in F._cmp_tasks(cmp):
+    for task in Q.comparison_tasks(cmp):
         rows_t = [r for r in cmp.differences if r["task"] == task]
         tstem = f"{stem0}-{safe_name(task, default='task')}"
-        for key in sorted({F.layer_key(r) for r in rows_t}):
-            rows = [r for r in rows_t if F.layer_key(r) == key]
-            ltext = F.layer_key_text(key)
+        for key in sorted({Q.layer_key(r) for r in rows_t}):
+            rows = [r for r in rows_t if Q.layer_key(r) == key]
+            ltext = Q.layer_key_text(key)
             doc.heading(3, f"{task}: {label}, {ltext}")
             lines = []
-            for p in dict.fromkeys(F.pooling_key(r) for r in rows):
-                prow = [r for r in rows if F.pooling_key(r) == p]
+            for p in dict.fromkeys(Q.pooling_key(r) for r in rows):
+                prow = [r for r in rows if Q.pooling_key(r) == p]
                 if not intervals:
                     lines.append(f"- Significant, {md_escape(p)} pooling, {ltext}: not assessed ({len(prow)} point "
                                  "differences, no intervals)")
                     continue
-                sig = [r for r in prow if _excludes_zero(r)]
+                sig = [r for r in prow if Q.excludes_zero(r)]
                 listed = "; ".join(f"{md_escape(r['name'])} {fmt_interval(r, key='diff', signed=True)}" for r in sig)
-                lines.append(f"- Significant ({conf} CI excludes 0), {md_escape(p)} pooling, {ltext}: "
+                lines.append(f"- Significant ({ci} excludes 0), {md_escape(p)} pooling, {ltext}: "
                              f"{len(sig)} of {len(prow)}" + (f": {listed}" if sig else ": none"))
             doc.para("\n".join(lines))
             a_col, b_col = (md_escape(f"{pair[0]} (first)"), md_escape(f"{pair[1]} (second)")) if pair else (
                 md_escape(f"{cmp.a} (a)"), md_escape(f"{cmp.b} (b)"))
-            table = [[md_escape(F.pooling_key(r)), md_escape(r.get("kind", "")), md_escape(r["name"]),
+            table = [[md_escape(Q.pooling_key(r)), md_escape(r.get("kind", "")), md_escape(r["name"]),
                       fmt_num(r.get("value_a")), fmt_num(r.get("value_b")),
                       fmt_interval(r, key="diff", signed=True),
-                      ("yes" if _excludes_zero(r) else "no") if intervals else "–"] for r in rows]
+                      ("yes" if Q.excludes_zero(r) else "no") if intervals else "–"] for r in rows]
             sign_col = "second − first" if pair else "b − a"
-            diff_col = f"diff ({sign_col})" + (f" [{conf} CI]" if intervals else "")
+            diff_col = f"diff ({sign_col})" + (f" [{ci}]" if intervals else "")
             header = ["pooling", "kind", "name", a_col, b_col, diff_col, "significant"]
             if seeds:
                 header.append("seeds")
@@ -635,13 +650,6 @@ def _comparison_section(doc: _Doc, w: _Writer, cmp: ComparisonResult, used: set[
             lstem = f"L{key[0]}" if key[0] == key[1] else f"L{key[0]}-{key[1]}"
             w.figure(doc, f"{task}: {label}, {ltext}: differences", f"{tstem}-{lstem}",
                      lambda t=task, k=key: F.difference_figure(cmp, t, layer=k[0]))
-
-
-def _excludes_zero(row: Mapping[str, Any]) -> bool:
-    lo, hi = row.get("low"), row.get("high")
-    if F._finite(lo) and F._finite(hi):
-        return not (float(lo) <= 0.0 <= float(hi))
-    return bool(row.get("significant"))
 
 
 # --- entry point ------------------------------------------------------------------------------------------
@@ -660,7 +668,7 @@ def build_report(results: Sequence[AnalysisResult] | AnalysisResult, out: str | 
         results = [results]
     if not isinstance(results, Sequence) or isinstance(results, str) or not results:
         raise ValueError("results: expected at least one analysis result, got none.")
-    results = F.as_results(results)
+    results = Q.as_results(results)
     if isinstance(comparisons, ComparisonResult):
         comparisons = [comparisons]
     bad = [type(c).__name__ for c in comparisons if not isinstance(c, ComparisonResult)]
@@ -679,7 +687,7 @@ def build_report(results: Sequence[AnalysisResult] | AnalysisResult, out: str | 
         w = _Writer(tmp, fmts)
         _models_section(doc, models, runs)
         used: set[str] = set()
-        for task in F.tasks_of(models):
+        for task in Q.tasks_of(models):
             _task_section(doc, w, models, task, unique_name(safe_name(task, default="task"), used))
         if runs:
             _trajectory_section(doc, w, runs, used)

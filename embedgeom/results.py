@@ -181,8 +181,11 @@ class AnalysisResult:
             rows.append("<tr>" + "".join(f"<td>{_html.escape(str(c))}</td>" for c in (task, pooling, layer, *cells))
                         + "</tr>")
         head = "".join(f"<th>{h}</th>" for h in ("task", "pooling", "layer", *heads))
+        conf = self.options.get("confidence")
+        ci = f"{float(conf) * 100:.4g}% CI" if isinstance(conf, (int, float)) and 0 < conf < 1 else "CI"
+        shown = "point values" if self.options.get("protocol") == "paper" else f"value [{ci}]"
         return (f"<p><b>{_html.escape(self.name)}</b> ({_html.escape(str(self.options.get('protocol', 'default')))}"
-                f" protocol; value [95% CI])</p><table><tr>{head}</tr>{''.join(rows)}</table>")
+                f" protocol; {shown})</p><table><tr>{head}</tr>{''.join(rows)}</table>")
 
     # --- access ---------------------------------------------------------------------------------------
     def measured(self) -> list[tuple[str, str, int]]:

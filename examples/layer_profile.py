@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 
 import embedgeom as eg
-from embedgeom.figures import layer_profile_figure
 from embedgeom.samples import minilm_path
 
 
@@ -27,7 +26,7 @@ def main(argv: list[str] | None = None) -> str:
     for t, pooling, layer in res.measured():
         row = res.value(t, pooling, layer, args.metric)
         print(f"layer {layer:2d}: {args.metric} = {row['value']:.3f} [{row['low']:.3f}, {row['high']:.3f}]")
-    fig = layer_profile_figure([res], task, args.metric)
+    fig = eg.plot.layer_profile(res, task, args.metric)
     fig.savefig(args.out, dpi=150)
     print(f"figure: {args.out}")
     return args.out

@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"n = {args.n}, d = {args.d}")
     for name in ("uniformity", "mean_cosine", "effective_rank", "rankme", "isoscore", "alpha_req"):
         ci = M.confidence_interval(name, x)
-        print(f"{name:>15}: {ci.value:9.4f}  95% CI [{ci.low:.4f}, {ci.high:.4f}]  ({ci.method})")
+        print(f"{name:>15}: {ci.value:9.4f}  {ci.confidence * 100:.4g}% CI [{ci.low:.4f}, {ci.high:.4f}]  "
+              f"({ci.method})")
     print(f"{'alignment':>15}: {M.alignment(x, y):9.4f}  (positives = perturbed copies)")
     fit = M.alpha_req(x)
     print(f"power law: alpha = {fit.alpha:.3f} over ranks {fit.window}, R^2 = {fit.r2:.3f}")

@@ -1,10 +1,13 @@
-"""Figure functions: return Figures, accept ax=, draw intervals, draw whatever pooling and layer the results hold
-(never a default of mean pooling), and produce non-blank images."""
+"""Figure functions: return Figures, accept ax=, draw intervals labelled with the confidence the results used,
+draw whatever pooling and layer the results hold (never a default of mean pooling), and produce non-blank images.
+figures.py only draws: the questions it asks of results live in embedgeom.queries."""
 
 from __future__ import annotations
 
+import ast
 import copy
 import io
+from pathlib import Path
 
 import matplotlib
 
@@ -15,11 +18,12 @@ import numpy as np
 import pytest
 
 from embedgeom import figures as F
-from tests.test_report import analysed, axes_with_data, fake_compare, shifted, subset  # noqa: F401 - fixture
+from embedgeom import report as R
+from tests.fixtures import axes_with_data, fake_compare, shifted, subset
 
 
 @pytest.fixture
-def results(analysed):  # noqa: F811 - the shared session fixture
+def results(analysed):
     return list(analysed)
 
 
@@ -89,7 +93,7 @@ def test_layer_none_is_the_last_measured_and_negative_counts_from_the_model_end(
 
 def test_report_needs_results(tmp_path):
     with pytest.raises(ValueError, match="results"):
-        F.build_report([], tmp_path)
+        R.build_report([], tmp_path)
 
 
 def test_task_without_positive_pairs_shows_uniformity_per_model(results):
@@ -108,10 +112,10 @@ def test_task_without_positive_pairs_shows_uniformity_per_model(results):
 
 def test_compute_dtype_note_reports_the_dtype_used_and_a_failed_check(results):
     r = copy.deepcopy(results[0])
-    assert F.compute_dtype_note(r) == "computed in float32"
+    assert R.compute_dtype_note(r) == "computed in float32"
     for card in r.tasks.values():
         card["encode"]["precision_check"] = {"dtype": "bfloat16", "passed": False}
-    assert F.compute_dtype_note(r) == "computed in float32 (bfloat16 failed the precision check)"
+    assert R.compute_dtype_note(r) == "computed in float32 (bfloat16 failed the precision check)"
 
 
 def test_metric_axes_label_each_tick_without_a_shared_offset_note(results):
@@ -158,3 +162,63 @@ def test_layer_profile_ticks_are_the_layers_with_values(results):
     assert drawn == want and list(ax.get_xticks()) == want
     assert [t.get_text() for t in ax.get_xticklabels()] == [str(x) for x in want]
     plt.close(fig)
+
+
+# --- labels say the confidence used -------------------------------------------------------------------------------
+
+
+def _texts(fig) -> list[str]:
+    """Every text of ``fig``: titles, axis and tick labels, legends."""
+    return [t.get_text().replace("\n", " ") for t in fig.findobj(matplotlib.text.Text)]
+
+
+def test_figures_label_intervals_with_the_confidence_the_analysis_used(analysed_90):
+    res, cmp = analysed_90
+    ckpts = [shifted(res, 1 + k / 10, f"c{k}", trajectory={"run": "r", "step": k}) for k in (1, 2, 3)]
+    labelled = {"alignment-uniformity": F.alignment_uniformity_figure(res, "lee"),
+                "metric-by-pooling": F.metric_by_pooling_figure(res, "lee", "uniformity"),
+                "differences": F.difference_figure(cmp, "lee")}
+    others = {"eigenspectrum": F.eigenspectrum_figure(res, "lee"), "layer-profile": F.layer_profile_figure(res, "lee"),
+              "cosines": F.cosine_histogram_figure(res, "lee"), "trajectory": F.trajectory_figure(ckpts, "lee")}
+    for name, fig in {**labelled, **others}.items():
+        texts = _texts(fig)
+        assert not [t for t in texts if "95%" in t], name
+        if name in labelled:
+            assert any("90% CI" in t for t in texts), name
+        plt.close(fig)
+
+
+def test_figures_name_each_confidence_when_results_differ(results, analysed_90):
+    mixed = [analysed_90[0], subset(results[0], poolings=["mean", "max"], tasks=["lee"])]
+    for fig in (F.alignment_uniformity_figure(mixed, "lee"), F.metric_by_pooling_figure(mixed, "lee")):
+        assert any("CIs: 90% for tiny-90, 95% for tiny-a" in t for t in _texts(fig))
+        plt.close(fig)
+
+
+# --- figures only draw --------------------------------------------------------------------------------------------
+
+_PACKAGE = Path(F.__file__).parent
+
+
+def test_figures_has_no_module_getattr_and_holds_no_result_queries():
+    tree = ast.parse((_PACKAGE / "figures.py").read_text(encoding="utf-8"))
+    defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    assert "__getattr__" not in defined and not hasattr(F, "build_report")
+    queries = {"as_results", "tasks_of", "poolings_of", "layers_of", "metrics_of", "num_layers", "resolve_layer",
+               "check_task", "select_poolings", "check_layer", "trajectory_of", "group_runs", "comparison_poolings",
+               "comparison_model", "comparison_label", "has_intervals", "pooling_key", "layer_key", "layer_key_text",
+               "confidence_of", "main_probe", "_row", "_finite", "_cmp_tasks"}
+    assert defined.isdisjoint(queries), defined & queries
+
+
+def test_report_uses_only_public_names_of_figures_and_queries():
+    tree = ast.parse((_PACKAGE / "report.py").read_text(encoding="utf-8"))
+    aliases = {a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom) and n.level == 1
+               and n.module is None for a in n.names}
+    assert {"F", "Q"} <= aliases
+    private = sorted({f"{n.value.id}.{n.attr}" for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+                      and isinstance(n.value, ast.Name) and n.value.id in aliases and n.attr.startswith("_")})
+    assert private == []
+    imported = [a.name for n in tree.body if isinstance(n, ast.ImportFrom) and n.level == 1 and n.module
+                for a in n.names if a.name.startswith("_")]
+    assert imported == []

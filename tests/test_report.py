@@ -1,13 +1,12 @@
 """The report: every figure it writes has data drawn in it, every number it states matches the results or the
 comparison's rows, the HTML is rendered Markdown with a working table of contents, PDFs embed TrueType fonts.
 
-Inputs: two real analyses of tiny BERTs (every pooling, layers 0-2), cut down to what a narrower analysis would
-hold (one pooling, one layer), and comparisons / trajectories / reference-protocol companions built from them."""
+Inputs: two real analyses of tiny BERTs (every pooling, layers 0-2; the ``analysed`` fixture), cut down to what a
+narrower analysis would hold (one pooling, one layer), and comparisons / trajectories / reference-protocol
+companions built from them (tests/fixtures.py); a tiny BERT analysed at confidence 0.9 (``analysed_90``)."""
 
 from __future__ import annotations
 
-import copy
-import functools
 import math
 import re
 from html.parser import HTMLParser
@@ -20,128 +19,9 @@ import numpy as np
 import pytest
 
 import embedgeom as eg
-from embedgeom import figures as F
 from embedgeom import report as R
 from embedgeom.results import AnalysisResult, ComparisonResult
-
-# --- inputs -------------------------------------------------------------------------------------------------
-
-
-@functools.cache
-def _analyses(dir_a: str, dir_b: str) -> tuple[AnalysisResult, AnalysisResult]:
-    kw = {"max_texts": 40, "layers": "all", "cache": False}
-    enc = eg.load_encoder(dir_a, device="cpu", dtype="float32")
-    a = eg.analyze(enc, ["sample:lee"], name="tiny-a", **kw)  # probes (the slow part) on lee only
-    a_pol = eg.analyze(enc, ["sample:polarity"], name="tiny-a", probes=False, **kw)
-    a.tasks.update(a_pol.tasks)
-    a.metrics += a_pol.metrics
-    a.arrays.update(a_pol.arrays)
-    b = eg.analyze(eg.load_encoder(dir_b, device="cpu", dtype="float32"), ["sample:lee", "sample:polarity"],
-                   name="tiny-b", probes=False, **kw)
-    return a, b
-
-
-@pytest.fixture(scope="session")
-def analysed(tiny_bert_dir, tmp_path_factory) -> tuple[AnalysisResult, AnalysisResult]:
-    """Two tiny BERTs (seeds 0 and 5) on lee (scored pairs, 4 positives) and polarity (labels), every pooling,
-    layers 0, 1, 2; probes on the first model's lee only (they are the slow part)."""
-    from tests.fixtures import make_tiny_bert
-
-    other = tmp_path_factory.getbasetemp() / "tiny-bert-seed5"  # one per session, whichever module asks first
-    if not (other / "config.json").is_file():
-        make_tiny_bert(other, seed=5)
-    return _analyses(str(tiny_bert_dir), str(other))
-
-
-def subset(res: AnalysisResult, *, poolings=None, layers=None, tasks=None, name=None) -> AnalysisResult:
-    """What ``analyze`` would have returned with fewer poolings / layers / tasks."""
-    def keep(t, p, lay):
-        return ((tasks is None or t in tasks) and (poolings is None or p in poolings)
-                and (layers is None or int(lay) in layers))
-
-    out = copy.copy(res)
-    out.metrics = [dict(r) for r in res.metrics if keep(r["task"], r["pooling"], r["layer"])]
-    out.probes = [dict(r) for r in res.probes if keep(r["task"], r["pooling"], r["layer"])]
-    arrays = {}
-    for k, v in res.arrays.items():
-        parts = k.split("|")
-        if parts[0] == "struct":
-            if tasks is None or parts[1] in tasks:
-                arrays[k] = v
-        elif keep(parts[1], parts[2], parts[3]):
-            arrays[k] = v
-    out.arrays = arrays
-    out.tasks = {t: c for t, c in res.tasks.items() if tasks is None or t in tasks}
-    out.checkpoint = dict(res.checkpoint)
-    if name:
-        out.name = name
-    return out
-
-
-def shifted(res: AnalysisResult, factor: float, name: str, **checkpoint) -> AnalysisResult:
-    """A stand-in for another model: every value scaled by ``factor`` (intervals with it)."""
-    out = subset(res, name=name)
-    for r in out.metrics:
-        for k in ("value", "low", "high"):
-            r[k] = r[k] * factor
-        r["stderr"] = r["stderr"] * abs(factor)
-    out.checkpoint.update(checkpoint)
-    return out
-
-
-def fake_compare(a: AnalysisResult, b: AnalysisResult, *, options=None) -> ComparisonResult:
-    """Rows shaped like compare()'s for two models: diff = b - a with a symmetric interval; two rows in three
-    significant (the interval excludes 0)."""
-    rows = []
-    for r in a.metrics:
-        t, p, lay = r["task"], r["pooling"], int(r["layer"])
-        try:
-            other = b.value(t, p, lay, r["metric"])
-        except KeyError:
-            continue
-        if not (math.isfinite(r["value"]) and math.isfinite(other["value"])):
-            continue
-        diff = other["value"] - r["value"]
-        se = abs(diff) / 2.5 if len(rows) % 3 else abs(diff) * 2 + 1e-9
-        rows.append({"task": t, "pooling": p, "layer": lay, "pooling_b": p, "layer_b": lay, "kind": "metric",
-                     "name": r["metric"], "value_a": r["value"], "value_b": other["value"], "diff": diff,
-                     "stderr": se, "low": diff - 1.96 * se, "high": diff + 1.96 * se,
-                     "significant": bool(abs(diff) > 1.96 * se), "n": r["n"], "method": "test"})
-    opts = {"confidence": 0.95, "direction": "diff = b - a (second minus first)", "kind": "models", **(options or {})}
-    return ComparisonResult(a.name, b.name, rows, [], opts)
-
-
-def paper_companion(res: AnalysisResult) -> AnalysisResult:
-    """A reference-protocol result shaped like ``--protocol paper``'s: its own metric names and poolings, point
-    values without intervals, probes semantic/token/gap."""
-    names = {"spectral_entropy": "spectral_entropy", "effective_rank": "effective_rank", "rank_at_variance": "rank_90",
-             "stable_rank": "stable_rank", "uniformity": "uniformity"}
-    last = res.checkpoint["num_layers"]
-    metrics, probes, arrays = [], [], {}
-    for t in res.tasks:
-        for p, src in (("mean", "mean"), ("max", "max"), ("weighted", "mean"), ("attention", "attention")):
-            if f"spectrum|{t}|{src}|{last}" not in res.arrays:
-                continue
-            for r in res.metrics:
-                if (r["task"], r["pooling"], int(r["layer"])) == (t, src, last) and r["metric"] in names:
-                    metrics.append({"task": t, "pooling": p, "layer": last, "metric": names[r["metric"]],
-                                    "value": r["value"] * 1.01, "stderr": math.nan, "low": math.nan,
-                                    "high": math.nan, "n": r["n"], "confidence": math.nan, "method": "reference",
-                                    "replicates": 0})
-            for m, v in (("alignment_class_conditional", 0.42), ("intra_inter_ratio", 0.9)):
-                metrics.append({"task": t, "pooling": p, "layer": last, "metric": m, "value": v, "stderr": math.nan,
-                                "low": math.nan, "high": math.nan, "n": 40, "confidence": math.nan,
-                                "method": "reference", "replicates": 0})
-            for probe, metric, v in (("semantic", "accuracy", 0.61), ("token", "accuracy", 0.3),
-                                     ("gap", "semantic_minus_token", 0.31)):
-                probes.append({"task": t, "pooling": p, "layer": last, "probe": probe, "metric": metric, "value": v,
-                               "stderr": math.nan, "n": 40, "method": "reference"})
-            arrays[f"spectrum|{t}|{p}|{last}"] = res.arrays[f"spectrum|{t}|{src}|{last}"]
-    tasks = {t: {"protocol": "paper", "description": c.get("description"), "dtype": "float32"}
-             for t, c in res.tasks.items()}
-    return AnalysisResult(dict(res.checkpoint), tasks, {"protocol": "paper"}, metrics, probes, arrays, {},
-                          f"{res.name} (reference protocol)")
-
+from tests.fixtures import axes_with_data, fake_compare, paper_companion, shifted, subset
 
 # --- what a report wrote ------------------------------------------------------------------------------------
 
@@ -158,19 +38,6 @@ def drawn(monkeypatch):
 
     monkeypatch.setattr(R, "save_figure", spy)
     return figs
-
-
-def axes_with_data(fig) -> list:
-    """Main Axes (secondary axes aside), asserting each draws a line, collection or patch with finite data."""
-    axes = [a for a in fig.axes if type(a).__name__ != "SecondaryAxis"]
-    assert axes
-    for ax in axes:
-        lines = [ln for ln in ax.lines if np.isfinite(np.asarray(ln.get_ydata(), dtype=float)).any()]
-        colls = [c for c in ax.collections if len(c.get_offsets()) or any(len(p.vertices) for p in c.get_paths())]
-        patches = [p for p in ax.patches if (type(p).__name__ == "Rectangle" and np.isfinite(p.get_height()))
-                   or (type(p).__name__ == "StepPatch" and np.isfinite(p.get_data()[0]).any())]
-        assert lines or colls or patches, f"empty axes: {ax.get_title()!r}"
-    return axes
 
 
 def check_written(out: Path, drawn: dict) -> None:
@@ -328,10 +195,17 @@ def _significant_lines(md: str) -> list[str]:
     return [unescape(ln) for ln in md.splitlines() if ln.startswith("- Significant")]
 
 
+def outside_zero(row: dict) -> bool:
+    """Whether a difference row's interval [low, high] lies wholly on one side of 0 (decided here, from the
+    numbers, not by the report's own predicate)."""
+    lo, hi = row["low"], row["high"]
+    return math.isfinite(lo) and math.isfinite(hi) and (lo > 0 or hi < 0)
+
+
 def test_pooling_comparison_report_lists_every_significant_row(analysed, tmp_path, drawn):
     model = subset(analysed[0], poolings=["mean", "max"], layers=[2], tasks=["lee"])
     cmp = eg.compare(model, poolings=("mean", "max"), groups=5)
-    sig = [r for r in cmp.differences if R._excludes_zero(r)]
+    sig = [r for r in cmp.differences if outside_zero(r)]
     assert 0 < len(sig) < len(cmp.differences)
     md = build([model], tmp_path, drawn, comparisons=[cmp])
     assert "## Comparison: max − mean (tiny-a)" in md
@@ -347,7 +221,7 @@ def test_pooling_comparison_report_lists_every_significant_row(analysed, tmp_pat
         assert row["name"] == r["name"] and row["mean (first)"] == f"{r['value_a']:.4g}"
         assert row["max (second)"] == f"{r['value_b']:.4g}"
         assert row["diff (second − first) [95% CI]"] == f"{r['diff']:+.4g} [{r['low']:+.4g}, {r['high']:+.4g}]"
-        assert row["significant"] == ("yes" if R._excludes_zero(r) else "no")
+        assert row["significant"] == ("yes" if outside_zero(r) else "no")
     fig = drawn["differences-tiny-a-max-vs-mean-lee-L2"]
     (ax,) = axes_with_data(fig)
     assert "max − mean" in ax.get_title() and "layer 2" in ax.get_title()
@@ -378,10 +252,10 @@ def test_real_comparison_at_max_pooling_reports_its_rows(analysed, tmp_path, dra
     md = build([a, b], tmp_path, drawn, comparisons=[cmp])
     lines = _significant_lines(md)
     assert len(lines) == 1 and "max pooling, layer 2" in lines[0] and "mean" not in lines[0].split(":")[0]
-    n_sig = sum(R._excludes_zero(r) for r in cmp.differences)
+    n_sig = sum(outside_zero(r) for r in cmp.differences)
     assert f"{n_sig} of {len(cmp.differences)}" in lines[0]
     for r in cmp.differences:
-        if R._excludes_zero(r):
+        if outside_zero(r):
             assert f"{r['name']} {r['diff']:+.4g} [{r['low']:+.4g}, {r['high']:+.4g}]" in lines[0]
     assert "## Comparison: tiny-b − tiny-a" in md and "diff = b − a (second minus first)" in md
     fig = next(f for s, f in drawn.items() if "differences" in s)
@@ -525,6 +399,48 @@ def test_a_standalone_reference_protocol_result_reports_cleanly(analysed, tmp_pa
     assert "without intervals" in md
 
 
+# --- the confidence used -------------------------------------------------------------------------------------------
+
+
+def test_a_report_at_confidence_0_9_labels_every_interval_90_percent(analysed_90, tmp_path, drawn):
+    res, cmp = analysed_90
+    assert res.options["confidence"] == 0.9 and cmp.options["confidence"] == 0.9
+    md = build([res], tmp_path, drawn, comparisons=[cmp])
+    html = (tmp_path / "index.html").read_text()
+    assert "95%" not in md and "95%" not in html
+    assert "jackknife over texts at 90% confidence" in md
+    assert "Intervals at 90%;" in md and "expect about 10% to exclude 0 by chance" in md
+    lines = _significant_lines(md)
+    assert lines and all(ln.startswith("- Significant (90% CI excludes 0)") for ln in lines)
+    diff_tables = [t for t in tables(md) if t and "significant" in t[0]]  # one per layer, in layer order
+    assert diff_tables and all("diff (second − first) [90% CI]" in t[0] for t in diff_tables)
+    rows = sorted(cmp.differences, key=lambda r: int(r["layer"]))
+    table = [row for t in diff_tables for row in t]
+    assert any(outside_zero(r) for r in rows) and not all(outside_zero(r) for r in rows)
+    for row, r in zip(table, rows, strict=True):  # the table's verdicts, from the rows' own numbers
+        assert row["name"] == r["name"] and row["significant"] == ("yes" if outside_zero(r) else "no")
+    labels = [t for t in titles(drawn) if "CI" in t]
+    assert labels and all("90% CI" in t for t in labels)
+    assert not [t for fig in drawn.values() for t in _all_text(fig) if "95%" in t]
+    assert "value [90% CI]" in res._repr_html_()
+
+
+def test_a_report_of_results_at_two_confidences_names_each_level(analysed, analysed_90, tmp_path, drawn):
+    res90 = analysed_90[0]
+    res95 = subset(analysed[0], poolings=["mean", "max"], tasks=["lee"])
+    md = build([res90, res95], tmp_path, drawn)
+    assert "confidence 90% for tiny-90, 95% for tiny-a" in unescape(md)
+    au = drawn["lee-Llast-alignment-uniformity"].axes[0].get_title().replace("\n", " ")
+    assert "CIs: 90% for tiny-90, 95% for tiny-a" in au
+    assert "value [95% CI]" in res95._repr_html_() and "value [90% CI]" in res90._repr_html_()
+
+
+def _all_text(fig) -> list[str]:
+    import matplotlib.text
+
+    return [t.get_text() for t in fig.findobj(matplotlib.text.Text)]
+
+
 # --- Markdown, HTML, PDF ------------------------------------------------------------------------------------------
 
 
@@ -600,7 +516,6 @@ def test_report_validates_its_inputs(analysed, tmp_path):
         R.build_report([analysed[0]], tmp_path, comparisons=[analysed[0]])
     with pytest.raises(ValueError, match="formats"):
         R.build_report([analysed[0]], tmp_path, formats=("gif",))
-    assert F.build_report is R.build_report  # the old import path keeps working
 
 
 # --- the public plotting API --------------------------------------------------------------------------------------
