@@ -168,9 +168,9 @@ def test_float32_overflow_with_finite_weights_says_so(tiny_bert_dir):
 
 
 def test_reduced_precision_non_finite_output_still_suggests_float32(tiny_encoder, monkeypatch):
-    from embedgeom import _forward
+    from embedgeom import pooling
 
-    monkeypatch.setattr(_forward, "mean_pool", lambda h, m: torch.full((h.shape[0], h.shape[2]), float("inf")))
+    monkeypatch.setattr(pooling, "mean_pool", lambda h, m: torch.full((h.shape[0], h.shape[2]), float("inf")))
     with pytest.raises(FloatingPointError, match=r"\(dtype bfloat16\); try dtype='float32'"):
         eg.encode(dataclasses.replace(tiny_encoder, compute_dtype=torch.bfloat16), TEXTS, poolings=("mean",))
 

@@ -330,7 +330,7 @@ def test_safe_name_is_a_plain_file_name(label):
 
 
 def test_report_with_hostile_task_and_model_names_stays_inside_out(two_results, tmp_path):
-    from embedgeom.figures import build_report
+    from embedgeom.report import build_report
 
     res = AnalysisResult.load(two_results[0].save(tmp_path / "saved"))
     evil = "../../escaped"
