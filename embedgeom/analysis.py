@@ -25,6 +25,7 @@ from .loading import Encoder, load_encoder, resolve_device, trainer_checkpoints
 from .measure import HIST_BINS, HIST_PAIRS, Collected, measure_task
 from .options import AnalysisOptions
 from .paper import PAPER_MAX_SAMPLES, PAPER_METRICS, PAPER_POOLINGS, PaperItems, analyze_paper_task, paper_items
+from .pooling import get_pooler, pooler_names
 from .progress import Progress, emit
 from .protocols import PAPER_DEVIATIONS, PAPER_PROTOCOL_DEPARTURES
 from .results import AnalysisResult, reproducibility_card
@@ -118,8 +119,8 @@ def _options(cfg: AnalysisOptions) -> dict[str, Any]:
                                        "reference": M.REGISTRY[n].reference,
                                        "higher_is_better": M.REGISTRY[n].higher_is_better}
                                    for n in (*cfg.metrics, "alignment")},
-            "pooling_definitions": _POOLING_DEFINITIONS, "histogram": {"bins": HIST_BINS, "range": [-1, 1],
-                                                                      "pairs": HIST_PAIRS}}
+            "pooling_definitions": {p: get_pooler(p).definition for p in pooler_names()},
+            "histogram": {"bins": HIST_BINS, "range": [-1, 1], "pairs": HIST_PAIRS}}
 
 
 def analyze_checkpoints(run_dir: str | os.PathLike, checkpoints: str | Sequence[int] = "all", *,
@@ -207,14 +208,6 @@ def _items_hash(items: PaperItems) -> str:
     return h.hexdigest()
 
 
-_POOLING_DEFINITIONS = {
-    "mean": "average of the hidden states of real tokens (special tokens included unless special_tokens=exclude)",
-    "cls": "raw hidden state of the first real token (not BERT's pooler)",
-    "max": "element-wise max over real tokens, in float32",
-    "attention": "the encoder's own first-token attention at that layer, head-averaged, renormalised over real "
-                 "tokens (parameter-free)",
-    "native": "the sentence-transformers checkpoint's declared Pooling/Dense/Normalize",
-}
 
 
 def resolve_result(x: Any, *, progress: Progress | None = None, options: AnalysisOptions | None = None,

@@ -211,18 +211,19 @@ def _data(value: Any, name: str) -> tuple[str, ...]:
 
 
 def _poolings(value: Any, name: str) -> tuple[str, ...]:
-    from .pooling import ALL_POOLINGS, POOLINGS
+    """Names checked against the pooler registry (:mod:`embedgeom.pooling`); ``"all"`` (or None) expands to every
+    registered pooler of a bidirectional encoder that needs no declaration (the four parameter-free ones unless more
+    are registered); ``native`` only when named."""
+    from .pooling import resolve_poolings
 
-    if value in ("all", None):
-        return tuple(POOLINGS)
+    if value is None:
+        value = "all"
     if not isinstance(value, (str, Sequence)) or not all(isinstance(p, str) for p in _as_tuple(value)):
         raise ValueError(f"{name}: expected pooling names (comma-separated or a list) or 'all', got {value!r}.")
-    out = _as_tuple(value)
-    if not out:
-        raise ValueError(f"{name}: expected names from {', '.join(ALL_POOLINGS)} or 'all', got none.")
-    for p in out:
-        check_choice(p, name, (*ALL_POOLINGS, "all"))
-    return tuple(dict.fromkeys(POOLINGS if "all" in out else out))
+    try:
+        return resolve_poolings(_as_tuple(value), kind="encoder", declared=True)
+    except ValueError as err:
+        raise ValueError(str(err).replace("poolings:", f"{name}:", 1)) from None
 
 
 def _metrics(value: Any, name: str) -> tuple[str, ...]:

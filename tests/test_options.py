@@ -55,7 +55,7 @@ def test_one_default_for_python_and_the_cli():
 
 @pytest.mark.parametrize(("values", "match"), [
     ({"max_textz": 3}, r"^max_textz: not an analysis option; expected some of data, poolings"),
-    ({"poolings": "mean,avg"}, r"^poolings: expected one of mean, cls, max, attention, native, all, got 'avg'"),
+    ({"poolings": "mean,avg"}, r"^poolings: expected names from mean, cls, max, attention, native or 'all', got 'avg'"),
     ({"confidence": 1.5}, r"^confidence: expected a level strictly between 0 and 1"),
     ({"cache": 3}, r"^cache: expected True, False or a cache directory"),
     ({"metrics": ("linear_cka",)}, r"^metrics: expected single-set metrics"),
