@@ -7,6 +7,7 @@ takes vectors (``Embeddings``) and the task's texts and structure (``TextSet``).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +19,7 @@ from .options import AnalysisOptions
 from .probes import (
     ProbeScore,
     classification_probe,
+    classification_skip_reason,
     cosine_similarity_probe,
     lexical_probe,
     pair_features,
@@ -53,14 +55,34 @@ def _probe_rows(task: str, pooling: str, layer: int, scores: list[ProbeScore], a
     return rows
 
 
+class ProbeNotRunWarning(UserWarning):
+    """A task has labels or scored pairs, but a probe on them cannot run (the warning says why)."""
+
+
+def probes_not_run(ts: TextSet) -> dict[str, str]:
+    """Probe -> why it cannot run on this task's labels (one line each); empty when every probe the task's
+    structure calls for can run."""
+    out = {}
+    if ts.labels is not None and (ts.labels >= 0).all():
+        why = classification_skip_reason(ts.labels)
+        if why:
+            out["classification"] = why
+    if ts.pairs is not None and ts.pair_labels is not None and ts.pair_task == "classification":
+        why = classification_skip_reason(ts.pair_labels, "pair labels")
+        if why:
+            out["pair classification"] = why
+    return out
+
+
 def run_probes(ts: TextSet, x: np.ndarray, seed: int, lexical: bool) -> list[ProbeScore]:
-    """Probes for one embedding set (rows = ts.texts)."""
+    """Probes for one embedding set (rows = ts.texts); those :func:`probes_not_run` names are skipped."""
     out: list[ProbeScore] = []
-    if ts.labels is not None and (ts.labels >= 0).all() and len(np.unique(ts.labels)) > 1:
+    skipped = probes_not_run(ts)
+    if ts.labels is not None and (ts.labels >= 0).all() and "classification" not in skipped:
         out += classification_probe(x, ts.labels, seed=seed)
     if ts.pairs is not None and ts.pair_labels is not None:
         u, v = x[ts.pairs[:, 0]], x[ts.pairs[:, 1]]
-        if ts.pair_task == "classification" and len(np.unique(ts.pair_labels)) > 1:
+        if ts.pair_task == "classification" and "pair classification" not in skipped:
             two = len(np.unique(ts.pair_labels)) == 2
             out += classification_probe(pair_features(u, v), ts.pair_labels, seed=seed,
                                         positive=1 if two else None, pairs=ts.pairs)
@@ -120,11 +142,20 @@ def measure_task(task: str, ts: TextSet, emb: Embeddings, last_layer: int, cfg: 
         val = getattr(ts, what)
         if val is not None:
             out.arrays[array_key("struct", task, what)] = np.asarray(val)
+    if cfg.probes:
+        skipped = probes_not_run(ts)
+        out.tasks[task]["probes_not_run"] = skipped
+        for probe, why in skipped.items():
+            warnings.warn(f"{task}: the {probe} probe is not run: {why}", ProbeNotRunWarning, stacklevel=2)
     keys = list(emb.vectors)
     for k_i, (pooling, layer) in enumerate(keys):
         emit(progress, f"metrics {task}", k_i, len(keys))
         x = emb.vectors[(pooling, layer)]
-        measure_geometry({"task": task, "pooling": pooling, "layer": layer}, ts, x, cfg, out)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            measure_geometry({"task": task, "pooling": pooling, "layer": layer}, ts, x, cfg, out)
+        for w in {(w.category, str(w.message)): w for w in caught}.values():  # once each, naming the set
+            warnings.warn(f"{task}/{pooling}/layer {layer}: {w.message}", w.category, stacklevel=2)
         if cfg.probes:
             emit(progress, f"probes {task}", k_i, len(keys))
             scores = run_probes(ts, x, cfg.seed, lexical=layer == last_layer)

@@ -377,3 +377,33 @@ def test_too_few_rows_for_the_default_groups_says_it_is_the_default(rng):
     with pytest.raises(ValueError, match=r"groups: expected at most n = 3 groups \(one row each\), got 20 \(the "
                                          r"default\)\. Pass groups=3 or fewer"):
         M.confidence_interval("effective_rank", rng.standard_normal((3, 8)))
+
+
+def test_a_probe_that_cannot_run_says_why_and_the_analysis_goes_on(tiny_bert_dir, tmp_path):
+    import embedgeom as eg
+    from embedgeom.measure import ProbeNotRunWarning
+
+    path = tmp_path / "few.csv"
+    path.write_text("text,label\n" + "".join(f"text number {i} here,{i % 2}\n" for i in range(8)))
+    with pytest.warns(ProbeNotRunWarning, match=r"few: the classification probe is not run: labels: expected at "
+                                                r"least 10 labelled items for 5-fold CV, got 8"):
+        res = eg.analyze(tiny_bert_dir, str(path), poolings="mean", cache=False, device="cpu", dtype="float32")
+    assert "got 8" in res.tasks["few"]["probes_not_run"]["classification"]
+    assert not [r for r in res.probes if r["probe"] == "classification"]
+    assert res.metrics  # the geometry is still measured
+
+
+def test_collapsed_vector_warnings_name_the_task_pooling_and_layer(tmp_path):
+    from embedgeom.data import load_texts
+    from embedgeom.encoding import Embeddings
+    from embedgeom.measure import Collected, measure_task
+    from embedgeom.metrics import CollapsedEmbeddingsWarning
+    from embedgeom.options import AnalysisOptions
+
+    path = tmp_path / "same.txt"
+    path.write_text("".join(f"row {i}\n" for i in range(12)))
+    ts = load_texts(str(path))
+    x = np.ones((12, 8), dtype=np.float32)  # every text at one point: collapsed to float32 rounding
+    emb = Embeddings({("cls", 2): x}, n=12, num_layers=2)
+    with pytest.warns(CollapsedEmbeddingsWarning, match=r"^same/cls/layer 2: "):
+        measure_task("same", ts, emb, 2, AnalysisOptions.create(probes=False), None, Collected())
