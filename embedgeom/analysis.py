@@ -192,7 +192,7 @@ def _analyze_paper(checkpoint: str | os.PathLike | Encoder, cfg: AnalysisOptions
                "protocol_departures": PAPER_PROTOCOL_DEPARTURES, "protocol_deviations": PAPER_DEVIATIONS,
                "not_applicable": ["layers", "dtype", "max_length", "special_tokens", "cache", "metrics", "groups",
                                   "confidence"],
-               "metric_definitions": {m: "paper_protocol.md" for m in PAPER_METRICS}}
+               "metric_definitions": {m: "embedgeom/reference/PROTOCOL.md" for m in PAPER_METRICS}}
     return AnalysisResult(enc.card(), tasks, options, metric_rows, probe_rows, arrays,
                           reproducibility_card(cfg.seed), name.strip() if name else "")
 

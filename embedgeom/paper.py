@@ -1,6 +1,6 @@
 """The reference study's analysis protocol, to the letter: ``--protocol paper``.
 
-This module implements ``paper_protocol.md`` (what the reference study's released code,
+This module implements ``embedgeom/reference/PROTOCOL.md`` (what the reference study's released code,
 ``src/scripts/representation_analysis.py`` of aymen-000/predict-reconstruct-language-models at bc6dc05, computes)
 for any :class:`~embedgeom.loading.Encoder`, independently of the rest of embedgeom's pipeline:
 
@@ -53,7 +53,7 @@ PAPER_POOLINGS: tuple[str, ...] = ("mean", "max", "weighted", "attention")
 PAPER_METRICS: tuple[str, ...] = ("spectral_entropy", "effective_rank", "rank_90", "stable_rank", "uniformity",
                                   "alignment_class_conditional", "intra_inter_ratio", "intra_class_distance",
                                   "inter_class_distance")
-METHOD = "reference protocol (paper_protocol.md)"
+METHOD = "reference protocol (embedgeom/reference/PROTOCOL.md)"
 EPS = 1e-12
 Progress = Callable[[int, int], None]
 
@@ -503,7 +503,7 @@ def analyze_paper_task(encoder: Any, spec: str | PaperItems, *, max_samples: int
                        seed: int = 0, glue_dir: str | os.PathLike | None = None, batch_size: int | None = None,
                        progress: Progress | None = None, task: str | None = None, probes: bool = True
                        ) -> PaperTaskResult:
-    """Run the reference protocol (``paper_protocol.md``) on one data spec with ``encoder``.
+    """Run the reference protocol (``embedgeom/reference/PROTOCOL.md``) on one data spec with ``encoder``.
 
     ``spec``: a data spec (read with :func:`paper_items`, ``max_samples`` and ``glue_dir``), or items already
     read by :func:`paper_items` (then ``max_samples``/``glue_dir`` are not used; pairs are re-joined with the
@@ -630,8 +630,9 @@ def _paper_card(run: _PaperRun, measured: _PaperMeasured, max_samples: int, max_
     from .paper_probes import PROBE_SETTINGS
 
     items, emb, seed = run.items, run.emb, run.seed
-    return {"protocol": "paper", "reference": "paper_protocol.md (aymen-000/predict-reconstruct-language-models "
-            "@bc6dc05, src/scripts/representation_analysis.py)", **items.card(), "task": run.name,
+    return {"protocol": "paper", "reference": "embedgeom/reference/PROTOCOL.md (describes aymen-000/"
+            "predict-reconstruct-language-models @bc6dc05, src/scripts/representation_analysis.py)",
+            **items.card(), "task": run.name,
             "max_samples": max_samples, "max_length": max_length, "dtype": "float32", "separator": sep,
             "tokenization": {k: emb.meta[k] for k in (
                 "max_length", "truncation", "padding", "segments")},

@@ -1,4 +1,4 @@
-"""The reference study's probes (``paper_protocol.md``, "Probes"), to the letter, with scikit-learn.
+"""The reference study's probes (``embedgeom/reference/PROTOCOL.md``, "Probes"), to the letter, with scikit-learn.
 
 * Features: a ``StandardScaler`` fitted once on the items a probe uses, before any split (:func:`standardise`):
   all items for the semantic probe, the kept items (targets with at least 5 items) for the token probe.

@@ -1,6 +1,6 @@
 """Analysis protocols: our default, and the reference study's protocol reproduced by name (``paper``).
 
-``paper`` follows ``paper_protocol.md`` - what the reference study's released code computes ("Predict and
+``paper`` follows ``embedgeom/reference/PROTOCOL.md`` - what the reference study's released code computes ("Predict and
 Reconstruct", arXiv 2606.05173; aymen-000/predict-reconstruct-language-models at bc6dc05,
 ``src/scripts/representation_analysis.py``) - step by step; it is implemented in :mod:`embedgeom.paper`.
 
@@ -126,7 +126,8 @@ class Protocol:
 
 DEFAULT = Protocol("default", "embedgeom's default: unique texts, padding masked, exact metrics with intervals",
                    PAPER_DEVIATIONS)
-PAPER = Protocol("paper", "the reference study's released analysis code, step by step (paper_protocol.md)",
+PAPER = Protocol("paper", "the reference study's released analysis code, step by step "
+                 "(embedgeom/reference/PROTOCOL.md)",
                  PAPER_DEVIATIONS, PAPER_PROTOCOL_DEPARTURES)
 #: What ``analyze(protocol=...)`` accepts: a protocol, or ``both`` (the default analysis with the reference
 #: protocol's analysis of the same data as its companion, ``result.paper``).

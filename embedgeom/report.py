@@ -538,9 +538,9 @@ def _protocol_table(doc: _Doc, res: AnalysisResult, paper: AnalysisResult, task:
     if not rows:
         doc.para("Not tabulated: the two protocols share no metric for this task.")
         return
-    doc.para("The reference protocol (paper_protocol.md) embeds its own items (first rows of the source, pairs "
-             "joined into one text, padding attended) and reports point values without intervals; '–' marks a "
-             "pooling or metric one protocol does not measure.")
+    doc.para("The reference protocol (described in embedgeom/reference/PROTOCOL.md) embeds its own items (first "
+             "rows of the source, pairs joined into one text, padding attended) and reports point values without "
+             "intervals; '–' marks a pooling or metric one protocol does not measure.")
     doc.para(table_md(["pooling", "metric", "default protocol", "reference protocol", "note"], rows))
 
 
