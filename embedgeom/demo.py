@@ -44,12 +44,15 @@ class DemoSummary:
     comparison: Path
     report: Path
     verdict: list[dict[str, Any]] = field(default_factory=list)
+    #: The confidence level of the comparison's intervals (as the comparison recorded it).
+    confidence: float = 0.95
 
     def verdict_table(self) -> Any:
         """A rich Table: hybrid minus MLM for the headline metrics, per task (mean and max pooling)."""
         from rich.table import Table
 
-        table = Table(title="hybrid − MLM (paired, 95% CI); * = interval excludes 0", title_justify="left")
+        table = Table(title=f"hybrid − MLM (paired, {self.confidence * 100:.4g}% CI); * = interval excludes 0",
+                      title_justify="left")
         for c in ("task", "pooling", "metric", "MLM", "hybrid", "hybrid − MLM", "reading"):
             table.add_column(c)
         for r in self.verdict:
@@ -140,4 +143,4 @@ def run_demo(
                                 "significant": bool(r["significant"]),
                                 "reading": _reading(metric, r["diff"], bool(r["significant"]))})
     (out / "verdict.json").write_text(json.dumps(verdict, indent=1, allow_nan=True) + "\n")
-    return DemoSummary(out, runs, analyses, cmp_dir, report, verdict)
+    return DemoSummary(out, runs, analyses, cmp_dir, report, verdict, float(cmp.options["confidence"]))

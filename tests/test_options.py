@@ -123,3 +123,12 @@ def test_no_import_cycle_inside_embedgeom():
         if n not in state:
             visit(n, [n])
     assert cycles == [], " ; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_readme_layout_names_every_module():
+    root = pathlib.Path(eg.__file__).parent
+    readme = (root.parent / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout"):]
+    layout = layout[:layout.index("\n## ")] if "\n## " in layout else layout
+    missing = [p.name for p in sorted(root.glob("*.py")) if p.name != "__init__.py" and p.name not in layout]
+    assert missing == [], f"README Layout does not mention {missing}"
