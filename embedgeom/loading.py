@@ -30,6 +30,7 @@ import os
 import pickle
 import re
 import struct
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -241,6 +242,10 @@ def _resolve_trainer_run(path: Path) -> Path:
     return target
 
 
+class CheckpointSkippedWarning(UserWarning):
+    """A trainer checkpoint left out of a trajectory because it is damaged or incomplete."""
+
+
 @dataclass(frozen=True)
 class TrainerCheckpoint:
     """One checkpoint of a trainer run: its directory, step, tokens seen and the run's objective."""
@@ -252,24 +257,22 @@ class TrainerCheckpoint:
 
 
 def trainer_checkpoints(run_dir: str | os.PathLike, which: str | list[int] = "all") -> list[TrainerCheckpoint]:
-    """The complete checkpoints of the trainer run ``run_dir``, oldest first, selected by ``which``: ``"all"``,
+    """The intact checkpoints of the trainer run ``run_dir``, oldest first, selected by ``which``: ``"all"``,
     ``"every:K"`` (every K-th, always with the last), ``"last"``, or steps as a list or a comma-separated string
-    (``"500,1000"``). A checkpoint is complete when its ``trainer_state.json`` exists (the trainer renames a
-    checkpoint into place only when it is whole)."""
+    (``"500,1000"``). The run directory is read by the trainer's own reader (:func:`trainer.checkpoint.
+    run_checkpoints`): a checkpoint whose files do not match its manifest, or whose state records another step, is
+    left out with a :class:`CheckpointSkippedWarning` naming its step and files."""
+    from trainer.checkpoint import run_checkpoints
+    from trainer.errors import TrainerError
+
     root = Path(run_dir).expanduser()
-    if not (root / "run.json").is_file():
-        raise CheckpointError(f"checkpoints: {root} is not a trainer run (no run.json). Point at the --out of "
-                              "`embedgeom train`.")
-    found = []
-    for d in sorted((root / "checkpoints").glob("step-*")):
-        try:
-            state = json.loads((d / "trainer_state.json").read_text())
-            cfg = json.loads((d / "trainer_config.json").read_text())
-        except (OSError, ValueError):
-            continue  # incomplete (being written, or damaged): not a checkpoint to analyse
-        objective = (cfg.get("objective") or {}).get("name") if isinstance(cfg.get("objective"), dict) else None
-        found.append(TrainerCheckpoint(d, int(state["step"]), state.get("tokens_seen"), objective))
-    found.sort(key=lambda c: c.step)
+    try:
+        records, skipped = run_checkpoints(root)
+    except TrainerError as err:
+        raise CheckpointError(f"checkpoints: {root} is not a readable trainer run ({err})") from None
+    for line in skipped:
+        warnings.warn(f"checkpoints: {root}: left out {line}", CheckpointSkippedWarning, stacklevel=2)
+    found = [TrainerCheckpoint(r.path, r.step, r.tokens, r.objective) for r in records]
     if not found:
         raise CheckpointError(f"checkpoints: the run {root} has no complete checkpoint yet. Wait for the first one.")
     steps = [c.step for c in found]

@@ -138,6 +138,7 @@ def test_trajectory_over_checkpoints(tiny_run, tmp_path):
     assert loaded.checkpoint["trajectory"]["step"] == 6
     frame = pd.read_csv(io.StringIO(r.stdout))
     assert set(frame["model"]) == {"mlm@4", "mlm@6"}
+
     rep = runner.invoke(app, ["report", str(tmp_path / "traj"), "--out", str(tmp_path / "rep"), "--no-pdf"])
     assert rep.exit_code == 0, rep.output
     assert any("trajectory" in p.name for p in (tmp_path / "rep").glob("*.png"))
@@ -208,3 +209,18 @@ def test_cli_seed_groups_with_a_glob(seed_groups):
     assert table.exit_code == 0 and " of 3 " in table.stdout
     bad = runner.invoke(app, ["compare", "--group-a", str(root / "nothing*"), "--group-b", str(root / "r[345]")])
     assert bad.exit_code == 1 and "matches nothing" in bad.output
+
+
+def test_a_damaged_checkpoint_is_left_out_of_a_trajectory_with_a_warning(tiny_run, tmp_path):
+    import shutil
+
+    from embedgeom.loading import CheckpointSkippedWarning, trainer_checkpoints
+
+    run = tmp_path / "mlm"
+    shutil.copytree(tiny_run, run)
+    with open(run / "checkpoints" / "step-0000004" / "model.safetensors", "ab") as fh:
+        fh.write(b"appended")  # no longer the file the trainer's manifest recorded
+    with pytest.warns(CheckpointSkippedWarning, match=r"left out checkpoints/step-0000004 \(step 4\): "
+                                                      r"model\.safetensors: edited"):
+        picked = trainer_checkpoints(run, "all")
+    assert [c.step for c in picked] == [2, 6]

@@ -454,6 +454,66 @@ def newest_intact_checkpoint(out_dir: Path) -> Path | None:
     return None
 
 
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """One checkpoint of a run as readers see it (embedgeom's analysis of a trajectory): its directory, step,
+    tokens seen and the run's objective."""
+
+    path: Path
+    step: int
+    tokens: int | None
+    objective: str | None
+
+
+def run_checkpoints(out_dir: Path) -> tuple[list[CheckpointRecord], list[str]]:
+    """The reader of a run directory for other programs: its checkpoints whose ``trainer_state.json`` records
+    their directory's step and whose files match ``trainer_manifest.json`` (sha256; no tensor is loaded), oldest
+    first; and one line for each ``checkpoints/step-*`` left out as damaged or incomplete, naming its step and
+    files. Raises :class:`TrainerError` when ``out_dir`` holds no ``run.json`` written by the trainer."""
+    out_dir = Path(out_dir)
+    if read_run_json(out_dir) is None:
+        raise fail("run", "a trainer run directory (with run.json)", str(out_dir),
+                   "Point at the --out of `embedgeom train`.")
+    records, skipped = [], []
+    for ckpt in reversed(_step_dirs(out_dir)):
+        step = checkpoint_step(ckpt)
+        problems: list[tuple[str, str]] = []
+        meta: Any = None
+        cfg: Any = None
+        for name in (STATE_JSON, CONFIG_JSON):
+            try:
+                value = json.loads((ckpt / name).read_text())
+            except FileNotFoundError:
+                problems.append((name, "missing"))
+                continue
+            except (OSError, ValueError) as err:
+                problems.append((name, f"unreadable ({_first_line(err)})"))
+                continue
+            if name == STATE_JSON:
+                meta = value
+            else:
+                cfg = value
+        if isinstance(meta, dict) and meta.get("step") != step:
+            problems.append((STATE_JSON, f"records step {meta.get('step')!r}, but the directory {ckpt.name} is "
+                                         f"step {step}"))
+        _check_manifest(ckpt, step, problems)
+        if problems or not isinstance(meta, dict):
+            skipped.append(f"{ckpt.relative_to(out_dir).as_posix()} (step {step}): "
+                           f"{describe_problems(problems) or 'trainer_state.json is not a record'}")
+            continue
+        objective = cfg.get("objective") if isinstance(cfg, dict) else None
+        records.append(CheckpointRecord(ckpt, int(step or 0), meta.get("tokens_seen"),
+                                        objective.get("name") if isinstance(objective, dict) else None))
+    return records, skipped
+
+
+def run_latest(out_dir: Path) -> Path | None:
+    """The checkpoint a reader should take for "the run" (its newest intact one by :func:`run_checkpoints`);
+    None when the run has none yet."""
+    records, _ = run_checkpoints(out_dir)
+    return records[-1].path if records else None
+
+
 def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """AdamW moments keyed ``optim.<param name>.<key>`` and the JSON-able group hyper-parameters."""
     tensors: dict[str, torch.Tensor] = {}
