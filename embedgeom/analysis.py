@@ -19,9 +19,10 @@ import numpy as np
 
 from . import metrics as M
 from .data import TextSet, load_texts
+from .devices import resolve_device
 from .embedding_cache import cache_writes
 from .encoding import encode
-from .loading import Encoder, load_encoder, resolve_device, trainer_checkpoints
+from .loading import Encoder, load_encoder, trainer_checkpoints
 from .measure import HIST_BINS, HIST_PAIRS, Collected, measure_task
 from .options import AnalysisOptions
 from .paper import PAPER_MAX_SAMPLES, PAPER_METRICS, PAPER_POOLINGS, PaperItems, analyze_paper_task, paper_items

@@ -76,7 +76,7 @@ from .tokenizer import encoder_for, load_tokenizer, save_tokenizer, special_ids,
 from .watch import CollapseWatch
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
+def training_device(device: str | torch.device) -> torch.device:
     """:func:`embedgeom.devices.resolve_device` (the one resolver), its errors raised as :class:`TrainerError`."""
     from embedgeom.devices import resolve_device as resolve
 
@@ -299,7 +299,7 @@ def run(objective: str, preset: str, corpus: str | os.PathLike, out: str | os.Pa
     if progress is not None and not callable(progress):
         raise fail("progress", "a callable taking the logged dict, or None", type(progress).__name__, "Pass None.")
     config = resolve_config(objective, preset, overrides, steps=steps)
-    dev = resolve_device(device)
+    dev = training_device(device)
     info = init_from_env(dev.type)
     if info.enabled and dev.type == "cuda":
         dev = torch.device("cuda", info.local_rank)

@@ -266,9 +266,9 @@ def test_bad_arguments(corpus_file, tmp_path):
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:1", "tpu", "cuda:x", "", "gpu"])
 def test_resolve_device_matches_embedgeom(device, cuda, mps, monkeypatch):
     """The trainer's resolve_device gives the device, or the error message, of its reference,
-    embedgeom.loading.resolve_device, for auto/cpu/cuda/cuda:N and malformed names, with and without a GPU/MPS."""
-    from embedgeom.loading import resolve_device as reference
-    from trainer.loop import resolve_device
+    embedgeom.devices.resolve_device, for auto/cpu/cuda/cuda:N and malformed names, with and without a GPU/MPS."""
+    from embedgeom.devices import resolve_device as reference
+    from trainer.loop import training_device as resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
@@ -283,7 +283,7 @@ def test_resolve_device_matches_embedgeom(device, cuda, mps, monkeypatch):
 
 
 def test_resolve_device_refuses_what_the_trainer_cannot_train_on(monkeypatch):
-    from trainer.loop import resolve_device
+    from trainer.loop import training_device as resolve_device
 
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     expected = "device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 'meta'."
