@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -48,6 +48,76 @@ VERSION = 3
 #: Characters that make a spreadsheet read a CSV cell as a formula; such text cells are written with a leading '.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _SEP = "|"
+
+
+class MetricRow(TypedDict, total=False):
+    """One measured metric of one embedding set (``AnalysisResult.metrics``)."""
+
+    task: str
+    pooling: str
+    layer: int
+    metric: str
+    value: float
+    stderr: float
+    low: float
+    high: float
+    n: int
+    confidence: float
+    method: str
+    replicates: int
+
+
+class ProbeRow(TypedDict, total=False):
+    """One probe score of one embedding set (``AnalysisResult.probes``)."""
+
+    task: str
+    pooling: str
+    layer: int
+    probe: str
+    metric: str
+    value: float
+    stderr: float
+    n: int
+    method: str
+
+
+class DifferenceRow(TypedDict, total=False):
+    """One paired difference b - a (``ComparisonResult.differences``); ``kind`` is "metric" or "probe" and ``name``
+    the metric (``probe:metric`` for probes); ``pooling_b`` / ``layer_b`` the second set's when they differ."""
+
+    task: str
+    pooling: str
+    layer: int
+    pooling_b: str
+    layer_b: int
+    kind: str
+    name: str
+    value_a: float
+    value_b: float
+    diff: float
+    stderr: float
+    low: float
+    high: float
+    significant: bool
+    n: int
+    method: str
+
+
+class SimilarityRow(TypedDict, total=False):
+    """One cross-model similarity (CKA, k-NN overlap) on the same texts (``ComparisonResult.similarity``)."""
+
+    task: str
+    pooling: str
+    layer: int
+    pooling_b: str
+    layer_b: int
+    name: str
+    value: float
+    stderr: float
+    low: float
+    high: float
+    n: int
+    method: str
 
 
 def array_key(*parts: Any) -> str:
@@ -139,8 +209,8 @@ class AnalysisResult:
     checkpoint: dict[str, Any]
     tasks: dict[str, dict[str, Any]]
     options: dict[str, Any]
-    metrics: list[dict[str, Any]]
-    probes: list[dict[str, Any]]
+    metrics: list[MetricRow]
+    probes: list[ProbeRow]
     arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     card: dict[str, Any] = field(default_factory=dict)
     name: str = ""
@@ -318,8 +388,8 @@ class ComparisonResult:
 
     a: str
     b: str
-    differences: list[dict[str, Any]]
-    similarity: list[dict[str, Any]]
+    differences: list[DifferenceRow]
+    similarity: list[SimilarityRow]
     options: dict[str, Any]
     cards: dict[str, Any] = field(default_factory=dict)
 
