@@ -117,6 +117,10 @@ class SimilarityRow(TypedDict, total=False):
     low: float
     high: float
     n: int
+    confidence: float
+    replicates: int
+    #: k-NN overlap: the number of neighbours.
+    k: int
     method: str
 
 

@@ -309,3 +309,14 @@ def test_csv_text_cells_that_look_like_formulas_are_escaped(results, tmp_path):
     assert AnalysisResult.load(d).name == "=cmd|' /C calc'!A0"  # the JSON keeps the name as given
     assert np.isfinite(table["value"]).any()
 
+
+
+def test_typed_rows_name_every_field_the_rows_carry(results):
+    from embedgeom.results import DifferenceRow, MetricRow, ProbeRow, SimilarityRow
+
+    a, b = results
+    cmp = eg.compare(a, b)
+    for rows, typed in ((a.metrics, MetricRow), (a.probes, ProbeRow), (cmp.differences, DifferenceRow),
+                        (cmp.similarity, SimilarityRow)):
+        extra = {k for r in rows for k in r} - set(typed.__annotations__)
+        assert not extra, f"{typed.__name__} lacks {sorted(extra)}"
