@@ -4,7 +4,7 @@ analyze(checkpoint, data) reads every data spec (before the model), loads the en
 texts once (every pooling and layer in one pass, cached on disk) and hands the vectors to
 :mod:`embedgeom.measure`; analyze_checkpoints does that for a trainer run's checkpoints; resolve_result turns a
 checkpoint or a saved directory into a result for :mod:`embedgeom.comparison`. The reference study's protocol
-runs through :mod:`embedgeom.paper`. Options: :class:`embedgeom.options.AnalysisOptions`.
+runs through :mod:`embedgeom.reference.paper`. Options: :class:`embedgeom.options.AnalysisOptions`.
 """
 
 from __future__ import annotations
@@ -25,10 +25,17 @@ from .encoding import encode
 from .loading import Encoder, load_encoder, trainer_checkpoints
 from .measure import HIST_BINS, HIST_PAIRS, Collected, measure_task
 from .options import AnalysisOptions
-from .paper import PAPER_MAX_SAMPLES, PAPER_METRICS, PAPER_POOLINGS, PaperItems, analyze_paper_task, paper_items
 from .pooling import get_pooler, pooler_names
 from .progress import Progress, emit
-from .protocols import PAPER_DEVIATIONS, PAPER_PROTOCOL_DEPARTURES
+from .reference.paper import (
+    PAPER_MAX_SAMPLES,
+    PAPER_METRICS,
+    PAPER_POOLINGS,
+    PaperItems,
+    analyze_paper_task,
+    paper_items,
+)
+from .reference.protocols import PAPER_DEVIATIONS, PAPER_PROTOCOL_DEPARTURES
 from .results import AnalysisResult, reproducibility_card
 from .storage import unique_name
 
@@ -44,8 +51,8 @@ def analyze(checkpoint: str | os.PathLike | Encoder, data: str | Sequence[str] |
     (keywords override it): ``poolings`` (``"all"`` = mean, cls, max, attention; ``native`` for
     sentence-transformers checkpoints), ``layers`` (indices or ``"all"``), ``max_texts`` / ``seed`` (seeded
     subsample per task), ``protocol`` (``"paper"`` reproduces the reference study's choices, see
-    :mod:`embedgeom.protocols`; ``"both"`` adds them as ``result.paper``), ``metrics``, ``probes``, ``groups`` /
-    ``confidence`` (jackknife intervals), ``device``, ``dtype``, ``batch_size``, ``max_length``,
+    :mod:`embedgeom.reference.protocols`; ``"both"`` adds them as ``result.paper``), ``metrics``, ``probes``,
+    ``groups`` / ``confidence`` (jackknife intervals), ``device``, ``dtype``, ``batch_size``, ``max_length``,
     ``special_tokens``, ``cache``, ``glue_dir``, ``save_embeddings``. ``progress(stage, done, total)`` is called as
     work proceeds. ``name``: the model's label in tables, comparisons and figures (default: from the checkpoint
     path). Returns an :class:`~embedgeom.results.AnalysisResult` whose ``options`` record every option.
@@ -161,8 +168,9 @@ def _rewarn(caught: list, task: str, enc: Encoder) -> None:
 
 def _analyze_paper(checkpoint: str | os.PathLike | Encoder, cfg: AnalysisOptions, progress: Progress | None,
                    name: str | None) -> AnalysisResult:
-    """The reference study's protocol (:mod:`embedgeom.paper`): the first ``max_texts`` (default 2,000) rows of
-    each source in order, its own tokenisation, forward pass, poolings, metrics and probes; point values only."""
+    """The reference study's protocol (:mod:`embedgeom.reference.paper`): the first ``max_texts`` (default 2,000)
+    rows of each source in order, its own tokenisation, forward pass, poolings, metrics and probes; point values
+    only."""
     if not isinstance(checkpoint, Encoder):
         resolve_device(cfg.device)
     max_samples = cfg.max_texts or PAPER_MAX_SAMPLES

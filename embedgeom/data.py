@@ -181,7 +181,7 @@ class RawRows:
     ``texts[i]`` is row i's text (its first sentence for pair tasks), ``text_pairs[i]`` its second sentence
     (``None`` for single-text sources), ``labels[i]`` its class id (int64) or score (float64, ``task ==
     "regression"``). :func:`load_texts` turns rows into a de-duplicated :class:`TextSet`; the reference
-    study's protocol (:mod:`embedgeom.paper`) takes the first rows as they are.
+    study's protocol (:mod:`embedgeom.reference.paper`) takes the first rows as they are.
     """
 
     spec: str

@@ -344,7 +344,7 @@ def encode(
     the tokenizer's pair template. ``cache``: True for the default on-disk cache, a directory, or None.
     ``progress(done, total)`` is called after each batch. ``batch_size`` defaults to 32 on CPU (less
     padding; fastest measured) and 128 on GPUs. ``custom_poolers`` adds named poolings computed from the
-    same hidden states (e.g. the reference study's random attention head, see :mod:`embedgeom.protocols`).
+    same hidden states (e.g. the reference study's random attention head, see :mod:`embedgeom.reference.protocols`).
     See the module docstring for every convention.
     """
     req = _request(encoder, texts, text_pairs, poolings, layers, batch_size, max_length, special_tokens,

@@ -246,7 +246,7 @@ def _choice(choices: Any) -> Any:
 
 
 def _protocols() -> tuple[str, ...]:
-    from .protocols import PROTOCOL_CHOICES
+    from .reference.protocols import PROTOCOL_CHOICES
 
     return PROTOCOL_CHOICES
 

@@ -91,7 +91,7 @@ def tiny128(tmp_path_factory):
 
 
 def test_paper_protocol_through_analyze(tiny128):
-    from embedgeom.paper import paper_items
+    from embedgeom.reference.paper import paper_items
 
     res = eg.analyze(tiny128, ["sample:lee", "sample:polarity"], protocol="paper", max_texts=60, cache=False)
     assert {p for _, p, _ in res.measured()} == {"mean", "max", "weighted", "attention"}

@@ -1,4 +1,4 @@
-"""The reference protocol (embedgeom.paper) against closed forms, brute force and hand computations."""
+"""The reference protocol (embedgeom.reference.paper) against closed forms, brute force and hand computations."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from embedgeom.paper import (
+from embedgeom.reference.paper import (
     PAPER_METRICS,
     PAPER_POOLINGS,
     ReferenceAttentionHead,
@@ -317,7 +317,7 @@ def test_forward_attends_padding(tiny128):
 
 
 def test_encoder_with_fewer_than_128_positions_uses_its_limit_and_says_so(tiny_encoder):
-    from embedgeom.paper import analyze_paper_task, paper_max_length
+    from embedgeom.reference.paper import analyze_paper_task, paper_max_length
 
     assert paper_max_length(tiny_encoder)[0] == 64
     r = analyze_paper_task(tiny_encoder, "sample:polarity", max_samples=30, probes=False)

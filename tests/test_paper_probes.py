@@ -1,4 +1,4 @@
-"""The reference protocol's probes (embedgeom.paper_probes) against direct scikit-learn calls."""
+"""The reference protocol's probes (embedgeom.reference.paper_probes) against direct scikit-learn calls."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from embedgeom.paper_probes import (
+from embedgeom.reference.paper_probes import (
     classification_cv,
     paper_probe_scores,
     paper_token_targets,
@@ -142,7 +142,7 @@ def wordpiece(tmp_path_factory):
 
 
 def test_token_targets_count_the_whole_text_without_special_tokens_or_truncation(wordpiece):
-    from embedgeom.paper import paper_tokenize
+    from embedgeom.reference.paper import paper_tokenize
 
     tok, ids = wordpiece
     long_text = "cat " * 100 + "dog " * 150  # 250 tokens: the first 126 real positions hold 100 cat, 26 dog

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from embedgeom.protocols import (
+from embedgeom.reference.protocols import (
     DEFAULT,
     PAPER,
     PAPER_DEVIATIONS,

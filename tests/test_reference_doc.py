@@ -6,8 +6,8 @@ import pathlib
 
 import embedgeom
 from embedgeom.options import AnalysisOptions
-from embedgeom.protocols import PAPER
 from embedgeom.reference import PROTOCOL_DOC, protocol_description
+from embedgeom.reference.protocols import PAPER
 
 ROOT = pathlib.Path(embedgeom.__file__).parent
 

@@ -285,7 +285,8 @@ def test_cli_out_is_checked_before_any_work(tmp_path, monkeypatch):
     ({"seed": -1}, r"seed: expected a non-negative integer"),
     ({"layers": "abc"}, r"layers: expected 'all' or comma-separated integers"),
     ({"layers": [1.5]}, r"layers: expected 'all', an integer or a list of integers"),
-    ({"poolings": "mean,median"}, r"poolings: expected names from mean, cls, max, attention, native or .all., got .median."),
+    ({"poolings": "mean,median"}, r"poolings: expected names from mean, cls, max, attention, native or .all., "
+                                  r"got .median."),
     ({"batch_size": 0}, r"batch_size: expected an integer >= 1"),
     ({"dtype": "float64"}, r"dtype: expected one of auto, float32"),
     ({"special_tokens": "maybe"}, r"special_tokens: expected one of include, exclude"),

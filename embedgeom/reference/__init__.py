@@ -1,7 +1,8 @@
-"""The reference study's protocol, described in the project's own words: ``PROTOCOL.md`` beside this file is what
-``--protocol paper`` follows step by step (code: :mod:`embedgeom.paper`, :mod:`embedgeom.paper_probes`; the list
-of departures and of the default protocol's deviations: :mod:`embedgeom.protocols`). Modules, CLI help and every
-saved reference-protocol result cite it by :data:`PROTOCOL_DOC`."""
+"""The reference study's protocol in its own subpackage: ``PROTOCOL.md`` beside this file describes, in the project's
+own words, what ``--protocol paper`` follows step by step; :mod:`.paper` implements it (items, tokenisation,
+forward pass, poolings, metrics), :mod:`.paper_probes` its probes, and :mod:`.protocols` lists where it cannot
+follow the reference code and where embedgeom's default protocol chooses otherwise. Modules, CLI help and every
+saved reference-protocol result cite the description by :data:`PROTOCOL_DOC`."""
 
 from __future__ import annotations
 

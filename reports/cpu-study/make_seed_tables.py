@@ -49,7 +49,8 @@ def significant_in_direction(row: dict, direction: int) -> int:
                if (lo > 0 if direction > 0 else hi < 0))
 
 
-#: The reference protocol's "weighted" pooling equals its mean pooling (see embedgeom.paper): not counted twice.
+#: The reference protocol's "weighted" pooling equals its mean pooling (see embedgeom.reference.paper): not counted
+#: twice.
 SKIPPED_POOLINGS = ("weighted",)
 
 

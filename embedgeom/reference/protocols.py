@@ -2,7 +2,7 @@
 
 ``paper`` follows ``embedgeom/reference/PROTOCOL.md`` - what the reference study's released code computes ("Predict and
 Reconstruct", arXiv 2606.05173; aymen-000/predict-reconstruct-language-models at bc6dc05,
-``src/scripts/representation_analysis.py``) - step by step; it is implemented in :mod:`embedgeom.paper`.
+``src/scripts/representation_analysis.py``) - step by step; it is implemented in :mod:`embedgeom.reference.paper`.
 
 * :data:`PAPER_DEVIATIONS`: every way our *default* protocol departs from the reference, one line each, phrased
   "reference: X; default: Y; why: Z".

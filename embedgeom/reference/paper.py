@@ -17,13 +17,13 @@ for any :class:`~embedgeom.loading.Encoder`, independently of the rest of embedg
   (:func:`paper_metrics`): spectral entropy, effective rank, rank_90, stable rank, uniformity on a random
   1,000-row subset, class-conditional "alignment", intra/inter class distance ratio (a one-member class takes
   part in no between-class pair);
-* probes (:mod:`embedgeom.paper_probes`); the token probe's targets come from each item's whole text, tokenised
-  without special tokens and without truncation, not from the padded 128-token input.
+* probes (:mod:`embedgeom.reference.paper_probes`); the token probe's targets come from each item's whole
+  text, tokenised without special tokens and without truncation, not from the padded 128-token input.
 
 The reference leaves some draws unseeded; here each is seeded from the analysis ``seed`` and recorded (attention
 query and key from a dedicated ``torch.Generator``, never the global RNG; the uniformity subset from
 ``numpy.random.default_rng(seed)``; the saga solver's ``random_state``). Every departure from the reference code
-is named in the task card's ``deviations`` (see :data:`embedgeom.protocols.PAPER_PROTOCOL_DEPARTURES`).
+is named in the task card's ``deviations`` (see :data:`embedgeom.reference.protocols.PAPER_PROTOCOL_DEPARTURES`).
 The library never prints; convergence warnings of the probes are counted in the card, not shown.
 """
 
@@ -40,7 +40,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .data import RawRows, load_rows
+from ..data import RawRows, load_rows
 from .protocols import PAPER_PROTOCOL_DEPARTURES
 
 PAPER_MAX_SAMPLES = 2000
@@ -586,8 +586,8 @@ def _paper_deviations(run: _PaperRun, length_note: str | None, sep_note: str | N
 
 def _paper_measure(run: _PaperRun) -> _PaperMeasured:
     """Per pooling: the metrics (point values), embeddings, spectrum and probes; then the structure arrays."""
+    from ..results import array_key
     from .paper_probes import paper_probe_scores
-    from .results import array_key
 
     out = _PaperMeasured()
     name, layer = run.name, run.layer
