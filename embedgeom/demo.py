@@ -25,6 +25,7 @@ from .comparison import compare
 from .report import build_report
 from .results import AnalysisResult, ComparisonResult
 from .samples import minilm_path
+from .storage import ANALYSIS_FORMAT, COMPARISON_FORMAT, REPORT_FORMAT, prepare_output
 
 DEMO_TASKS: tuple[str, ...] = ("sample:bbc", "sample:lee", "sample:wiki", "sample:polarity")
 DEMO_CORPUS = "sample:all"
@@ -115,6 +116,11 @@ def run_demo(
     ``reference=False`` skips the pretrained MiniLM reference.
     """
     out = Path(out).expanduser()
+    names = ["tiny-mlm", "tiny-hybrid", *(["minilm"] if reference else [])]
+    for path, fmt in ([(out / "analyses" / n, ANALYSIS_FORMAT) for n in names]
+                      + [(out / "comparisons" / "tiny-mlm-vs-tiny-hybrid", COMPARISON_FORMAT),
+                         (out / "report", REPORT_FORMAT)]):
+        prepare_output(path, fmt, option="out")  # refused before any training when it holds anything else
     out.mkdir(parents=True, exist_ok=True)
     runs = {obj: _train(obj, corpus, out / "runs" / f"tiny-{obj}", steps, train_overrides, device, progress)
             for obj in ("mlm", "hybrid")}

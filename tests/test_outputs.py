@@ -320,3 +320,14 @@ def test_typed_rows_name_every_field_the_rows_carry(results):
                         (cmp.similarity, SimilarityRow)):
         extra = {k for r in rows for k in r} - set(typed.__annotations__)
         assert not extra, f"{typed.__name__} lacks {sorted(extra)}"
+
+
+def test_the_demo_refuses_a_users_report_directory_before_training(tmp_path, monkeypatch):
+    from embedgeom.demo import run_demo
+
+    (tmp_path / "demo" / "report").mkdir(parents=True)
+    (tmp_path / "demo" / "report" / "index.html").write_text("mine")
+    monkeypatch.setattr("embedgeom.demo._train", lambda *a, **k: pytest.fail("training started"))
+    with pytest.raises(OutputError, match=r"report holds files that are not part of an embedgeom output"):
+        run_demo(tmp_path / "demo")
+    assert (tmp_path / "demo" / "report" / "index.html").read_text() == "mine"
