@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Numbers before and after a change of the pipeline: run from a checkout of each version (e.g. two git worktrees),
-#   (cd OLD && bash reports/pipeline-redesign/run_checks.sh /tmp/check/before)
-#   (cd NEW && bash reports/pipeline-redesign/run_checks.sh /tmp/check/after)
-#   python reports/pipeline-redesign/compare_results.py /tmp/check/before/minilm /tmp/check/after/minilm
+#   (cd OLD && bash reports/pipeline-redesign/run_checks.sh ../check/before)
+#   (cd NEW && bash reports/pipeline-redesign/run_checks.sh ../check/after)
+#   python reports/pipeline-redesign/compare_results.py ../check/before/minilm ../check/after/minilm
 # It runs the demo and the CPU study's MiniLM analysis (4 sample tasks, 1,000 texts each, every pooling) with the
 # code of the current directory and a fresh cache under OUT.
 set -euo pipefail
