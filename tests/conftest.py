@@ -18,10 +18,6 @@ def _seed_torch() -> None:
     torch.manual_seed(0)
 
 
-def random_rotation(d: int, rng: np.random.Generator) -> np.ndarray:
-    q, r = np.linalg.qr(rng.standard_normal((d, d)))
-    return q * np.sign(np.diag(r))
-
 
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.special import gammaln, ive
 
 from embedgeom.results import AnalysisResult, ComparisonResult
 
@@ -182,3 +183,16 @@ def axes_with_data(fig) -> list:
                    or (type(p).__name__ == "StepPatch" and np.isfinite(p.get_data()[0]).any())]
         assert lines or colls or patches, f"empty axes: {ax.get_title()!r}"
     return axes
+
+def random_rotation(d: int, rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.standard_normal((d, d)))
+    return q * np.sign(np.diag(r))
+
+
+def sphere_uniformity(d: int, t: float) -> float:
+    """Population uniformity of the uniform distribution on S^{d-1} (closed form via Bessel I).
+
+    u = z.z' has E[e^{k u}] = Gamma(d/2) (2/k)^{d/2-1} I_{d/2-1}(k); here k = 2t and ||z-z'||^2 = 2 - 2u.
+    """
+    k, nu = 2.0 * t, d / 2.0 - 1.0
+    return -2.0 * t + gammaln(d / 2.0) + nu * math.log(2.0 / k) + math.log(ive(nu, k)) + k

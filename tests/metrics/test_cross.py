@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from embedgeom import metrics as M
-from tests.conftest import random_rotation
+from tests.fixtures import random_rotation
 
 
 def gram_cka(x: np.ndarray, y: np.ndarray) -> float:

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 from scipy.spatial.distance import pdist
-from scipy.special import gammaln, ive
 
 from embedgeom import metrics as M
-from tests.conftest import random_rotation
+from tests.fixtures import random_rotation, sphere_uniformity
 
 
 def ref_uniformity(x: np.ndarray, t: float = 2.0) -> float:
@@ -20,14 +19,6 @@ def ref_uniformity(x: np.ndarray, t: float = 2.0) -> float:
     z = z / np.linalg.norm(z, axis=1, keepdims=True)
     return float(np.log(np.mean(np.exp(-t * pdist(z, "sqeuclidean")))))
 
-
-def sphere_uniformity(d: int, t: float) -> float:
-    """Population uniformity of the uniform distribution on S^{d-1} (closed form via Bessel I).
-
-    u = z.z' has E[e^{k u}] = Gamma(d/2) (2/k)^{d/2-1} I_{d/2-1}(k); here k = 2t and ||z-z'||^2 = 2 - 2u.
-    """
-    k, nu = 2.0 * t, d / 2.0 - 1.0
-    return -2.0 * t + gammaln(d / 2.0) + nu * math.log(2.0 / k) + math.log(ive(nu, k)) + k
 
 
 def test_uniformity_matches_pdist_reference(rng):

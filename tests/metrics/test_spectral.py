@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from embedgeom import metrics as M
-from tests.conftest import random_rotation
+from tests.fixtures import random_rotation
 
 
 def data_with_spectrum(eigs: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -9,7 +9,7 @@ import pytest
 
 from embedgeom import metrics as M
 from embedgeom.metrics.uncertainty import _replicates, split_groups
-from tests.metrics.test_distance import sphere_uniformity
+from tests.fixtures import sphere_uniformity
 
 
 @pytest.mark.parametrize("name", ["uniformity", "mean_cosine"])
