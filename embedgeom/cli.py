@@ -274,15 +274,20 @@ def _pair_label(r: dict, key: str) -> str:
 
 def _print_comparison(cmp: Any, only_significant: bool) -> None:
     ci = _ci(cmp.options)
-    table = Table(title=f"{cmp.b} − {cmp.a} (paired, {ci}; * = interval excludes 0)", title_justify="left")
-    for c in ("task", "pooling", "layer", "metric", "a", "b", "b − a", ci, ""):
+    table = Table(title=f"{cmp.b} − {cmp.a} (paired, {ci}; * = interval excludes 0; better: by each metric's "
+                        "direction, – where the interval includes 0 or no direction applies)", title_justify="left")
+    from .comparison import better_side
+
+    for c in ("task", "pooling", "layer", "metric", "a", "b", "b − a", ci, "", "better"):
         table.add_column(c, justify="right" if c in ("layer", "a", "b", "b − a", ci) else "left")
+    names = {"a": cmp.a, "b": cmp.b}
     for r in cmp.differences:
         if only_significant and not r["significant"]:
             continue
+        side = better_side(r)
         table.add_row(r["task"], _pair_label(r, "pooling"), _pair_label(r, "layer"), r["name"], _fmt(r["value_a"]),
                       _fmt(r["value_b"]), _fmt(r["diff"]), f"[{_fmt(r['low'])}, {_fmt(r['high'])}]",
-                      "*" if r["significant"] else "")
+                      "*" if r["significant"] else "", names[side] if side else "–")
     _out().print(table)
     sim = Table(title=f"similarity of {cmp.a} and {cmp.b} on the same texts", title_justify="left")
     for c in ("task", "pooling", "layer", "measure", "value", ci):

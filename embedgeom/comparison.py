@@ -336,3 +336,27 @@ def _probe_differences(ra: AnalysisResult, rb: AnalysisResult, match: dict, grou
                     "diff": diff, "stderr": se, "low": lo, "high": hi, "significant": not (lo <= 0.0 <= hi),
                     "n": int((np.isfinite(ia) & np.isfinite(ib)).sum()), "method": method})
     return out
+
+
+#: Probe scores where higher is better (the task probes); the lexical probe and the semantic-lexical gap have no
+#: better direction.
+_PROBE_HIGHER_BETTER = ("accuracy", "macro_f1", "mcc", "f1", "spearman")
+
+
+def better_side(row: dict[str, Any]) -> str | None:
+    """Which side of a difference row is better: ``"a"``, ``"b"``, or None when the interval includes 0 (no
+    difference shown), the row has no interval, or the quantity has no better direction. Directions: a metric's
+    ``REGISTRY[name].higher_is_better``; for probes, higher task-probe scores (accuracy, F1, MCC, Spearman) are
+    better."""
+    if not row.get("significant") or not np.isfinite(row.get("diff", math.nan)) or row.get("diff") == 0:
+        return None
+    name = str(row.get("name", ""))
+    if row.get("kind") == "probe":
+        probe, _, metric = name.partition(":")
+        higher = True if probe not in ("lexical", "gap") and metric in _PROBE_HIGHER_BETTER else None
+    else:
+        info = M.REGISTRY.get(name)
+        higher = info.higher_is_better if info is not None else None
+    if higher is None:
+        return None
+    return "b" if (row["diff"] > 0) == higher else "a"
