@@ -608,11 +608,16 @@ def difference_figure(cmp: ComparisonResult, task: str, *, pooling: str | Sequen
     rows = [r for r in cmp.differences if r["task"] == task]
     pools_all = list(dict.fromkeys(pooling_key(r) for r in rows))
     if pooling is not None:
-        wanted = [pooling] if isinstance(pooling, str) else list(pooling)
-        bad = [p for p in wanted if p not in pools_all and not any(r["pooling"] == p for r in rows)]
+        # a pooling name (either side of a pooling comparison) or a panel label; '-' stands for the label's '−'
+        wanted = [p.replace(" - ", " − ") for p in ([pooling] if isinstance(pooling, str) else list(pooling))]
+
+        def chosen(r: Mapping[str, Any], p: str) -> bool:
+            return p in (pooling_key(r), r["pooling"], r.get("pooling_b"))
+
+        bad = [p for p in wanted if not any(chosen(r, p) for r in rows)]
         if bad or not wanted:
             raise ValueError(f"pooling: expected one or more of {pools_all} (compared for {task!r}), got {pooling!r}.")
-        rows = [r for r in rows if pooling_key(r) in wanted or r["pooling"] in wanted]
+        rows = [r for r in rows if any(chosen(r, p) for p in wanted)]
     keys = sorted({layer_key(r) for r in rows})
     if layer is None:
         key = keys[-1]

@@ -288,6 +288,14 @@ class AnalysisResult:
                 return r
         raise KeyError(f"{metric} not measured for {task}/{pooling}/layer {layer}")
 
+    def __getitem__(self, task: str) -> Any:
+        """``result["lee"]``: the tidy rows of one task (:meth:`to_frame` filtered to it); an unknown task is a
+        KeyError listing the tasks this result holds."""
+        if task not in self.tasks:
+            raise KeyError(f"task: {task!r} is not in {self.name!r}; it holds {', '.join(map(repr, self.tasks))}")
+        frame = self.to_frame()
+        return frame[frame["task"] == task].reset_index(drop=True)
+
     def to_frame(self) -> Any:
         """One tidy pandas DataFrame: a row per (task, pooling, layer, kind, name)."""
         import pandas as pd

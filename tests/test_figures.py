@@ -222,3 +222,20 @@ def test_report_uses_only_public_names_of_figures_and_queries():
     imported = [a.name for n in tree.body if isinstance(n, ast.ImportFrom) and n.level == 1 and n.module
                 for a in n.names if a.name.startswith("_")]
     assert imported == []
+
+
+def test_differences_of_two_poolings_take_a_pooling_name_or_an_ascii_label(analysed_90):
+    import embedgeom as eg
+    from tests.fixtures import axes_with_data
+
+    _, cmp = analysed_90
+    task = next(iter({r["task"] for r in cmp.differences}))
+    label = next(r for r in cmp.differences if r.get("pooling_b"))
+    exact = f"{label['pooling_b']} − {label['pooling']}"
+    figs = [eg.plot.differences(cmp, task, pooling=p) for p in
+            (exact, label["pooling_b"], label["pooling"], exact.replace(" − ", " - "))]
+    drawn = [[np.asarray(line.get_xydata()).tolist() for ax in f.axes for line in ax.lines] for f in figs]
+    assert all(axes_with_data(f) for f in figs)
+    assert drawn[1] == drawn[0] and drawn[2] == drawn[0] and drawn[3] == drawn[0]  # the same panel each way
+    with pytest.raises(ValueError, match="pooling: expected one or more of"):
+        eg.plot.differences(cmp, task, pooling="cls")

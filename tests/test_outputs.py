@@ -331,3 +331,13 @@ def test_the_demo_refuses_a_users_report_directory_before_training(tmp_path, mon
     with pytest.raises(OutputError, match=r"report holds files that are not part of an embedgeom output"):
         run_demo(tmp_path / "demo")
     assert (tmp_path / "demo" / "report" / "index.html").read_text() == "mine"
+
+
+def test_a_result_indexed_by_task_gives_that_tasks_rows(results):
+    res = results[0]
+    rows = res["polarity"]
+    assert set(rows["task"]) == {"polarity"}
+    assert len(rows) == len(res.metrics) + len(res.probes)  # one task here: every row
+    assert rows["value"].tolist() == [r["value"] for r in res.metrics] + [r["value"] for r in res.probes]
+    with pytest.raises(KeyError, match=r"'lee' is not in 'A'; it holds 'polarity'"):
+        res["lee"]
