@@ -163,10 +163,8 @@ def _read_json(path: Path, fmt: str) -> dict[str, Any]:
     if version > VERSION:
         raise ValueError(f"result: {path} has format version {version}; this embedgeom reads up to "
                          f"{VERSION}. Upgrade embedgeom.")
-    check_manifest(path, data, require=version >= 2, fix=f"re-run {what} --out")
-    if version >= 3 and "content_hash" not in data:
-        raise ValueError(f"result: {path} has no 'content_hash' entry, which format version {version} requires. "
-                         f"Re-run {what} --out.")
+    promised = ("files",) * (version >= 2) + ("content_hash",) * (version >= 3)
+    check_manifest(path, data, require=promised, fix=f"re-run {what} --out")
     return data
 
 

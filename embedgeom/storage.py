@@ -209,11 +209,12 @@ def write_manifest(directory: Path, name: str, content: dict[str, Any]) -> dict[
     return sealed
 
 
-def check_manifest(path: Path, data: dict[str, Any], *, require: bool, fix: str) -> None:
+def check_manifest(path: Path, data: dict[str, Any], *, require: tuple[str, ...], fix: str) -> None:
     """Refuse a manifest whose rows were edited after writing or whose files do not match it. ``require``: the
-    manifest's format version promises ``files`` and ``content_hash`` (older versions lack them)."""
-    for key in ("files", "content_hash"):
-        if require and key not in data:
+    entries its format version promises (``files`` from version 2 of results, ``content_hash`` from version 3);
+    older versions are read without the checks they predate."""
+    for key in require:
+        if key not in data:
             raise ValueError(f"result: {path} has no {key!r} entry, which its format version requires: it was "
                              f"not written by embedgeom or was edited. Fix: {fix}.")
     if "content_hash" in data and data["content_hash"] != _canonical_hash(data):

@@ -341,3 +341,20 @@ def test_a_result_indexed_by_task_gives_that_tasks_rows(results):
     assert rows["value"].tolist() == [r["value"] for r in res.metrics] + [r["value"] for r in res.probes]
     with pytest.raises(KeyError, match=r"'lee' is not in 'A'; it holds 'polarity'"):
         res["lee"]
+
+
+def test_a_version_2_result_without_a_content_hash_is_still_read(results, tmp_path):
+    """Format 2 listed file hashes but no row hash: such results (written before format 3) load; their files are
+    still checked."""
+    d = results[0].save(tmp_path / "r")
+
+    def as_version_2(data):
+        data.pop("content_hash")
+        data["version"] = 2
+        data["files"] = {k: v for k, v in data["files"].items() if "/" not in k}
+
+    _edit(d / "result.json", as_version_2)
+    assert AnalysisResult.load(d).name == "A"
+    (d / "metrics.csv").write_text("edited")
+    with pytest.raises(ValueError, match=r"metrics\.csv does not match"):
+        AnalysisResult.load(d)
