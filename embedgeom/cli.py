@@ -94,7 +94,7 @@ def _saved(message: str) -> None:
 
 def _one_line(err: BaseException) -> str:
     """The first line of an error's message; an OS error names its path, the errno and the fix."""
-    if isinstance(err, OSError) and not isinstance(err, ValueError) and err.errno is not None:
+    if isinstance(err, OSError) and err.errno is not None:
         from .storage import os_error_line
 
         doing = "write" if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else "use"

@@ -16,7 +16,7 @@ import numpy as np
 from . import metrics as M
 from .analysis import resolve_result
 from .metrics.jackknife import delete_group_replicates, jackknife_stderr, t_interval
-from .options import _as_tuple, check_confidence, check_groups, check_int, check_seed
+from .options import check_confidence, check_groups, check_int, check_seed, split_names
 from .progress import Progress, emit
 from .results import AnalysisResult, ComparisonResult, array_key
 
@@ -98,7 +98,7 @@ def compare(
     return ComparisonResult(pairing.label_a, pairing.label_b, diffs, sims,
                             {"groups": groups, "seed": seed, "confidence": confidence, "knn_k": knn_k,
                              "direction": "diff = b - a (second minus first)", "kind": pairing.kind,
-                             "poolings": list(_as_tuple(poolings)) if poolings is not None else None,
+                             "poolings": list(split_names(poolings)) if poolings is not None else None,
                              "protocol": ra.options.get("protocol")},
                             {"a": {"checkpoint": ra.checkpoint, "card": ra.card},
                              "b": {"checkpoint": rb.checkpoint, "card": rb.card}})
@@ -119,7 +119,7 @@ class _Pairing:
 
 def _pooling_pairing(a: Any, b: Any, poolings: str | Sequence[str], analyze_kwargs: dict[str, Any]) -> _Pairing:
     """Two poolings of one model: every (task, layer) at which both were measured."""
-    pair = _as_tuple(poolings)
+    pair = split_names(poolings)
     if len(pair) != 2 or pair[0] == pair[1]:
         raise ValueError(f"poolings: expected two different poolings to compare, e.g. ('mean', 'max'), got "
                          f"{poolings!r}.")

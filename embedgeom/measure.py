@@ -74,10 +74,12 @@ def probes_not_run(ts: TextSet) -> dict[str, str]:
     return out
 
 
-def run_probes(ts: TextSet, x: np.ndarray, seed: int, lexical: bool) -> list[ProbeScore]:
-    """Probes for one embedding set (rows = ts.texts); those :func:`probes_not_run` names are skipped."""
+def run_probes(ts: TextSet, x: np.ndarray, seed: int, lexical: bool,
+               skipped: dict[str, str] | None = None) -> list[ProbeScore]:
+    """Probes for one embedding set (rows = ts.texts); those :func:`probes_not_run` names are skipped (pass them as
+    ``skipped`` when they are already known for the task)."""
     out: list[ProbeScore] = []
-    skipped = probes_not_run(ts)
+    skipped = probes_not_run(ts) if skipped is None else skipped
     if ts.labels is not None and (ts.labels >= 0).all() and "classification" not in skipped:
         out += classification_probe(x, ts.labels, seed=seed)
     if ts.pairs is not None and ts.pair_labels is not None:
@@ -158,7 +160,7 @@ def measure_task(task: str, ts: TextSet, emb: Embeddings, last_layer: int, cfg: 
             warnings.warn(f"{task}/{pooling}/layer {layer}: {w.message}", w.category, stacklevel=2)
         if cfg.probes:
             emit(progress, f"probes {task}", k_i, len(keys))
-            scores = run_probes(ts, x, cfg.seed, lexical=layer == last_layer)
+            scores = run_probes(ts, x, cfg.seed, lexical=layer == last_layer, skipped=skipped)
             out.probe_rows += _probe_rows(task, pooling, layer, scores, out.arrays)
     emit(progress, f"metrics {task}", len(keys), len(keys))
 

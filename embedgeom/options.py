@@ -192,7 +192,8 @@ def _keep(value: Any, name: str) -> Any:
     return value
 
 
-def _as_tuple(v: Any) -> tuple[str, ...]:
+def split_names(v: Any) -> tuple[str, ...]:
+    """Names given as a comma-separated string (blanks dropped) or as a sequence, as a tuple."""
     if isinstance(v, str):
         return tuple(s.strip() for s in v.split(",") if s.strip())
     return tuple(v)
@@ -201,10 +202,10 @@ def _as_tuple(v: Any) -> tuple[str, ...]:
 def _data(value: Any, name: str) -> tuple[str, ...]:
     if value is None:
         return DEFAULT_DATA
-    if not isinstance(value, (str, Sequence)) or not all(isinstance(d, str) for d in _as_tuple(value)):
+    if not isinstance(value, (str, Sequence)) or not all(isinstance(d, str) for d in split_names(value)):
         raise ValueError(f"{name}: expected data specs as a comma-separated string or a list of strings, got "
                          f"{value!r}. Pass e.g. 'glue:sst2,sample:wiki'.")
-    out = _as_tuple(value)
+    out = split_names(value)
     if not out:
         raise ValueError(f"{name}: expected at least one data spec (e.g. glue:sst2 or sample:wiki), got none.")
     return out
@@ -218,10 +219,10 @@ def _poolings(value: Any, name: str) -> tuple[str, ...]:
 
     if value is None:
         value = "all"
-    if not isinstance(value, (str, Sequence)) or not all(isinstance(p, str) for p in _as_tuple(value)):
+    if not isinstance(value, (str, Sequence)) or not all(isinstance(p, str) for p in split_names(value)):
         raise ValueError(f"{name}: expected pooling names (comma-separated or a list) or 'all', got {value!r}.")
     try:
-        return resolve_poolings(_as_tuple(value), kind="encoder", declared=True)
+        return resolve_poolings(split_names(value), kind="encoder", declared=True)
     except ValueError as err:
         raise ValueError(str(err).replace("poolings:", f"{name}:", 1)) from None
 
@@ -230,7 +231,7 @@ def _metrics(value: Any, name: str) -> tuple[str, ...]:
     from . import metrics as M
 
     set_metrics = M.names("set")
-    out = set_metrics if value is None or value == () else _as_tuple(value)
+    out = set_metrics if value is None or value == () else split_names(value)
     for m in out:
         info = M.get_metric(m)
         if info.kind != "set":
