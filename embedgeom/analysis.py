@@ -60,6 +60,15 @@ def analyze(checkpoint: str | os.PathLike | Encoder, data: str | Sequence[str] |
     _check_name(name)
     cfg = _resolve_options(options, data, kwargs)
     with cache_writes(cfg.cache is not False):  # cache=False (--no-cache): nothing is written under the cache root
+        from .distributed import current
+
+        if current().world > 1:  # launched by torchrun: texts sharded over the processes (rank 0 gets the result)
+            if cfg.protocol != "default":
+                raise ValueError(f"protocol: a distributed analysis runs the default protocol, got {cfg.protocol!r}. "
+                                 "Run --protocol paper in one process.")
+            from .distributed import analyze_sharded
+
+            return analyze_sharded(checkpoint, cfg, progress, name)
         if cfg.protocol == "both":
             return _analyze_both(checkpoint, cfg, progress, name)
         if cfg.protocol == "paper":

@@ -1,0 +1,84 @@
+"""Measure one embedding set read block by block - a precomputed vectors file, or the shards of vectors that the
+processes of a distributed analysis spilled to disk - into the rows and arrays of an AnalysisResult, as
+:func:`embedgeom.measure.measure_geometry` and the probes do for an in-memory set.
+
+What stays bounded: the metrics (:func:`embedgeom.metrics.tiled.streamed_measure`), the eigenspectrum and the
+cosine histogram read blocks or sampled rows. What does not: the probes (scikit-learn needs the matrix) and the
+saved embeddings read the set whole; both run on the main process only.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from . import metrics as M
+from .data import TextSet
+from .measure import HIST_BINS, HIST_PAIRS, Collected, _probe_rows, probes_not_run, run_probes
+from .metrics.tiled import DEFAULT_BLOCK, RowSource, streamed_measure
+from .options import AnalysisOptions
+from .progress import Progress, emit
+from .results import array_key
+
+
+def cosine_histogram_of(take: Callable[[np.ndarray], Any], n: int, seed: int, chunk: int = 20_000) -> np.ndarray:
+    """The pairwise-cosine histogram of :func:`embedgeom.measure.cosine_histogram` (same seeded pairs, same bins),
+    reading only the sampled rows, ``chunk`` pairs at a time."""
+    rng = np.random.default_rng(seed)
+    m = min(HIST_PAIRS, n * (n - 1) // 2)
+    i = rng.integers(0, n, size=m)
+    j = rng.integers(0, n - 1, size=m)
+    j = j + (j >= i)
+    counts = np.zeros(HIST_BINS, dtype=np.int64)
+    for a in range(0, m, chunk):
+        ii, jj = i[a : a + chunk], j[a : a + chunk]
+        rows = np.unique(np.concatenate([ii, jj]))
+        x = np.asarray(take(rows))
+        z = x / np.linalg.norm(x, axis=1, keepdims=True)
+        pos = {int(r): k for k, r in enumerate(rows)}
+        zi = z[[pos[int(r)] for r in ii]]
+        zj = z[[pos[int(r)] for r in jj]]
+        cos = np.clip((zi * zj).sum(1), -1.0, 1.0)
+        counts += np.histogram(cos, bins=HIST_BINS, range=(-1.0, 1.0))[0]
+    return counts
+
+
+def measure_source(task: str, ts: TextSet, source: RowSource, pooling: str, layer: int, cfg: AnalysisOptions,
+                   out: Collected, progress: Progress | None, *, block: int = DEFAULT_BLOCK,
+                   distributed: bool = False, main: bool = True, lexical: bool = False) -> None:
+    """One embedding set (rows = ``ts``'s items): every metric of ``cfg`` with its interval, alignment on the
+    positives, the eigenspectrum, the cosine histogram, the probes and (``cfg.save_embeddings``) the vectors.
+    ``distributed``: the metric work is shared by the ranks (every rank calls this with the same source); only
+    ``main`` fills ``out`` with probes and arrays that need the whole set."""
+    base = {"task": task, "pooling": pooling, "layer": layer}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        intervals, eigenvalues = streamed_measure(
+            list(cfg.metrics), source, confidence=cfg.confidence, groups=min(cfg.groups, source.n), seed=cfg.seed,
+            block=block, distributed=distributed, progress=lambda d, t: emit(progress, f"metrics {task}", d, t))
+    if not main:
+        return
+    for w in {(w.category, str(w.message)): w for w in caught}.values():
+        warnings.warn(f"{task}/{pooling}/layer {layer}: {w.message}", w.category, stacklevel=3)
+    out.metric_rows += [{**base, "metric": m, **ci.as_dict()} for m, ci in intervals.items()]
+    if len(ts.positives) >= 2:
+        p = ts.positives
+        ci = M.confidence_interval("alignment", source.take(p[:, 0]), source.take(p[:, 1]),
+                                   confidence=cfg.confidence)
+        out.metric_rows.append({**base, "metric": "alignment", **ci.as_dict()})
+    out.arrays[array_key("spectrum", task, pooling, layer)] = eigenvalues
+    out.arrays[array_key("hist", task, pooling, layer)] = cosine_histogram_of(source.take, source.n, cfg.seed)
+    x: Any = None
+    if cfg.probes and (ts.labels is not None or ts.pairs is not None or lexical):
+        emit(progress, f"probes {task}", 0, 1)
+        skipped = out.tasks.setdefault(task, {}).setdefault("probes_not_run", probes_not_run(ts))
+        x = np.asarray(source.read(0, source.n))
+        out.probe_rows += _probe_rows(task, pooling, layer, run_probes(ts, x, cfg.seed, lexical=lexical,
+                                                                       skipped=skipped), out.arrays)
+        emit(progress, f"probes {task}", 1, 1)
+    if cfg.save_embeddings:
+        out.arrays[array_key("emb", task, pooling, layer)] = x if x is not None else np.asarray(
+            source.read(0, source.n))
