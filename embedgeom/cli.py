@@ -204,14 +204,24 @@ def _print_analysis(res: Any) -> None:
         table.add_column("layer", justify="right")
         for c in cols:
             table.add_column(HEADLINE[c], justify="right")
-        table.add_column("probe", justify="right")
+        table.add_column("probe (chance)", justify="right")
         for t, pooling, layer in res.measured():
             if t != task:
                 continue
-            cells = _metric_cells(res, task, pooling, layer, cols)
+            cells: list[str | Text] = [*_metric_cells(res, task, pooling, layer, cols)]
             probe = next((r for r in res.probes if (r["task"], r["pooling"], int(r["layer"])) == (task, pooling, layer)
                           and r["metric"] in ("accuracy", "spearman")), None)
-            cells.append("–" if probe is None else f"{probe['probe']} {probe['metric']} {_fmt(probe['value'])}")
+            if probe is None:
+                cells.append("–")
+            else:  # chance: what a label-blind predictor scores on the same items; a value below it is marked
+                chance = probe.get("chance")
+                cell = Text(f"{probe['probe']} {probe['metric']} {_fmt(probe['value'])}")
+                if isinstance(chance, (int, float)) and math.isfinite(chance):  # older results record none
+                    if probe.get("below_chance"):
+                        cell.append(f" (below chance {chance:.2f})", style="bold red")
+                    else:
+                        cell.append(f" (chance {chance:.2f})")
+                cells.append(cell)
             table.add_row(pooling, str(layer), *cells)
         _out().print(table)
 

@@ -4,7 +4,8 @@ A TextSet holds the *unique* texts whose embeddings are measured (duplicates are
 a duplicated point sits at distance 0 from its copy and would bias every distance and rank metric), plus
 whatever the source offers for the rest of the analysis:
 
-* ``labels`` per text (single-text classification: SST-2, CoLA, polarity, BBC topics);
+* ``labels`` per text: class ids (single-text classification: SST-2, CoLA, polarity, BBC topics), or float
+  scores when ``label_task == "regression"`` (a file's numeric label column, by the rule below);
 * ``pairs`` (m, 2) of text indices with ``pair_labels`` (pair tasks: MRPC, MNLI classes; STS-B, Lee,
   WordSim, SimLex scores);
 * ``positives`` (p, 2) of text indices: the positive pairs alignment is computed on, by a stated rule.
@@ -12,7 +13,10 @@ whatever the source offers for the rest of the analysis:
 Spec syntax: ``glue:TASK``, ``sample:NAME``, or a file path, each optionally followed by ``?key=value&...``
 options: ``split=`` (GLUE), ``text=``, ``text_pair=``, ``label=`` (file columns), ``positive=`` (a pair file's
 positive class or score threshold), ``encoding=`` (a file's text encoding, default utf-8; a UTF-8 byte-order mark
-is ignored). Any other option is refused, listing the valid ones. A ``?`` belongs to the file name when the path up
+is ignored), ``task=classification|regression`` (how a file's labels are read, overriding the rule below),
+``header=none`` with ``columns=NAME,NAME,...`` (a .csv/.tsv file without a header row: every row is data and its
+fields take these names, in order; ``header=first``, the default, reads the names from the first row). Any other
+option is refused, listing the valid ones. A ``?`` belongs to the file name when the path up
 to it exists (:func:`parse_spec`). Subsampling (``max_texts``) is seeded and documented on :func:`load_texts`.
 :func:`load_rows` gives a source's raw rows in source order before de-duplication (:class:`RawRows`, what the
 reference study's protocol reads).
@@ -26,8 +30,11 @@ Files are read strictly; nothing is invented or silently lost:
   and line;
 * labels (:func:`class_of`): a label that reads as a number is that number, and an integral number is one class
   however it is written (``1``, ``"1"``, ``1.0``, ``"1.0"``, ``" 1 "``); any other label is its text without
-  surrounding whitespace. A JSON ``true``/``false``, ``null``, list or object, an empty label and ``NaN``/``inf``
-  are refused with the file, the line and the number of such rows;
+  surrounding whitespace. One rule for single texts and pairs (:func:`label_task_of`): numeric labels with more
+  than 10 distinct values or any non-integer one are regression scores, every other label column is classes;
+  ``?task=`` overrides it (``regression`` refuses a non-numeric label, naming its line). A JSON
+  ``true``/``false``, ``null``, list or object, an empty label and ``NaN``/``inf`` are refused with the file, the
+  line and the number of such rows;
 * texts repeated with different labels keep their first label, with a warning that counts them; a labelled set
   left with one class warns that the classification probe cannot run;
 * a path that is a directory, a FIFO or another non-regular file, and every operating-system error reading it
@@ -86,6 +93,8 @@ class TextSet:
     positive_rule: str = "none: this source defines no positive pairs"
     split: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    #: What ``labels`` are: "classification" (class ids) or "regression" (float scores); None without labels.
+    label_task: Literal["classification", "regression"] | None = None
 
     @property
     def n(self) -> int:
@@ -105,7 +114,7 @@ class TextSet:
         return {
             "spec": self.spec, "name": self.name, "n_texts": self.n, "split": self.split,
             "content_hash": self.content_hash, "description": self.description,
-            "n_labels": None if self.labels is None else len(self.labels),
+            "n_labels": None if self.labels is None else len(self.labels), "label_task": self.label_task,
             "label_names": list(self.label_names) if self.label_names else None,
             "n_pairs": 0 if self.pairs is None else len(self.pairs), "pair_task": self.pair_task,
             "n_positives": len(self.positives), "positive_rule": self.positive_rule, **self.info,
@@ -129,7 +138,8 @@ def _unique(texts: Sequence[str]) -> tuple[list[str], np.ndarray, int]:
 
 def _single(spec: str, name: str, texts: Sequence[str], labels: Sequence[Any] | None, description: str,
             label_names: tuple[str, ...] | None = None, positives: np.ndarray | None = None,
-            positive_rule: str | None = None, split: str | None = None) -> TextSet:
+            positive_rule: str | None = None, split: str | None = None,
+            label_task: Literal["classification", "regression"] | None = None) -> TextSet:
     n_in = len(texts)
     kept = [i for i, t in enumerate(texts) if t.strip()]
     texts = [texts[i].strip() for i in kept]
@@ -137,20 +147,22 @@ def _single(spec: str, name: str, texts: Sequence[str], labels: Sequence[Any] | 
     lab = None
     info: dict[str, Any] = {"duplicates_removed": dups, "empty_removed": n_in - len(kept)}
     if labels is not None:
-        labels = [labels[i] for i in kept]
-        lab = np.full(len(uniq), -1, dtype=np.int64)
-        seen: dict[int, set[int]] = {}
+        label_task = label_task or "classification"
+        as_value = float if label_task == "regression" else int
+        labels = [as_value(labels[i]) for i in kept]
+        lab = np.zeros(len(uniq), dtype=np.float64 if label_task == "regression" else np.int64)
+        seen: dict[int, set[Any]] = {}
         for i, u in enumerate(where):  # first occurrence wins
-            if lab[u] == -1:
-                lab[u] = int(labels[i])
-            seen.setdefault(int(u), set()).add(int(labels[i]))
+            if int(u) not in seen:
+                lab[u] = labels[i]
+            seen.setdefault(int(u), set()).add(labels[i])
         counts = np.bincount(where, minlength=len(uniq))
         info["texts_repeated"] = int((counts > 1).sum())
         info["label_conflicts"] = sum(len(v) > 1 for v in seen.values())
     pos = np.zeros((0, 2), dtype=np.int64) if positives is None else positives
     return TextSet(spec, name, tuple(uniq), description, labels=lab, label_names=label_names, positives=pos,
                    positive_rule=positive_rule or "none: this source defines no positive pairs", split=split,
-                   info=info)
+                   info=info, label_task=label_task if lab is not None else None)
 
 
 def _pair_set(spec: str, name: str, a: Sequence[str], b: Sequence[str], labels: Sequence[Any] | None,
@@ -237,7 +249,7 @@ def _textset(rows: RawRows) -> TextSet:
     labels = None if rows.labels is None else list(rows.labels)
     if rows.text_pairs is None:
         return _single(rows.spec, rows.name, list(rows.texts), labels, rows.description,
-                       label_names=rows.label_names, split=rows.split)
+                       label_names=rows.label_names, split=rows.split, label_task=rows.task)
     return _pair_set(rows.spec, rows.name, list(rows.texts), list(rows.text_pairs), labels, rows.task,
                      rows.description,
                      rows.positive or (lambda v: True), rows.positive_rule or "every pair", rows.label_names,
@@ -543,13 +555,22 @@ def _file(path: Path, opts: dict[str, str], spec: str, base: str) -> RawRows:
     suffix = path.suffix.lower()
     if suffix not in (".txt", ".csv", ".tsv", ".jsonl"):
         raise DataError(f"data: expected a .txt, .csv, .tsv or .jsonl file, got {path.name}.")
+    if "task" in opts and opts["task"] not in LABEL_TASKS:
+        raise DataError(f"task: expected {' or '.join(LABEL_TASKS)}, got {opts['task']!r} in {spec}: pass "
+                        f"{base}?task=regression for numeric scores, or ?task=classification for classes.")
+    named = _header_columns(opts, path, suffix, base)
     encoding = opts.get("encoding", "utf-8")
     text = _decode(path, encoding, _encoding_fix(base, encoding))
     desc = f"local file {path}"
     if suffix == ".txt":
+        if "task" in opts:
+            raise DataError(f"task: applies to a file with a label column, but {path} is a .txt file (texts only): "
+                            "remove ?task=.")
         return _rows(spec, path.stem, desc + " (one text per line)", "txt", _lines(text))
     if suffix in (".csv", ".tsv"):
-        records, lines, columns = _delimited_records(text, path, "\t" if suffix == ".tsv" else ",")
+        records, lines, columns = _delimited_records(text, path, "\t" if suffix == ".tsv" else ",", named)
+        if named is not None:
+            desc += f" (no header row; columns named by ?columns=: {', '.join(named)})"
     else:
         records, lines, columns = _jsonl_records(text, path)
     if not records:
@@ -561,15 +582,50 @@ def _file(path: Path, opts: dict[str, str], spec: str, base: str) -> RawRows:
 _Records = tuple[list[dict[str, Any]], list[int], list[str]]
 
 
-def _delimited_records(text: str, path: Path, delim: str) -> _Records:
-    """A .csv/.tsv file's rows as dicts keyed by the header, their line numbers, and the header's columns."""
+#: Header options of a .csv/.tsv file: the first row names the columns (the default), or none does.
+HEADER_CHOICES: tuple[str, ...] = ("first", "none")
+
+
+def _header_columns(opts: dict[str, str], path: Path, suffix: str, base: str) -> list[str] | None:
+    """The column names ``?header=none&columns=a,b`` gives a headerless .csv/.tsv file; None when the file's first
+    row names them (``header=first``, the default). Each misuse is refused in one line with the fix."""
+    header, columns = opts.get("header"), opts.get("columns")
+    if header is None and columns is None:
+        return None
+    if suffix not in (".csv", ".tsv"):
+        opt = "header" if header is not None else "columns"
+        raise DataError(f"{opt}: applies to a .csv or .tsv file, but {path} is a {suffix} file: remove ?{opt}=.")
+    if header is not None and header not in HEADER_CHOICES:
+        raise DataError(f"header: expected {' or '.join(HEADER_CHOICES)}, got {header!r} for {path}: pass "
+                        f"{base}?header=none&columns=text,label for a file without a header row.")
+    if header != "none":
+        if columns is None:
+            return None
+        raise DataError(f"columns: names the columns of a file without a header row, but {path} is read with its "
+                        f"first row as the header: pass {base}?header=none&columns={columns}, or remove ?columns=.")
+    names = [c.strip() for c in (columns or "").split(",")]
+    if columns is None or not all(names):
+        got = "none" if columns is None else repr(columns)
+        raise DataError(f"header: {path} has no header row (?header=none), so its columns need names, got {got}: "
+                        f"pass {base}?header=none&columns=text,label (one name per field, in order).")
+    dup = next((c for c in names if names.count(c) > 1), None)
+    if dup is not None:
+        raise DataError(f"columns: the name {dup!r} is given twice in ?columns={columns}: give each column of {path} "
+                        "its own name.")
+    return names
+
+
+def _delimited_records(text: str, path: Path, delim: str, named: list[str] | None = None) -> _Records:
+    """A .csv/.tsv file's rows as dicts keyed by the header (or by ``named``, the ``?columns=`` of a file without
+    a header row, whose every row is data), their line numbers, and the columns."""
     rows = _csv_rows(text, path, delim)
-    columns = rows[0][1] if rows else []
+    columns = named if named is not None else (rows[0][1] if rows else [])
+    what = "?columns= names" if named is not None else "the header has"
     records: list[dict[str, Any]] = []
     lines: list[int] = []
-    for line, rec in rows[1:]:
+    for line, rec in rows[1:] if named is None else rows:
         if len(rec) != len(columns):
-            raise DataError(f"data: {path} line {line} has {len(rec)} field(s) but the header has {len(columns)} "
+            raise DataError(f"data: {path} line {line} has {len(rec)} field(s) but {what} {len(columns)} "
                             f"({', '.join(columns)}): quote fields that contain {delim!r} (or add the missing "
                             "fields).")
         records.append(dict(zip(columns, rec, strict=True)))
@@ -706,21 +762,62 @@ def _label_classes(records: list[dict[str, Any]], lines: list[int], col: str, pa
     return out
 
 
+#: How a label column is read: as classes, or as regression scores.
+LABEL_TASKS: tuple[str, ...] = ("classification", "regression")
+#: Numeric labels with more distinct values than this (or any non-integer one) are regression scores.
+MAX_NUMERIC_CLASSES = 10
+
+
+def label_task_of(labels: Sequence[int | float | str], forced: str | None = None
+                  ) -> Literal["classification", "regression"]:
+    """How a label column (values of :func:`class_of`) is read, by one rule for single texts and pairs: numeric
+    labels with more than :data:`MAX_NUMERIC_CLASSES` distinct values or any non-integer one are regression
+    scores; any other column is classes. ``forced`` (``?task=``) overrides the rule; ``"regression"`` needs every
+    label numeric (ValueError naming the first that is not)."""
+    if forced is not None and forced not in LABEL_TASKS:
+        raise ValueError(f"task: expected {' or '.join(LABEL_TASKS)}, got {forced!r}.")
+    numeric = all(not isinstance(v, str) for v in labels)
+    if forced == "regression":
+        bad = next((v for v in labels if isinstance(v, str)), None)
+        if bad is not None:
+            raise ValueError(f"task: regression needs numeric labels, got {bad!r}")
+        return "regression"
+    if forced == "classification":
+        return "classification"
+    many = len(set(labels)) > MAX_NUMERIC_CLASSES or any(isinstance(v, float) for v in labels)
+    return "regression" if numeric and many else "classification"
+
+
 def _file_rows(spec: str, path: Path, desc: str, source: str, records: list[dict[str, Any]], lines: list[int],
                cols: tuple[str, str | None, str | None], opts: dict[str, str], base: str) -> RawRows:
-    """The records as rows. Texts must be strings. Labels are classes by :func:`class_of` (numbers in numeric
-    order, then names). Single texts: labels are classes. Pairs: without labels every pair is a positive; numeric
-    labels with more than 10 distinct values or a non-integer one are regression scores (positives: at or above
-    ``?positive=``, else the 80th percentile), other labels are classes (positives: class ``?positive=``, else
-    ``1``, else the last class)."""
+    """The records as rows. Texts must be strings. Labels are read by :func:`label_task_of` (``?task=``
+    overrides): classes by :func:`class_of` (numbers in numeric order, then names), or regression scores. Single
+    texts: class ids or scores per text. Pairs: without labels every pair is a positive; scores (positives: at or
+    above ``?positive=``, else the 80th percentile) or classes (positives: class ``?positive=``, else ``1``, else
+    the last class)."""
     text_col, pair_col, label_col = cols
     if "positive" in opts and (pair_col is None or label_col is None):
         raise DataError(f"positive: applies to a pair file with labels (text, text_pair and label columns), but "
                         f"{path} has {'no label column' if pair_col else 'no text_pair column'}: remove ?positive=.")
+    if "task" in opts and label_col is None:
+        raise DataError(f"task: applies to a file with a label column, but {path} has none (columns "
+                        f"{', '.join(map(str, sorted({k for r in records for k in r})))}): name it with "
+                        f"{base}?label=COLUMN, or remove ?task=.")
     texts = _text_fields(records, lines, text_col, path, base, "text")
     raw = _label_classes(records, lines, label_col, path, base) if label_col else None
+    task = None
+    if raw is not None:
+        try:
+            task = label_task_of(raw, opts.get("task"))
+        except ValueError:
+            line = next(ln for v, ln in zip(raw, lines, strict=True) if isinstance(v, str))
+            value = next(v for v in raw if isinstance(v, str))
+            raise DataError(f"task: regression needs numeric labels, but {path} line {line} has {label_col} = "
+                            f"{value!r}: remove ?task=regression, or correct that row.") from None
     if pair_col is None:
         names, labels = None, None
+        if raw is not None and task == "regression":
+            return _rows(spec, path.stem, desc, source, texts, labels=[float(v) for v in raw], task="regression")
         if raw is not None:
             classes = sorted(set(raw), key=_class_order)
             names = tuple(_class_name(c) for c in classes)
@@ -731,8 +828,7 @@ def _file_rows(spec: str, path: Path, desc: str, source: str, records: list[dict
     if raw is None:
         return _rows(spec, path.stem, desc, source, texts, other, positive=lambda v: True,
                      positive_rule="every row's text and text_pair")
-    numeric = all(not isinstance(v, str) for v in raw)
-    if numeric and (len(set(raw)) > 10 or any(isinstance(v, float) for v in raw)):
+    if task == "regression":
         scores = [float(v) for v in raw]
         if "positive" in opts:
             try:
@@ -767,7 +863,8 @@ def _file_rows(spec: str, path: Path, desc: str, source: str, records: list[dict
 
 #: The options each kind of spec takes (anything else is refused, listing these).
 SPEC_OPTIONS: dict[str, tuple[str, ...]] = {
-    "glue": ("split",), "sample": (), "file": ("text", "text_pair", "label", "positive", "encoding")}
+    "glue": ("split",), "sample": (),
+    "file": ("text", "text_pair", "label", "positive", "encoding", "task", "header", "columns")}
 
 
 def _exists(path: str) -> bool:
@@ -891,7 +988,10 @@ def load_texts(
     from ``glue_dir`` in the official GLUE TSV layout; ``sample:wiki|bbc|bbc-pairs|polarity|lee|wordsim|simlex``
     from the offline sample suite (needs the demo extra); a .txt (one text per line), .csv/.tsv/.jsonl file with
     named columns (``text``/``sentence``, optional ``text_pair``/``sentence2`` and ``label``/``score``; choose
-    others with ``?text=...&text_pair=...&label=...``; ``?encoding=cp1252`` for a file that is not UTF-8).
+    others with ``?text=...&text_pair=...&label=...``; ``?encoding=cp1252`` for a file that is not UTF-8;
+    ``?header=none&columns=text,label`` for a .csv/.tsv without a header row). A numeric label column with more
+    than 10 distinct values or a non-integer value is read as regression scores (``label_task``), for single texts
+    as for pairs; ``?task=classification|regression`` overrides that rule.
     ``max_texts`` subsamples (see :func:`subsample`). The rows before de-duplication: :func:`load_rows`.
 
     Strict reading (module docstring): a .txt line ends at ``\n`` / ``\r\n`` only; .jsonl texts must be JSON
@@ -922,6 +1022,8 @@ def load_texts(
 def _warn_one_class(ts: TextSet, spec: str, conflicts: int) -> None:
     """A labelled set with a single class: the classification probe needs two and will not run; say so."""
     labels, names, what = ts.labels, ts.label_names, "texts"
+    if ts.label_task == "regression":
+        return
     if labels is None and ts.pair_task == "classification":
         labels, names, what = ts.pair_labels, ts.pair_label_names, "pairs"
     if labels is None or len(labels) == 0 or len(np.unique(labels)) > 1:

@@ -2,6 +2,10 @@
 interval, alignment on the task's positive pairs, the eigenspectrum, a histogram of pairwise cosines - and the
 probes of :mod:`embedgeom.probes`, gathered into the rows and arrays of an AnalysisResult. No model code: it
 takes vectors (``Embeddings``) and the task's texts and structure (``TextSet``).
+
+Every probe row carries ``chance`` (what a label-blind predictor scores on the same items; definitions in
+:mod:`embedgeom.probes`) and ``below_chance`` (the upper end of the row's normal interval at the analysis's
+confidence lies below chance); each below-chance row is warned about once (:class:`ProbeBelowChanceWarning`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from .probes import (
     cosine_similarity_probe,
     lexical_probe,
     pair_features,
+    regression_probe,
+    regression_skip_reason,
     ridge_probe,
 )
 from .progress import Progress, emit
@@ -46,10 +52,16 @@ def cosine_histogram(x: np.ndarray, seed: int) -> np.ndarray:
     return counts.astype(np.int64)
 
 
-def _probe_rows(task: str, pooling: str, layer: int, scores: list[ProbeScore], arrays: dict) -> list[dict]:
+def _probe_rows(task: str, pooling: str, layer: int, scores: list[ProbeScore], arrays: dict,
+                confidence: float = 0.95) -> list[dict]:
+    """One row per score, with ``below_chance`` at ``confidence`` (the analysis's), each below-chance row warned
+    about once (:class:`ProbeBelowChanceWarning`); per-item scores go to ``arrays``."""
     rows = []
     for s in scores:
-        rows.append({"task": task, "pooling": pooling, "layer": layer, **s.record()})
+        rows.append({"task": task, "pooling": pooling, "layer": layer, **s.record(),
+                     "below_chance": s.below_chance(confidence)})
+        if rows[-1]["below_chance"]:
+            warnings.warn(below_chance_message(rows[-1], confidence), ProbeBelowChanceWarning, stacklevel=3)
         if s.per_item is not None:
             arrays[array_key("items", task, pooling, layer, s.probe, s.metric)] = np.asarray(s.per_item)
     return rows
@@ -59,11 +71,32 @@ class ProbeNotRunWarning(UserWarning):
     """A task has labels or scored pairs, but a probe on them cannot run (the warning says why)."""
 
 
+class ProbeBelowChanceWarning(UserWarning):
+    """A probe scored below what a label-blind predictor gets on the same items: the upper end of its interval
+    lies below its chance level (the warning names the task, pooling, layer, value and chance)."""
+
+
+def below_chance_message(row: dict, confidence: float) -> str:
+    """The one-line warning for a below-chance probe row."""
+    from scipy.stats import norm
+
+    upper = row["value"] + float(norm.ppf(0.5 + confidence / 2)) * row["stderr"]
+    return (f"{row['task']}/{row['pooling']}/layer {row['layer']}: the {row['probe']} probe's {row['metric']} is "
+            f"{row['value']:.4g} (upper end of its {confidence * 100:.4g}% interval {upper:.4g}), below chance "
+            f"{row['chance']:.4g} (what a label-blind predictor scores on the same {row['n']} items). A probe "
+            "below chance usually means a label leak through the folds (e.g. duplicates with opposite labels), a "
+            "collapsed embedding, or too few items; do not read it as a difference between models.")
+
+
 def probes_not_run(ts: TextSet) -> dict[str, str]:
     """Probe -> why it cannot run on this task's labels (one line each); empty when every probe the task's
     structure calls for can run."""
     out = {}
-    if ts.labels is not None and (ts.labels >= 0).all():
+    if ts.labels is not None and ts.label_task == "regression":
+        why = regression_skip_reason(ts.labels)
+        if why:
+            out["regression"] = why
+    elif ts.labels is not None and (ts.labels >= 0).all():
         why = classification_skip_reason(ts.labels)
         if why:
             out["classification"] = why
@@ -75,19 +108,24 @@ def probes_not_run(ts: TextSet) -> dict[str, str]:
 
 
 def run_probes(ts: TextSet, x: np.ndarray, seed: int, lexical: bool,
-               skipped: dict[str, str] | None = None) -> list[ProbeScore]:
+               skipped: dict[str, str] | None = None, probe_c: float | str = 1.0) -> list[ProbeScore]:
     """Probes for one embedding set (rows = ts.texts); those :func:`probes_not_run` names are skipped (pass them as
-    ``skipped`` when they are already known for the task)."""
+    ``skipped`` when they are already known for the task). Single-text labels are a classification probe, or a
+    ridge regression probe when ``ts.label_task == "regression"``; ``probe_c`` is the logistic probes' C (a
+    number, or ``"nested"``: :func:`embedgeom.probes.classification_probe`)."""
     out: list[ProbeScore] = []
     skipped = probes_not_run(ts) if skipped is None else skipped
-    if ts.labels is not None and (ts.labels >= 0).all() and "classification" not in skipped:
-        out += classification_probe(x, ts.labels, seed=seed)
+    if ts.labels is not None and ts.label_task == "regression":
+        if "regression" not in skipped:
+            out += regression_probe(x, ts.labels, seed=seed)
+    elif ts.labels is not None and (ts.labels >= 0).all() and "classification" not in skipped:
+        out += classification_probe(x, ts.labels, seed=seed, c=probe_c)
     if ts.pairs is not None and ts.pair_labels is not None:
         u, v = x[ts.pairs[:, 0]], x[ts.pairs[:, 1]]
         if ts.pair_task == "classification" and "pair classification" not in skipped:
             two = len(np.unique(ts.pair_labels)) == 2
             out += classification_probe(pair_features(u, v), ts.pair_labels, seed=seed,
-                                        positive=1 if two else None, pairs=ts.pairs)
+                                        positive=1 if two else None, pairs=ts.pairs, c=probe_c)
         elif ts.pair_task == "regression":
             out.append(cosine_similarity_probe(u, v, ts.pair_labels, seed=seed))
             if len(ts.pair_labels) >= 10:
@@ -160,8 +198,9 @@ def measure_task(task: str, ts: TextSet, emb: Embeddings, last_layer: int, cfg: 
             warnings.warn(f"{task}/{pooling}/layer {layer}: {w.message}", w.category, stacklevel=2)
         if cfg.probes:
             emit(progress, f"probes {task}", k_i, len(keys))
-            scores = run_probes(ts, x, cfg.seed, lexical=layer == last_layer, skipped=skipped)
-            out.probe_rows += _probe_rows(task, pooling, layer, scores, out.arrays)
+            scores = run_probes(ts, x, cfg.seed, lexical=layer == last_layer, skipped=skipped,
+                                probe_c=cfg.probe_c)
+            out.probe_rows += _probe_rows(task, pooling, layer, scores, out.arrays, cfg.confidence)
     emit(progress, f"metrics {task}", len(keys), len(keys))
 
 

@@ -128,6 +128,10 @@ class AnalysisOptions:
         "Single-set metrics to measure (default: every 'set' metric of the registry).", cli=""))
     probes: bool = field(default=True, metadata=_opt("Run the linear/similarity/lexical probes.",
                                                      flag="--probes"))
+    probe_c: float | str = field(default=1.0, metadata=_opt(
+        "The logistic probes' C (inverse regularisation strength): a positive number, fixed (default 1.0), or "
+        "'nested' to choose it inside each outer fold by an inner 3-fold stratified CV over C in {0.001, 0.01, 0.1, "
+        "1, 10, 100} (the rows' method states the C used).", cli="", flag="--probe-c"))
     groups: int = field(default=20, metadata=_opt(
         "Jackknife groups for the intervals (delete-a-group; at least 2).", flag="--groups"))
     confidence: float = field(default=0.95, metadata=_opt("Confidence level of every interval, in (0, 1).",
@@ -272,6 +276,12 @@ def _cache(value: Any, name: str) -> bool | str:
     raise ValueError(f"{name}: expected True, False or a cache directory, got {value!r}.")
 
 
+def _probe_c(value: Any, name: str) -> float | str:
+    from .probes import parse_probe_c
+
+    return parse_probe_c(value, name)
+
+
 def _path_or_none(value: Any, name: str) -> str | None:
     if value is None:
         return None
@@ -291,5 +301,5 @@ _VALIDATE: dict[str, Any] = {
                                          "128 on GPU)."),
     "max_length": lambda v, n: check_int(v, n, minimum=2, optional=True, fix="Omit it to use the model's limit."),
     "special_tokens": _choice(("include", "exclude")), "cache": _cache, "glue_dir": _path_or_none,
-    "save_embeddings": check_bool,
+    "save_embeddings": check_bool, "probe_c": _probe_c,
 }

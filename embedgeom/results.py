@@ -68,7 +68,10 @@ class MetricRow(TypedDict, total=False):
 
 
 class ProbeRow(TypedDict, total=False):
-    """One probe score of one embedding set (``AnalysisResult.probes``)."""
+    """One probe score of one embedding set (``AnalysisResult.probes``). ``chance``: what a label-blind
+    predictor scores on the same items (definitions in :mod:`embedgeom.probes`; NaN where none is defined);
+    ``below_chance``: the upper end of the row's normal interval at the result's confidence lies below it.
+    Results saved before these fields existed load with ``chance`` NaN and ``below_chance`` False."""
 
     task: str
     pooling: str
@@ -79,6 +82,8 @@ class ProbeRow(TypedDict, total=False):
     stderr: float
     n: int
     method: str
+    chance: float
+    below_chance: bool
 
 
 class DifferenceRow(TypedDict, total=False):
@@ -355,9 +360,14 @@ class AnalysisResult:
                 raise ValueError(f"result: {companion} is missing or does not belong to {path} (content hash "
                                  "differs). Re-run analyze --protocol both --out.")
             paper = cls.load(d / PAPER_DIR)
+        probes = _field(data, "probes", list, path)
+        for r in probes:  # saved before probe rows had a chance level: none is known, none is claimed
+            if isinstance(r, dict) and "chance" not in r:
+                r.setdefault("chance", float("nan"))
+                r.setdefault("below_chance", False)
         res = cls(_field(data, "checkpoint", dict, path), _field(data, "tasks", dict, path),
                   _field(data, "options", dict, path), _field(data, "metrics", list, path),
-                  _field(data, "probes", list, path), arrays, data.get("card") or {}, str(data.get("name") or ""),
+                  probes, arrays, data.get("card") or {}, str(data.get("name") or ""),
                   paper)
         _check_bounds(res, path)
         return res
