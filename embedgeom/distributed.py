@@ -165,13 +165,13 @@ class SpilledRows:
         return out
 
 
-def analyze_sharded(checkpoint: Any, cfg: Any, progress: Any, name: str | None) -> Any:
-    """:func:`embedgeom.analyze` (default protocol) with the texts sharded over the ranks of the initialised group
-    (see the module docstring). Returns the AnalysisResult on rank 0 and None on the others."""
+def analyze_spilled(checkpoint: Any, cfg: Any, progress: Any, name: str | None) -> Any:
+    """:func:`embedgeom.analyze` (default protocol) with every task's vectors spilled to disk and measured in row
+    blocks: under torchrun the texts are sharded over the ranks (see the module docstring); in one process with
+    ``spill=N`` the texts are encoded N at a time. Returns the AnalysisResult on rank 0 and None on the others."""
     import warnings
 
     from .analysis import _encoder, _load_text_sets, _options, _rewarn
-    from .encoding import encode
     from .measure import Collected
     from .measure_streamed import measure_source
     from .metrics.tiled import RowSource
@@ -192,37 +192,86 @@ def analyze_sharded(checkpoint: Any, cfg: Any, progress: Any, name: str | None) 
         for t_i, (spec, ts) in enumerate(zip(cfg.data, text_sets, strict=True)):
             task = unique_name(ts.name, used)
             a, b = ranks.shard(ts.n)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                emb = encode(enc, list(ts.texts[a:b]), poolings=cfg.poolings, layers=cfg.layers,
-                             batch_size=cfg.batch_size, max_length=cfg.max_length,
-                             special_tokens=cfg.special_tokens, cache=cfg.cache,
-                             progress=None if show is None else (lambda d, t, s=spec: show(f"encode {s}", d, t)))
-            if ranks.main:
-                _rewarn(caught, task, enc)
-            keys = list(emb.vectors)
-            for k_i, key in enumerate(keys):
-                np.save(spill / f"{t_i}-{k_i}-rank{ranks.rank}.npy", emb.vectors[key])
-            truncated = sum(gather(int(emb.meta.get("truncated", 0) or 0)))
+            texts = list(ts.texts[a:b])
+            tick = None if show is None else (lambda d, t, s=spec: show(f"encode {s}", d, t))
+            prefix = spill / f"{t_i}-rank{ranks.rank}"
+            keys, meta, dtypes, caught = _encode_to_spill(enc, texts, cfg, prefix, tick)
+            every = gather(sorted(dtypes))
+            precision_note = None
+            if len({d for ds in every for d in ds}) > 1:  # one result never mixes precisions: all float32
+                if dtypes != {"float32"}:
+                    keys, meta, dtypes, more = _encode_to_spill(_encoder(checkpoint, cfg.replace(dtype="float32")),
+                                                                texts, cfg, prefix, tick)
+                    caught += more
+                precision_note = (f"the precision checks of the chunks or processes disagreed ({every}); every "
+                                  "vector was encoded in float32")
+            truncated = sum(gather(int(meta.get("truncated") or 0)))
             barrier()
             if ranks.main:
+                _rewarn(caught, task, enc)
+                if precision_note:
+                    warnings.warn(f"{task}: {precision_note}.", UserWarning, stacklevel=2)
                 out.tasks[task] = {**ts.card(), "items": "texts", "n_items": ts.n,
-                                   "encode": {**{k: v for k, v in emb.meta.items() if k != "model_spec"},
-                                              "truncated": truncated, "n_texts": ts.n,
-                                              "sharded": {"processes": ranks.world, "rows": "contiguous shards"}}}
+                                   "encode": {**{k: v for k, v in meta.items() if k != "model_spec"},
+                                              "truncated": truncated, "n": ts.n,
+                                              "spilled": {"processes": ranks.world, "chunk": cfg.spill,
+                                                          "rows": "contiguous shards, in text order"},
+                                              **({"precision_note": precision_note} if precision_note else {})}}
                 for what in ("labels", "pairs", "pair_labels", "positives"):
                     val = getattr(ts, what)
                     if val is not None:
                         out.arrays[array_key("struct", task, what)] = np.asarray(val)
             for k_i, (pooling, layer) in enumerate(keys):
-                rows = SpilledRows([spill / f"{t_i}-{k_i}-rank{r}.npy" for r in range(ranks.world)])
+                rows = SpilledRows([spill / f"{t_i}-rank{r}-{k_i}.npy" for r in range(ranks.world)])
                 measure_source(task, ts, RowSource(rows.n, rows.d, rows.read, rows.take), pooling, layer, cfg,
-                               out, show, distributed=True, main=ranks.main, lexical=layer == enc.num_layers)
+                               out, show, distributed=ranks.world > 1, main=ranks.main,
+                               lexical=layer == enc.num_layers)
+                del rows
     if not ranks.main:
         return None
-    recorded = {**_options(cfg), "distributed": {"processes": ranks.world, "backend": backend()}}
+    recorded = {**_options(cfg), **({"distributed": {"processes": ranks.world, "backend": backend()}}
+                                    if ranks.world > 1 else {})}
     return AnalysisResult(enc.card(), out.tasks, recorded, out.metric_rows, out.probe_rows, out.arrays,
                           reproducibility_card(cfg.seed), name.strip() if name else "")
+
+
+def _encode_to_spill(enc: Any, texts: list[str], cfg: Any, prefix: Path, progress: Any
+                     ) -> tuple[list[Any], dict[str, Any], set[str], list[Any]]:
+    """Encode ``texts`` ``cfg.spill`` at a time (all at once without it) into one float32 ``.npy`` per vector set
+    (``{prefix}-{k}.npy``, k = the set's index). Returns the sets' keys, the first chunk's meta with the truncation
+    count of all, the dtypes used and the warnings caught."""
+    import warnings
+
+    from .encoding import encode
+
+    n = len(texts)
+    chunk = cfg.spill or n
+    files: dict[Any, np.ndarray] = {}
+    meta: dict[str, Any] = {}
+    dtypes: set[str] = set()
+    truncated = 0
+    caught: list[Any] = []
+    for c0 in range(0, n, chunk):
+        part = texts[c0 : c0 + chunk]
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            emb = encode(enc, part, poolings=cfg.poolings, layers=cfg.layers, batch_size=cfg.batch_size,
+                         max_length=cfg.max_length, special_tokens=cfg.special_tokens, cache=cfg.cache,
+                         progress=None if progress is None else (lambda d, t, c=c0: progress(c + d, n)))
+        caught += got
+        for k, (key, x) in enumerate(emb.vectors.items()):
+            if key not in files:
+                files[key] = np.lib.format.open_memmap(f"{prefix}-{k}.npy", mode="w+", dtype=np.float32,
+                                                       shape=(n, x.shape[1]))
+            files[key][c0 : c0 + len(part)] = x
+        dtypes |= set(emb.meta.get("vector_dtypes", {}).values())
+        truncated += int(emb.meta.get("truncated") or 0)
+        meta = meta or dict(emb.meta)
+    keys = list(files)
+    for f in files.values():
+        f.flush()
+    files.clear()
+    return keys, {**meta, "truncated": truncated}, dtypes, caught
 
 
 def backend() -> str | None:

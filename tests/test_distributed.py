@@ -89,5 +89,20 @@ def test_torchrun_on_a_model_equals_one_process(tiny_bert_dir, tmp_path):
     r1, r2 = eg.AnalysisResult.load(tmp_path / "one"), eg.AnalysisResult.load(tmp_path / "two")
     _assert_same(r1, r2)
     task = next(iter(r2.tasks))
-    assert r2.tasks[task]["encode"]["sharded"]["processes"] == 2
+    assert r2.tasks[task]["encode"]["spilled"]["processes"] == 2
     assert r2.tasks[task]["n_items"] == r1.tasks[task]["n_items"] == 80
+
+
+def test_spilled_analysis_in_one_process_equals_the_in_memory_one(tiny_bert_dir):
+    kw = {"data": ["sample:polarity"], "poolings": ("mean", "max"), "layers": (1, 2), "max_texts": 90,
+          "device": "cpu", "cache": False}
+    in_memory = eg.analyze(tiny_bert_dir, **kw)
+    spilled = eg.analyze(tiny_bert_dir, spill=25, **kw)  # four chunks of texts, the last one short
+    _assert_same(in_memory, spilled)
+    assert spilled.options["spill"] == 25 and in_memory.options["spill"] is None
+    assert spilled.tasks["polarity"]["encode"]["spilled"] == {"processes": 1, "chunk": 25,
+                                                              "rows": "contiguous shards, in text order"}
+    with pytest.raises(ValueError, match="spill: expected"):
+        eg.analyze(tiny_bert_dir, spill=0, **kw)
+    with pytest.raises(ValueError, match="postprocess: not available for a distributed or spilled analysis"):
+        eg.analyze(tiny_bert_dir, spill=25, postprocess="standardize", **kw)
