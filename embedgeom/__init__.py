@@ -25,6 +25,10 @@ _LAZY = {
     "AnalysisResult": "embedgeom.results",
     "ComparisonResult": "embedgeom.results",
     "load_texts": "embedgeom.data",
+    "token_geometry": "embedgeom.tokens",
+    "TokenOptions": "embedgeom.tokens",
+    "TokenGeometryResult": "embedgeom.token_results",
+    "compare_tokens": "embedgeom.token_results",
 }
 
 __all__ = ["__version__", "metrics", "plot", *_LAZY]

@@ -369,6 +369,7 @@ CacheDirOpt = Annotated[Path | None, typer.Option(help="Embedding cache director
                                                   "~/.cache/embedgeom).")]
 GroupsOpt = Annotated[int, typer.Option(help=_H("groups"))]
 ConfOpt = Annotated[float, typer.Option(help=_H("confidence"))]
+PostOpt = Annotated[str, typer.Option("--postprocess", help=_H("postprocess"))]
 #: The CLI's defaults are the options' own (one default data set for the CLI and Python).
 _D = AnalysisOptions()
 DEFAULT_DATA_SPEC = ",".join(_D.data)
@@ -404,6 +405,7 @@ def analyze(
     embeddings: Annotated[bool, typer.Option(help=_H("save_embeddings"))] = _D.save_embeddings,
     groups: GroupsOpt = _D.groups,
     confidence: ConfOpt = _D.confidence,
+    postprocess: PostOpt = _D.postprocess,
     name: Annotated[str | None, typer.Option(help="The model's label in tables, comparisons and figures "
                                              "(default: the checkpoint's directory name).")] = None,
     checkpoints: Annotated[str | None, typer.Option(help="For a trainer run directory: analyse its checkpoints "
@@ -469,6 +471,139 @@ def _emit_results(results: list, fmt: Format) -> None:
                 _print_analysis(r.paper)
 
 
+#: The per-layer columns of the ``tokens`` table.
+TOKEN_HEADLINE = {"intra_similarity": "intra", "self_similarity": "self", "adjusted_self_similarity": "self − aniso",
+                  "mev": "MEV", "anisotropy": "aniso", "rogue_share": "rogue share", "token_uniformity": "uniformity",
+                  "token_effective_rank": "eff. rank", "token_norm": "norm"}
+
+
+@app.command()
+def tokens(
+    models: Annotated[list[str], typer.Argument(help="Checkpoints or saved token results (tokens --out); with two or "
+                                                "more, each is also compared with the first on the same texts.")],
+    data: DataOpt = DEFAULT_DATA_SPEC,
+    layer: Annotated[str, typer.Option("--layer", "-l", help="Hidden layer(s): all (default), -1 = last, 0 = "
+                                       "embeddings, comma-separated.")] = "all",
+    max_texts: MaxOpt = None,
+    seed: SeedOpt = _D.seed,
+    postprocess: PostOpt = _D.postprocess,
+    max_ids: Annotated[int, typer.Option(help="At most this many token ids (5+ occurrences in 2+ texts; a seeded "
+                                         "sample when more) for self-similarity and MEV.")] = 200,
+    max_occurrences: Annotated[int, typer.Option(help="MEV: at most this many seeded occurrences per id.")] = 50,
+    device: DeviceOpt = "auto",
+    dtype: Annotated[str, typer.Option(help="Compute dtype of the forward pass (default float32: bf16 rounding can "
+                                       "exceed the spread of anisotropic token states).")] = "float32",
+    batch_size: BatchOpt = None,
+    max_length: MaxLenOpt = None,
+    glue_dir: GlueOpt = None,
+    groups: GroupsOpt = _D.groups,
+    confidence: ConfOpt = _D.confidence,
+    name: Annotated[str | None, typer.Option(help="The model's label (one model only).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Save the result here (with several models: each "
+                                             "result and each comparison in a subdirectory).")] = None,
+    report_dir: Annotated[Path | None, typer.Option("--report", help="Write the token report (layer curves, rogue "
+                                                    "dimensions, tables, comparisons) here.")] = None,
+    fmt: FormatOpt = Format.table,
+    verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Token-level geometry per layer: intra- and self-similarity, MEV, the anisotropy baseline and the adjusted
+    forms, rogue dimensions, token uniformity and effective rank, with jackknife intervals over texts.
+
+    Example: [bold]embedgeom tokens ckpt/ --data sample:lee --layer all --postprocess standardize[/]
+    """
+    _set_verbosity(verbose, quiet)
+    with _guard():
+        from .storage import COLLECTION_FORMAT, REPORT_FORMAT, TOKENS_FORMAT, prepare_output
+        from .token_results import TokenGeometryResult, compare_tokens, save_token_results
+        from .tokens import TokenOptions, token_geometry
+
+        if name is not None and len(models) != 1:
+            _fail(f"--name: expected one model to label, got {len(models)}.")
+        opts = TokenOptions.create(data=data, layers=layer, max_texts=max_texts, seed=seed, postprocess=postprocess,
+                                   max_ids=max_ids, max_occurrences=max_occurrences, groups=groups,
+                                   confidence=confidence, device=device, dtype=dtype, batch_size=batch_size,
+                                   max_length=max_length, glue_dir=glue_dir)
+        if out is not None:
+            prepare_output(out, TOKENS_FORMAT if len(models) == 1 else COLLECTION_FORMAT)
+        if report_dir is not None:
+            prepare_output(report_dir, REPORT_FORMAT, "--report")
+        results = []
+        with _progress() as cb:
+            for m in models:
+                saved = Path(m).expanduser() / "tokens.json"
+                results.append(TokenGeometryResult.load(saved.parent) if saved.is_file()
+                               else token_geometry(m, options=opts, name=name, progress=cb))
+        comparisons = [compare_tokens(results[0], r, confidence=confidence) for r in results[1:]]
+        if out is not None:
+            if len(results) == 1:
+                results[0].save(out)
+            else:
+                save_token_results(out, results, comparisons)
+            _saved(f"saved to {out}")
+        if report_dir is not None:
+            from .token_figures import build_token_report
+
+            index = build_token_report(results, report_dir, comparisons=comparisons)
+            _saved(f"report written to {index}")
+        _emit_tokens(results, comparisons, fmt)
+
+
+def _emit_tokens(results: list, comparisons: list, fmt: Format) -> None:
+    """Token results (and comparisons) to stdout: JSON, one CSV table, or one rich table per model, task and
+    post-processing (rows: layers) and one per comparison."""
+    if fmt is Format.json:
+        objs = [{"name": r.name, "checkpoint": r.checkpoint, "tasks": r.tasks, "options": r.options,
+                 "metrics": r.metrics} for r in results]
+        body: Any = objs[0] if len(objs) == 1 else objs
+        if comparisons:
+            body = {"results": objs, "comparisons": [{"a": c.a, "b": c.b, "options": c.options,
+                                                      "differences": c.differences} for c in comparisons]}
+        _emit_json(body)
+        return
+    if fmt is Format.csv:
+        import pandas as pd
+
+        from .results import csv_safe
+
+        frames = [r.to_frame().assign(table="metrics") for r in results]
+        frames += [c.to_frame().assign(table="differences") for c in comparisons]
+        csv_safe(pd.concat(frames, ignore_index=True)).to_csv(sys.stdout, index=False)
+        return
+    for res in results:
+        for task, card in res.tasks.items():
+            for variant in res.postprocessings():
+                plan = card.get("plan", {})
+                table = Table(title=f"{res.name} · {task} ({plan.get('texts')} texts, {plan.get('tokens')} tokens, "
+                                    f"{plan.get('kept_ids')} ids; {'raw' if variant == 'none' else 'after ' + variant};"
+                                    f" {_ci(res.options)}, jackknife over texts)", title_justify="left")
+                table.add_column("layer", justify="right")
+                for c in TOKEN_HEADLINE.values():
+                    table.add_column(c, justify="right")
+                for layer in res.layers():
+                    cells = []
+                    for m in TOKEN_HEADLINE:
+                        try:
+                            row = res.value(task, layer, m, variant)
+                        except KeyError:
+                            cells.append("–")
+                            continue
+                        cells.append(_fmt(row["value"], _half(row)))
+                    table.add_row(str(layer), *cells)
+                _out().print(table)
+    for cmp in comparisons:
+        ci = _ci(cmp.options)
+        table = Table(title=f"{cmp.b} − {cmp.a}: token geometry, paired on the same texts ({ci}; * = interval "
+                            "excludes 0)", title_justify="left")
+        for c in ("task", "layer", "postprocess", "metric", "a", "b", "b − a", ci, ""):
+            table.add_column(c, justify="right" if c in ("layer", "a", "b", "b − a", ci) else "left")
+        for r in cmp.differences:
+            table.add_row(r["task"], str(r["layer"]), r["postprocess"], r["name"], _fmt(r["value_a"]),
+                          _fmt(r["value_b"]), _fmt(r["diff"]), f"[{_fmt(r['low'])}, {_fmt(r['high'])}]",
+                          "*" if r["significant"] else "")
+        _out().print(table)
+
+
 @app.command()
 def compare(
     models: Annotated[list[str] | None, typer.Argument(help="Checkpoints or saved analysis dirs (analyze --out): two "
@@ -501,6 +636,7 @@ def compare(
     cache_dir: CacheDirOpt = None,
     groups: GroupsOpt = _D.groups,
     confidence: ConfOpt = _D.confidence,
+    postprocess: PostOpt = _D.postprocess,
 
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
@@ -640,12 +776,12 @@ def demo(
 def list_metrics(verbose: VerboseOpt = False, quiet: QuietOpt = False) -> None:
     """List every registered metric: kind, direction, definition and reference."""
     _set_verbosity(verbose, quiet)
-    from .metrics import REGISTRY
+    from .metrics import REGISTRY, TOKEN_METRICS
 
     table = Table(title="embedgeom metrics", title_justify="left")
     for c in ("name", "kind", "better", "definition", "reference"):
         table.add_column(c)
-    for name, info in REGISTRY.items():
+    for name, info in [*REGISTRY.items(), *TOKEN_METRICS.items()]:  # token metrics: embedgeom tokens
         better = {True: "higher", False: "lower", None: "–"}[info.higher_is_better]
         table.add_row(name, info.kind, better, info.description, info.reference.split(",")[0])
     _out().print(table)

@@ -20,6 +20,7 @@ from . import metrics as M
 from .data import TextSet
 from .encoding import Embeddings
 from .options import AnalysisOptions
+from .postprocess import apply_postprocess
 from .probes import (
     ProbeScore,
     classification_probe,
@@ -190,7 +191,7 @@ def measure_task(task: str, ts: TextSet, emb: Embeddings, last_layer: int, cfg: 
     keys = list(emb.vectors)
     for k_i, (pooling, layer) in enumerate(keys):
         emit(progress, f"metrics {task}", k_i, len(keys))
-        x = emb.vectors[(pooling, layer)]
+        x = apply_postprocess(cfg.postprocess, emb.vectors[(pooling, layer)])  # fitted on this set; cache stays raw
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             measure_geometry({"task": task, "pooling": pooling, "layer": layer}, ts, x, cfg, out)

@@ -154,6 +154,10 @@ class AnalysisOptions:
         "Read GLUE offline from this directory (the official GLUE TSV layout).", flag="--glue-dir"))
     save_embeddings: bool = field(default=True, metadata=_opt("Save embeddings with --out (needed by compare).",
                                                               cli="embeddings", flag="--embeddings"))
+    postprocess: str = field(default="none", metadata=_opt(
+        "Post-process the vectors before measuring, fitted on each analysed set: none, standardize, abtt:K (remove "
+        "the mean and the top K principal directions) or whiten (BERT-whitening). The embedding cache keeps the raw "
+        "vectors.", flag="--postprocess"))
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -282,6 +286,12 @@ def _probe_c(value: Any, name: str) -> float | str:
     return parse_probe_c(value, name)
 
 
+def _postprocess(value: Any, name: str) -> str:
+    from .postprocess import check_postprocess
+
+    return check_postprocess(value, name)
+
+
 def _path_or_none(value: Any, name: str) -> str | None:
     if value is None:
         return None
@@ -301,5 +311,6 @@ _VALIDATE: dict[str, Any] = {
                                          "128 on GPU)."),
     "max_length": lambda v, n: check_int(v, n, minimum=2, optional=True, fix="Omit it to use the model's limit."),
     "special_tokens": _choice(("include", "exclude")), "cache": _cache, "glue_dir": _path_or_none,
+    "postprocess": _postprocess,
     "save_embeddings": check_bool, "probe_c": _probe_c,
 }

@@ -142,13 +142,15 @@ ANALYSIS_FORMAT = "embedgeom-analysis"
 COMPARISON_FORMAT = "embedgeom-comparison"
 COLLECTION_FORMAT = "embedgeom-collection"
 REPORT_FORMAT = "embedgeom-report"
+TOKENS_FORMAT = "embedgeom-tokens"
 OUTPUT_FORMATS = {ANALYSIS_FORMAT: "an analysis result (analyze --out)",
+                  TOKENS_FORMAT: "a token-geometry result (tokens --out)",
                   COMPARISON_FORMAT: "a comparison (compare --out)",
                   COLLECTION_FORMAT: "a set of results (analyze --checkpoints --out, compare --out)",
                   REPORT_FORMAT: "a report (report --out)"}
 #: The file names a manifest can have; which one an output uses is fixed by its kind.
 MANIFEST_NAMES = {ANALYSIS_FORMAT: "result.json", COMPARISON_FORMAT: "comparison.json",
-                  COLLECTION_FORMAT: "manifest.json", REPORT_FORMAT: "manifest.json"}
+                  COLLECTION_FORMAT: "manifest.json", REPORT_FORMAT: "manifest.json", TOKENS_FORMAT: "tokens.json"}
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?:(?P<pid>\d+)-)?[0-9a-f]{8,12}\.(?P<kind>partial|old)$")
 _OS_FIXES = {errno.ENOSPC: "free space on that device or choose another directory",
              errno.EDQUOT: "free space within your quota or choose another directory",
