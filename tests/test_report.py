@@ -53,6 +53,13 @@ def titles(drawn: dict) -> list[str]:
     return [a.get_title().replace("\n", " ") for fig in drawn.values() for a in fig.axes]
 
 
+def texts(fig) -> list[str]:
+    """Every text of ``fig`` (titles, labels, ticks, legend entries and titles), line breaks as spaces."""
+    import matplotlib.text
+
+    return [t.get_text().replace("\n", " ") for t in fig.findobj(matplotlib.text.Text)]
+
+
 def sections(md: str) -> dict[str, str]:
     """Heading text -> the Markdown below it (up to the next heading)."""
     out, head, buf = {}, None, []
@@ -103,7 +110,7 @@ def check_summary_tables(md: str, results: list[AnalysisResult]) -> int:
     by_name = {r.name: r for r in results}
     checked = 0
     for head, body in sections(md).items():
-        m = re.match(r"^(\S+), (?:layer (\d+)|last layer)", head or "")
+        m = re.match(r"^(\S+), (?:layer (\d+)|last layer)", head or "")  # 'layer 1 of 2', 'last layer (2 of 2)'
         if not m or ":" in head:
             continue
         task = m.group(1)
@@ -111,9 +118,11 @@ def check_summary_tables(md: str, results: list[AnalysisResult]) -> int:
             for row in table:
                 res = by_name[row["model"]]
                 for metric, text in row.items():
-                    if metric in ("model", "pooling", "layer", "n") or text == "–":
+                    if metric in ("model", "pooling", "layer", "n (texts)") or text == "–":
                         continue
-                    want = res.value(task, row["pooling"], int(row["layer"]), metric)
+                    lay, of, last = row["layer"].split()  # '2 of 6': the layer and the model's last layer
+                    assert of == "of" and int(last) == res.checkpoint["num_layers"]
+                    want = res.value(task, row["pooling"], int(lay), metric)
                     assert text == cell(want), (task, row["model"], row["pooling"], metric)
                     checked += 1
     return checked
@@ -136,12 +145,15 @@ def test_a_single_pooling_report_draws_that_pooling(analysed, tmp_path, drawn, p
     for what in ("eigenspectrum", "alignment-uniformity", "effective-rank", "cosines", "probes"):
         assert f"lee-Llast-{what}" in drawn, sorted(drawn)
     assert all("mean pooling" not in t and "(mean" not in t and "no probe" not in t for t in titles(drawn))
-    assert any(f"{pooling} pooling" in t and "layer 2" in t for t in titles(drawn))
+    assert any(f"{pooling} pooling" in t for t in titles(drawn))
+    for stem in ("eigenspectrum", "alignment-uniformity", "effective-rank", "cosines", "probes"):
+        assert any("last layer (2 of 2)" in t for t in texts(drawn[f"lee-Llast-{stem}"])), stem
+        assert any("n = 42" in t for t in texts(drawn[f"lee-Llast-{stem}"])), stem
     lee_probes = drawn["lee-Llast-probes"].axes[0]
     assert pooling in " ".join(t.get_text() for t in lee_probes.get_xticklabels())
     assert check_summary_tables(md, [res]) >= 6
     # the probe table states the results' own scores
-    body = sections(md)["lee, layer 2 (last): probes"]
+    body = sections(md)["lee, last layer (2 of 2): probes"]
     rows = tables(body)[0]
     assert {(r["probe"], r["metric"]) for r in rows} == {(p["probe"], p["metric"]) for p in res.probes
                                                          if p["task"] == "lee"}
@@ -157,7 +169,7 @@ def test_layer_all_report_profiles_every_layer(analysed, tmp_path, drawn):
     a, b = (subset(r, poolings=["max"], tasks=["lee"]) for r in analysed)
     md = build([a, b], tmp_path, drawn)
     secs = sections(md)
-    for head in ("lee, layer 0", "lee, layer 1", "lee, layer 2 (last)"):
+    for head in ("lee, layer 0 of 2", "lee, layer 1 of 2", "lee, last layer (2 of 2)"):
         assert head in secs
     for key in ("L0", "L1", "Llast"):
         assert f"lee-{key}-eigenspectrum" in drawn
@@ -179,7 +191,7 @@ def test_layer_all_report_profiles_every_layer(analysed, tmp_path, drawn):
         np.testing.assert_allclose(ax.lines[0].get_ydata(), [r["value"] for r in want])
     assert check_summary_tables(md, [a, b]) >= 3 * 2 * 6
     # two models: a best-first ranking per metric, in the registry's direction
-    body = secs["lee, layer 1"]
+    body = secs["lee, layer 1 of 2"]
     line = next(ln for ln in body.splitlines() if ln.startswith("- effective\\_rank (higher is better)"))
     ranks = {p: a.value("lee", p, 1, "effective_rank")["value"] > b.value("lee", p, 1, "effective_rank")["value"]
              for p in ("max",)}
@@ -189,6 +201,16 @@ def test_layer_all_report_profiles_every_layer(analysed, tmp_path, drawn):
 
 
 # --- comparisons -----------------------------------------------------------------------------------------------
+
+
+def diff_panels(fig) -> dict:
+    """A difference figure's panels by the row name they draw (titles read 'effective rank (higher is better)')."""
+    out = {}
+    for ax in axes_with_data(fig):
+        m = re.match(r"^(.*) \((?:higher is better|lower is better|no better direction)\)$", ax.get_title())
+        assert m, ax.get_title()
+        out[m.group(1).replace(" ", "_")] = ax
+    return out
 
 
 def _significant_lines(md: str) -> list[str]:
@@ -223,13 +245,16 @@ def test_pooling_comparison_report_lists_every_significant_row(analysed, tmp_pat
         assert row["diff (second − first) [95% CI]"] == f"{r['diff']:+.4g} [{r['low']:+.4g}, {r['high']:+.4g}]"
         assert row["significant"] == ("yes" if outside_zero(r) else "no")
     fig = drawn["differences-tiny-a-max-vs-mean-lee-L2"]
-    (ax,) = axes_with_data(fig)
-    assert "max − mean" in ax.get_title() and "layer 2" in ax.get_title()
-    assert "second − first" in ax.get_xlabel()
-    finite = [r for r in cmp.differences if math.isfinite(r["stderr"]) and r["stderr"] > 0]
-    assert len(ax.containers) == len(finite)  # every row with its interval
-    filled = sum(1 for c in ax.containers if c.lines[0].get_markerfacecolor() != "white")
-    assert filled == sum(bool(r["significant"]) for r in finite)
+    assert any("max − mean" in t and "layer 2" in t for t in texts(fig))
+    panels = diff_panels(fig)
+    finite = [r for r in cmp.differences if math.isfinite(r["diff"])]
+    assert set(panels) == {r["name"] for r in finite}  # a panel per metric and probe
+    for r in finite:
+        ax = panels[r["name"]]
+        assert "second − first" in ax.get_xlabel()
+        (c,) = ax.containers  # one pooling pair: one row, with its interval, in the metric's units
+        assert c.lines[0].get_xdata()[0] == pytest.approx(r["diff"], rel=1e-12)
+        assert (c.lines[0].get_markerfacecolor() != "white") == bool(r["significant"])
 
 
 def test_a_reference_protocol_comparison_reports_point_differences(analysed, tmp_path, drawn):
@@ -242,8 +267,12 @@ def test_a_reference_protocol_comparison_reports_point_differences(analysed, tmp
     assert "not assessed" in line and f"{len(cmp.differences)} point differences" in line
     table = next(t for t in tables(md) if t and "significant" in t[0])
     assert [row["diff (b − a)"] for row in table] == [f"{r['diff']:+.4g}" for r in cmp.differences]
-    (ax,) = axes_with_data(drawn["differences-tiny-a-vs-tiny-a2-lee-L2"])
-    assert "no intervals" in ax.get_title() and "diff / |a|" in ax.get_xlabel()
+    fig = drawn["differences-tiny-a-vs-tiny-a2-lee-L2"]
+    assert any("no intervals" in t for t in texts(fig))
+    for r in cmp.differences:  # point values b − a in the metric's units, no interval drawn
+        ax = diff_panels(fig)[r["name"]]
+        assert not ax.containers
+        assert [ln.get_xdata()[0] for ln in ax.lines if ln.get_marker() == "D"] == pytest.approx([r["diff"]])
 
 
 def test_real_comparison_at_max_pooling_reports_its_rows(analysed, tmp_path, drawn):
@@ -259,8 +288,8 @@ def test_real_comparison_at_max_pooling_reports_its_rows(analysed, tmp_path, dra
             assert f"{r['name']} {r['diff']:+.4g} [{r['low']:+.4g}, {r['high']:+.4g}]" in lines[0]
     assert "## Comparison: tiny-b − tiny-a" in md and "diff = b − a (second minus first)" in md
     fig = next(f for s, f in drawn.items() if "differences" in s)
-    (ax,) = axes_with_data(fig)
-    assert "b − a" in ax.get_xlabel() and "max" in ax.get_title()
+    for ax in axes_with_data(fig):
+        assert "b − a" in ax.get_xlabel() and [t.get_text() for t in ax.get_yticklabels()] == ["max"]
 
 
 def test_a_seed_group_comparison_reports_how_many_seeds_agree(analysed, tmp_path, drawn):
@@ -295,14 +324,14 @@ def test_three_models_get_one_table_and_a_ranking_per_metric(analysed, tmp_path,
     cmps = [fake_compare(a, b), fake_compare(a, c)]
     md = build([a, b, c], tmp_path, drawn, comparisons=cmps)
     secs = sections(md)
-    (table,) = tables(secs["lee, layer 2 (last)"])
+    (table,) = tables(secs["lee, last layer (2 of 2)"])
     assert [(r["model"], r["pooling"]) for r in table] == [(m, p) for m in ("tiny-a", "tiny-b", "tiny-c")
                                                            for p in ("mean", "max")]
     assert {"uniformity", "alignment", "effective_rank", "rankme", "isoscore", "mean_cosine"} <= set(table[0])
     check_summary_tables(md, [a, b, c])
     from embedgeom.metrics import REGISTRY
 
-    ranking = [unescape(ln) for ln in secs["lee, layer 2 (last)"].splitlines() if ln.startswith("- ")]
+    ranking = [unescape(ln) for ln in secs["lee, last layer (2 of 2)"].splitlines() if ln.startswith("- ")]
     for metric in ("uniformity", "effective_rank", "isoscore", "alignment"):
         line = next(ln for ln in ranking if ln.startswith(f"- {metric} ("))
         higher = REGISTRY[metric].higher_is_better
@@ -317,7 +346,8 @@ def test_three_models_get_one_table_and_a_ranking_per_metric(analysed, tmp_path,
     assert md.count("## Comparison: ") == 2
     assert len([s for s in drawn if "differences" in s]) == 2
     for fig in (f for s, f in drawn.items() if "differences" in s):
-        assert len(axes_with_data(fig)) == 2  # a panel per pooling
+        for ax in axes_with_data(fig):  # a panel per metric, a row per pooling
+            assert [t.get_text() for t in ax.get_yticklabels()] == ["mean", "max"]
 
 
 def test_three_checkpoint_trajectories_are_drawn_against_step(analysed, tmp_path, drawn):
@@ -337,14 +367,15 @@ def test_three_checkpoint_trajectories_are_drawn_against_step(analysed, tmp_path
         runs = [ln for ln in ax.lines if len(ln.get_xdata()) == 3]
         assert len(runs) == 2 and all(list(ln.get_xdata()) == [100, 200, 300] for ln in runs)
         assert len(ax.collections) >= 2  # bands
-        assert "mean pooling" in ax.get_title() and "layer 2" in ax.get_title()
+        assert "mean pooling" in ax.get_title()
+    assert any("last layer (2 of 2)" in t for t in texts(drawn[stem]))
     assert any(type(c).__name__ == "SecondaryAxis" for c in axes[0].child_axes)  # tokens seen
     ax = next(x for x in axes if x.get_ylabel() == "uniformity")
     mlm = sorted((c for c in ckpts if c.checkpoint["trajectory"]["run"] == "mlm"),
                  key=lambda c: c.checkpoint["trajectory"]["step"])
     np.testing.assert_allclose(ax.lines[0].get_ydata(), [c.value("lee", "mean", 2, "uniformity")["value"]
                                                          for c in mlm])
-    body = sections(md)["lee: trajectory, mean pooling, layer 2 (last)"]
+    body = sections(md)["lee: trajectory, mean pooling, last layer (2 of 2)"]
     (table,) = tables(body)
     assert [(r["run"], r["step"]) for r in table] == [("mlm", "100"), ("mlm", "200"), ("mlm", "300"),
                                                       ("hybrid", "100"), ("hybrid", "200"), ("hybrid", "300")]
@@ -370,14 +401,17 @@ def test_reference_protocol_companion_is_tabulated_side_by_side(analysed, tmp_pa
     for (p, metric), r in got.items():
         dm, _, rm = metric.partition(" vs ")
         rm = rm or dm
-        if r["default protocol"] != "–":
-            assert r["default protocol"] == f"{cell(res.value('lee', p, 2, dm))} (layer 2)"
-        if r["reference protocol"] != "–":
-            assert r["reference protocol"] == f"{res.paper.value('lee', p, 2, rm)['value']:.4g} (layer 2)"
-    assert got[("max", "rank_at_variance vs rank_90")]["reference protocol"] != "–"
+        d, ref = r["default protocol (layer, n)"], r["reference protocol (layer, n)"]
+        if d != "–":
+            want = res.value('lee', p, 2, dm)
+            assert d == f"{cell(want)} (layer 2, n = {want['n']})"
+        if ref != "–":
+            want = res.paper.value('lee', p, 2, rm)
+            assert ref == f"{want['value']:.4g} (layer 2, n = {want['n']})"
+    assert got[("max", "rank_at_variance vs rank_90")]["reference protocol (layer, n)"] != "–"
     assert "different quantities" in got[("mean", "alignment vs alignment_class_conditional")]["note"]
-    assert got[("weighted", "effective_rank")]["default protocol"] == "–"
-    assert got[("cls", "effective_rank")]["reference protocol"] == "–"
+    assert got[("weighted", "effective_rank")]["default protocol (layer, n)"] == "–"
+    assert got[("cls", "effective_rank")]["reference protocol (layer, n)"] == "–"
 
 
 def test_a_standalone_reference_protocol_result_reports_cleanly(analysed, tmp_path, drawn):
@@ -385,14 +419,14 @@ def test_a_standalone_reference_protocol_result_reports_cleanly(analysed, tmp_pa
     md = build([paper], tmp_path, drawn)
     secs = sections(md)
     # no cosine histograms under the reference protocol: not written, and the section says why
-    cos = secs["lee, layer 2 (last): pairwise cosine similarity"]
+    cos = secs["lee, last layer (2 of 2): pairwise cosine similarity"]
     assert "Not drawn:" in cos and "cosine histograms" in cos and "![" not in cos
     assert not list(tmp_path.glob("*cosines*"))
     for what in ("eigenspectrum", "alignment-uniformity", "effective-rank", "probes"):
         assert f"lee-Llast-{what}" in drawn
     au = drawn["lee-Llast-alignment-uniformity"].axes[0]
     assert "class-conditional" in au.get_ylabel()
-    (table,) = tables(secs["lee, layer 2 (last)"])
+    (table,) = tables(secs["lee, last layer (2 of 2)"])
     assert {"uniformity", "effective_rank", "rank_90", "alignment_class_conditional"} <= set(table[0])
     for row in table:
         assert row["rank_90"] == f"{paper.value('lee', row['pooling'], 2, 'rank_90')['value']:.4g}"
@@ -419,7 +453,7 @@ def test_a_report_at_confidence_0_9_labels_every_interval_90_percent(analysed_90
     assert any(outside_zero(r) for r in rows) and not all(outside_zero(r) for r in rows)
     for row, r in zip(table, rows, strict=True):  # the table's verdicts, from the rows' own numbers
         assert row["name"] == r["name"] and row["significant"] == ("yes" if outside_zero(r) else "no")
-    labels = [t for t in titles(drawn) if "CI" in t]
+    labels = [t for fig in drawn.values() for t in texts(fig) if "CI" in t]
     assert labels and all("90% CI" in t for t in labels)
     assert not [t for fig in drawn.values() for t in _all_text(fig) if "95%" in t]
     assert "value [90% CI]" in res._repr_html_()
@@ -430,8 +464,8 @@ def test_a_report_of_results_at_two_confidences_names_each_level(analysed, analy
     res95 = subset(analysed[0], poolings=["mean", "max"], tasks=["lee"])
     md = build([res90, res95], tmp_path, drawn)
     assert "confidence 90% for tiny-90, 95% for tiny-a" in unescape(md)
-    au = drawn["lee-Llast-alignment-uniformity"].axes[0].get_title().replace("\n", " ")
-    assert "CIs: 90% for tiny-90, 95% for tiny-a" in au
+    au = texts(drawn["lee-Llast-alignment-uniformity"])
+    assert any("CIs: 90% for tiny-90, 95% for tiny-a" in t for t in au)
     assert "value [95% CI]" in res95._repr_html_() and "value [90% CI]" in res90._repr_html_()
 
 
@@ -504,8 +538,9 @@ def test_a_figure_with_nothing_to_draw_is_not_written_and_says_why(analysed, tmp
     res.probes = []
     md = build([res], tmp_path, drawn)
     secs = sections(md)
-    assert secs["polarity, layer 2 (last): pairwise cosine similarity"].strip().startswith("Not drawn: no cosine")
-    assert secs["polarity, layer 2 (last): probes"].strip().startswith("Not drawn: no probe scores")
+    assert secs["polarity, last layer (2 of 2): pairwise cosine similarity"].strip().startswith(
+        "Not drawn: no cosine")
+    assert secs["polarity, last layer (2 of 2): probes"].strip().startswith("Not drawn: no probe scores")
     assert not list(tmp_path.glob("*cosines*")) and not list(tmp_path.glob("*probes*"))
 
 
@@ -528,7 +563,8 @@ def test_plot_api_draws_every_figure_and_validates_arguments(analysed):
     res = [a, b]
     fig = eg.plot.alignment_uniformity(res, "lee", pooling="max", layer=-1)
     (ax,) = axes_with_data(fig)
-    assert len(ax.containers) == 2 and "max pooling" in ax.get_title() and "layer 2" in ax.get_title()
+    assert len(ax.containers) == 2
+    assert any("max pooling" in t for t in texts(fig)) and any("last layer (2 of 2)" in t for t in texts(fig))
     cmp = fake_compare(subset(a, tasks=["lee"]), subset(b, tasks=["lee"]))
     ckpts = [shifted(a, 1 + k / 10, f"c{k}", trajectory={"run": "r", "step": k, "tokens": None, "objective": None})
              for k in (1, 2, 3)]
