@@ -6,6 +6,7 @@ clear line (set EMBEDGEOM_DEBUG=1 for the traceback).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -128,33 +129,39 @@ def _guard() -> Iterator[None]:
 
 
 @contextmanager
-def _progress() -> Iterator[Callable[[str, int, int], None]]:
-    """Progress on stderr; yields a ``callback(stage, done, total)``. Rich bars when stderr is a terminal (or
-    EMBEDGEOM_PROGRESS=1); a line per finished stage with its duration when it is not, or with -v; nothing
-    with -q."""
-    import time
+def _progress(threads: str | None = None) -> Iterator[Callable[[str, int, int], None]]:
+    """Progress on stderr for a block of work run with ``threads`` CPU threads (--threads: ``auto`` or N, see
+    :func:`embedgeom.threads.limit_threads`; None: the thread pools as they are); yields a
+    ``callback(stage, done, total)``. Rich bars when stderr is a terminal (or
+    EMBEDGEOM_PROGRESS=1); when it is not (CI logs, nohup, pipes), or with -v, plain lines
+    (:class:`~embedgeom.progress.ProgressLines`): one when a stage starts, at most one every
+    EMBEDGEOM_PROGRESS_INTERVAL seconds (default 10) with done/total, percent, rate and ETA, one when it ends with
+    its duration; nothing with -q."""
+    from .progress import ProgressLines
+    from .threads import check_threads, limit_threads
 
+    if threads is not None:
+        check_threads(threads, "--threads")  # one line before any work
     level = _VERBOSITY["level"]
     bars_on = level >= 0 and (_err().is_terminal or os.environ.get("EMBEDGEOM_PROGRESS") == "1")
     lines_on = level > 0 or (level == 0 and not bars_on)
+    try:
+        lines = ProgressLines(lambda line: _err().print(line, highlight=False)) if lines_on else None
+    except ValueError as err:  # a bad EMBEDGEOM_PROGRESS_INTERVAL, before any work
+        _fail(str(err))
     bars = Progress(TextColumn("{task.description:<28}", markup=False), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), console=_err(), transient=False, disable=not bars_on)
     tasks: dict[str, Any] = {}
-    started: dict[str, float] = {}
-    finished: set[str] = set()
 
     def callback(stage: str, done: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = bars.add_task(stage[:28], total=max(total, 1))
-            started[stage] = time.perf_counter()
-        bars.update(tasks[stage], completed=done, total=max(total, 1))
-        if done >= total and stage not in finished:
-            finished.add(stage)
-            if lines_on:
-                _err().print(f"{stage}: {total} done in {time.perf_counter() - started[stage]:.1f} s",
-                             highlight=False)
+        if bars_on:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(stage[:28], total=max(total, 1))
+            bars.update(tasks[stage], completed=done, total=max(total, 1))
+        if lines is not None:
+            lines(stage, done, total)
 
-    with bars:
+    with bars, (limit_threads(threads) if threads is not None else contextlib.nullcontext()):
         yield callback
 
 
@@ -239,7 +246,8 @@ def _expand_group(spec: str) -> list[str]:
 
 
 def _compare_groups(models: list[str], group_a: str | None, group_b: str | None, kw: dict[str, Any],
-                    out: Path | None, fmt: Format, significant: bool) -> None:
+                    out: Path | None, fmt: Format, significant: bool, threads: str | None = None,
+                    correction: str = "none") -> None:
     if models or group_a is None or group_b is None:
         _fail("--group-a, --group-b: expected both seed groups and no positional models, e.g. --group-a "
               "runs/mlm-s0,runs/mlm-s1,runs/mlm-s2 --group-b runs/hybrid-s0,runs/hybrid-s1,runs/hybrid-s2.")
@@ -250,8 +258,9 @@ def _compare_groups(models: list[str], group_a: str | None, group_b: str | None,
     if out is not None:
         prepare_output(out, COLLECTION_FORMAT)
     shared = {k: kw.pop(k) for k in ("groups", "seed", "confidence")}
-    with _progress() as cb:
-        cmp = compare_groups(_expand_group(group_a), _expand_group(group_b), progress=cb, **shared, **kw)
+    with _progress(threads) as cb:
+        cmp = compare_groups(_expand_group(group_a), _expand_group(group_b), progress=cb, correction=correction,
+                             **shared, **kw)
     if out is not None:
         saved = save_results(out, {f"{safe_name(cmp.a, default='a')}-vs-{safe_name(cmp.b, default='b')}": cmp})
         _saved(f"saved to {next(iter(saved.values()))}")
@@ -262,16 +271,20 @@ def _compare_groups(models: list[str], group_a: str | None, group_b: str | None,
         csv_safe(cmp.to_frame()).to_csv(sys.stdout, index=False)
     else:
         ci = _ci(cmp.options)
-        table = Table(title=f"{cmp.b} − {cmp.a}: mean over {cmp.options['seeds']} seeds, between-seed {ci}; "
-                            "holds = seeds with the mean's sign (with a per-seed interval excluding 0)",
-                      title_justify="left")
-        for c in ("task", "pooling", "layer", "metric", "a", "b", "b − a", ci, "holds", ""):
+        _print_header([f"{cmp.b} − {cmp.a}: mean over {cmp.options['seeds']} seeds of the per-seed paired "
+                       f"differences, between-seed {ci} (Student-t on seeds − 1 df); holds = seeds with the mean's "
+                       "sign (with a per-seed interval excluding 0, uncorrected)", *_n_d_lines(cmp),
+                       _significance_line(cmp)])
+        table = Table(title=f"{cmp.b} − {cmp.a} (seed groups)", title_justify="left")
+        padj = _p_adjusted_column(cmp)
+        for c in ("task", "pooling", "layer", "metric", "a", "b", "b − a", ci, "p", *padj, "holds", ""):
             table.add_column(c, justify="left" if c in ("task", "pooling", "metric", "") else "right")
         for r in cmp.differences:
             if significant and not r["significant"]:
                 continue
             table.add_row(r["task"], r["pooling"], str(r["layer"]), r["name"], _fmt(r["value_a"]),
                           _fmt(r["value_b"]), _fmt(r["diff"]), f"[{_fmt(r['low'])}, {_fmt(r['high'])}]",
+                          _fmt_p(r.get("p")), *([_fmt_p(r.get("p_adjusted"))] if padj else []),
                           f"{r['seeds_agree']} of {r['seeds']} ({r['seeds_significant']})",
                           "*" if r["significant"] else "")
         _out().print(table)
@@ -282,14 +295,73 @@ def _pair_label(r: dict, key: str) -> str:
     return str(a) if a == b else f"{a}→{b}"
 
 
+def _print_header(lines: list[str]) -> None:
+    """Lines above a table, never wrapped (a header a test or a reader greps stays on its line)."""
+    for line in lines:
+        _out().print(line, highlight=False, soft_wrap=True)
+
+
+def _fmt_p(p: Any) -> str:
+    """A p-value: 2 significant digits, '<1e-4' below that, '–' when there is none."""
+    if not isinstance(p, (int, float)) or not math.isfinite(p):
+        return "–"
+    return "<1e-4" if p < 1e-4 else f"{p:.2g}"
+
+
+def _p_adjusted_column(cmp: Any) -> list[str]:
+    """The adjusted-p column's header, when the comparison used a correction."""
+    corr = cmp.options.get("correction", "none")
+    return [f"p ({ {'holm': 'Holm', 'bh': 'BH'}.get(corr, corr)})"] if corr not in (None, "none") else []
+
+
+def _significance_line(cmp: Any) -> str:
+    """What '*' means in a comparison table: the correction, alpha and the family (all rows of this comparison)."""
+    opts = cmp.options
+    if opts.get("protocol") == "paper":
+        return "reference protocol: point values, no intervals, no p-values, nothing starred"
+    corr, m = opts.get("correction", "none"), opts.get("family_size")
+    alpha = opts.get("alpha", 1.0 - float(opts.get("confidence", 0.95)))
+    family = f"the family = all {m} rows of this comparison with a p-value" if m is not None else "all rows"
+    p_def = "p: two-sided, from the Student-t reference of each row's interval (t = diff / s.e. on its df)"
+    if corr in (None, "none"):
+        return (f"* = interval excludes 0 (p < {alpha:.3g}); correction: none over {family}, so about "
+                f"{alpha:.0%} of true-zero differences are starred by chance (--correction holm|bh adjusts); "
+                f"{p_def}")
+    what = {"holm": "Holm-adjusted p (family-wise error rate)",
+            "bh": "Benjamini–Hochberg-adjusted p (false discovery rate)"}.get(corr, f"{corr}-adjusted p")
+    return (f"* = {what} < {alpha:.3g}; correction: {corr} over {family}; intervals are per row (unadjusted); "
+            f"{p_def}")
+
+
+def _n_d_lines(cmp: Any) -> list[str]:
+    """n per task and the embedding dimension d of each side (per side only when they differ)."""
+    n = cmp.options.get("n") or {}
+    lines = []
+    if n:
+        lines.append("n: " + ", ".join(f"{t} {v}" for t, v in n.items()) + " items per task (the same texts on "
+                     "both sides; probe rows: items or pairs scored)")
+    dims = sorted({(r["d_a"], r["d_b"]) for r in cmp.differences if "d_a" in r and "d_b" in r})
+    if dims and all(da == db for da, db in dims):
+        lines.append(f"d: {', '.join(str(da) for da, _ in dims)} (both sides)")
+    elif dims:
+        lines.append(f"d: {cmp.a} {', '.join(str(da) for da, _ in dims)}, {cmp.b} "
+                     f"{', '.join(str(db) for _, db in dims)}: differs, so the rank metrics, spectral entropy and "
+                     "α-ReQ partly measure d; uniformity, alignment and mean cosine are comparable across d")
+    return lines
+
+
 def _print_comparison(cmp: Any, only_significant: bool) -> None:
     ci = _ci(cmp.options)
-    table = Table(title=f"{cmp.b} − {cmp.a} (paired, {ci}; * = interval excludes 0; better: by each metric's "
-                        "direction, – where the interval includes 0 or no direction applies)", title_justify="left")
+    _print_header([f"{cmp.b} − {cmp.a}: paired differences b − a on the same texts, {ci}", *_n_d_lines(cmp),
+                   _significance_line(cmp),
+                   "better: by each metric's direction, only for starred rows (– otherwise, or where no direction "
+                   "applies)"])
+    table = Table(title=f"{cmp.b} − {cmp.a} (paired)", title_justify="left")
     from .comparison import better_side
 
-    for c in ("task", "pooling", "layer", "metric", "a", "b", "b − a", ci, "", "better"):
-        table.add_column(c, justify="right" if c in ("layer", "a", "b", "b − a", ci) else "left")
+    padj = _p_adjusted_column(cmp)
+    for c in ("task", "pooling", "layer", "metric", "a", "b", "b − a", ci, "p", *padj, "", "better"):
+        table.add_column(c, justify="right" if c in ("layer", "a", "b", "b − a", ci, "p", *padj) else "left")
     names = {"a": cmp.a, "b": cmp.b}
     for r in cmp.differences:
         if only_significant and not r["significant"]:
@@ -297,6 +369,7 @@ def _print_comparison(cmp: Any, only_significant: bool) -> None:
         side = better_side(r)
         table.add_row(r["task"], _pair_label(r, "pooling"), _pair_label(r, "layer"), r["name"], _fmt(r["value_a"]),
                       _fmt(r["value_b"]), _fmt(r["diff"]), f"[{_fmt(r['low'])}, {_fmt(r['high'])}]",
+                      _fmt_p(r.get("p")), *([_fmt_p(r.get("p_adjusted"))] if padj else []),
                       "*" if r["significant"] else "", names[side] if side else "–")
     _out().print(table)
     sim = Table(title=f"similarity of {cmp.a} and {cmp.b} on the same texts", title_justify="left")
@@ -308,22 +381,53 @@ def _print_comparison(cmp: Any, only_significant: bool) -> None:
     _out().print(sim)
 
 
-def _print_models_table(results: list) -> None:
-    """One row per model, headline metrics as columns (value ± half-width of its interval), per (task, pooling)
-    at each model's last layer."""
-    keys = list(dict.fromkeys((t, p) for res in results for t, p, lay in res.measured()
-                              if lay == int(res.checkpoint.get("num_layers", lay))))
-    for task, pooling in keys:
-        cis = sorted({_ci(res.options) for res in results})
-        table = Table(title=f"{task} · {pooling} · last layer: all models ({', '.join(cis)})", title_justify="left")
+def _print_models_table(frame: Any) -> None:
+    """One table per (task, pooling): a row per model at its last measured layer, the headline metrics and the task
+    probes' scores as columns (value ± half-width of its interval), with n and d; ``frame`` is
+    :func:`embedgeom.comparison.models_table`'s."""
+    from scipy.stats import norm
+
+    if frame.empty:
+        return
+    metrics = [m for m in HEADLINE if m in frame.columns]
+    for (task, pooling), part in frame.groupby(["task", "pooling"], sort=False):
+        part = part.dropna(axis=1, how="all")
+        probes = [c for c in part.columns if ":" in c and not c.endswith(("_low", "_high", "_n", "_chance"))]
+        confs = sorted({float(c) for c in part["confidence"]})
+        cis = ", ".join(f"{c * 100:.4g}% CI" for c in confs)
+        zs = ", ".join(f"{norm.ppf(0.5 + c / 2):.3g}" for c in confs)
+        ns, ds = sorted(set(part["n"].dropna().astype(int))), sorted(set(part["d"].dropna().astype(int)))
+        layers = ", ".join(map(str, dict.fromkeys(part["layer"])))
+        header = [f"{task} · {pooling} · each model's last measured layer ({layers}): all models; metrics: "
+                  f"value ± half-width of the {cis}"
+                  + (f"; probes: value ± {zs} s.e. (normal)" if probes else ""),
+                  f"n: {ns[0]} items" if len(ns) == 1 else f"n: differs between models ({', '.join(map(str, ns))}; "
+                  "see the n column): rank metrics and α-ReQ are not comparable",
+                  f"d: {ds[0]}" if len(ds) == 1 else f"d: differs between models ({', '.join(map(str, ds))}; see "
+                  "the d column): rank metrics and α-ReQ are not comparable; uniformity, alignment, mean cosine are "
+                  "comparable"]
+        _print_header(header)
+        table = Table(title=f"{task} · {pooling}: all models", title_justify="left")
         table.add_column("model")
-        measured = {r["metric"] for res in results for r in res.metrics if (r["task"], r["pooling"]) == (task, pooling)}
-        cols = [m for m in HEADLINE if m in measured]
+        table.add_column("n", justify="right")
+        table.add_column("d", justify="right")
+        cols = [m for m in metrics if m in part.columns]
         for c in cols:
             table.add_column(HEADLINE[c], justify="right")
-        for res in results:
-            last = int(res.checkpoint.get("num_layers", -1))
-            table.add_row(res.name, *_metric_cells(res, task, pooling, last, cols))
+        for c in probes:
+            probe_n = set(part.get(f"{c}_n", []).dropna().astype(int)) if f"{c}_n" in part else set()
+            chance = set(part[f"{c}_chance"].dropna()) if f"{c}_chance" in part else set()
+            label = c.replace(":", " ")
+            label += f" (n={probe_n.pop()})" if len(probe_n) == 1 else ""
+            label += f" (chance {_fmt(float(chance.pop()))})" if len(chance) == 1 else ""
+            table.add_column(label, justify="right")
+        for r in part.to_dict("records"):
+            cells = [str(r["model"]), _fmt(r.get("n")), _fmt(r.get("d"))]
+            for c in cols + probes:
+                v = r.get(c)
+                half = max(v - r.get(f"{c}_low", math.nan), r.get(f"{c}_high", math.nan) - v) if v is not None else None
+                cells.append(_fmt(v, half))
+            table.add_row(*cells)
         _out().print(table)
 
 
@@ -370,6 +474,10 @@ CacheDirOpt = Annotated[Path | None, typer.Option(help="Embedding cache director
 GroupsOpt = Annotated[int, typer.Option(help=_H("groups"))]
 ConfOpt = Annotated[float, typer.Option(help=_H("confidence"))]
 PostOpt = Annotated[str, typer.Option("--postprocess", help=_H("postprocess"))]
+PromptOpt = Annotated[str | None, typer.Option("--prompt", help=_H("prompt"))]
+ThreadsOpt = Annotated[str, typer.Option(help="CPU threads for torch and the BLAS/OpenMP pools while the command "
+                                         "works: a positive integer, or auto (one per usable CPU that other work "
+                                         "does not keep busy, at least 1). Changes speed only, never a result.")]
 #: The CLI's defaults are the options' own (one default data set for the CLI and Python).
 _D = AnalysisOptions()
 DEFAULT_DATA_SPEC = ",".join(_D.data)
@@ -382,8 +490,9 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Nothing on stderr
 
 @app.command()
 def analyze(
-    checkpoint: Annotated[str, typer.Argument(help="HF model dir, sentence-transformers dir, trainer run/checkpoint "
-                                              "dir, or hub id.")],
+    checkpoint: Annotated[str | None, typer.Argument(help="HF model dir, sentence-transformers dir, trainer "
+                                                     "run/checkpoint dir, or hub id (or none, with --embeddings).")
+                          ] = None,
     data: DataOpt = DEFAULT_DATA_SPEC,
     pooling: PoolOpt = "all",
     layer: LayerOpt = "-1",
@@ -402,15 +511,30 @@ def analyze(
     no_cache: NoCacheOpt = False,
     cache_dir: CacheDirOpt = None,
     probes: Annotated[bool, typer.Option(help=_H("probes"))] = _D.probes,
-    embeddings: Annotated[bool, typer.Option(help=_H("save_embeddings"))] = _D.save_embeddings,
+    save_embeddings: Annotated[bool, typer.Option("--save-embeddings/--no-embeddings",
+                                                  help=_H("save_embeddings"))] = _D.save_embeddings,
     groups: GroupsOpt = _D.groups,
     confidence: ConfOpt = _D.confidence,
     postprocess: PostOpt = _D.postprocess,
+    spill: Annotated[int | None, typer.Option(help=_H("spill"))] = _D.spill,
+    prompt: PromptOpt = _D.prompt,
+    embeddings: Annotated[Path | None, typer.Option(
+        "--embeddings", help="Analyse precomputed vectors instead of a model: a .npy (memory-mapped), .safetensors "
+        "or .parquet file, one row per item.")] = None,
+    embeddings_key: Annotated[str | None, typer.Option(
+        help="With --embeddings: the tensor (safetensors) or column (parquet) holding the vectors.")] = None,
+    labels: Annotated[Path | None, typer.Option(
+        help="With --embeddings: one class per row (.npy of integers, or .txt with one label per line).")] = None,
+    pairs: Annotated[Path | None, typer.Option(
+        help="With --embeddings: an (m, 2) .npy of row indices (positive pairs, or scored with --scores).")] = None,
+    scores: Annotated[Path | None, typer.Option(
+        help="With --embeddings and --pairs: one similarity score per pair (.npy).")] = None,
     name: Annotated[str | None, typer.Option(help="The model's label in tables, comparisons and figures "
                                              "(default: the checkpoint's directory name).")] = None,
     checkpoints: Annotated[str | None, typer.Option(help="For a trainer run directory: analyse its checkpoints "
                                                     "(all, every:K, last, or steps like 500,1000) on the same texts; "
                                                     "one result per step under --out/step-NNNNNNN.")] = None,
+    threads: ThreadsOpt = "auto",
 
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
@@ -425,27 +549,65 @@ def analyze(
     with _guard():
         from .analysis import analyze as run
         from .analysis import analyze_checkpoints
+        from .distributed import process_group
         from .results import save_results
         from .storage import ANALYSIS_FORMAT, COLLECTION_FORMAT, prepare_output
 
+        _check_input(checkpoint, embeddings, checkpoints, {"--embeddings-key": embeddings_key, "--labels": labels,
+                                                           "--pairs": pairs, "--scores": scores})
         if out is not None:  # refused before any work when it holds anything but an earlier output of this kind
             prepare_output(out, COLLECTION_FORMAT if checkpoints is not None else ANALYSIS_FORMAT)
         kw = _analysis_options(params)
         if checkpoints is not None:
-            with _progress() as cb:
+            with _progress(threads) as cb:
                 results = analyze_checkpoints(checkpoint, checkpoints, name=name, progress=cb, **kw)
             if out is not None:
                 save_results(out, {f"step-{r.checkpoint['trajectory']['step']:07d}": r for r in results},
-                             embeddings=embeddings)
+                             embeddings=save_embeddings)
                 _saved(f"saved {len(results)} results to {out}")
             _emit_results(results, fmt)
             return
-        with _progress() as cb:
-            res = run(checkpoint, progress=cb, name=name, **kw)
-        if out is not None:
-            res.save(out, embeddings=embeddings)
-            _saved(f"saved to {out}")
-        _emit_results([res], fmt)
+        with process_group(device) as ranks:  # under torchrun: one process of several; only rank 0 reports
+            if not ranks.main:
+                _set_verbosity(False, True)
+            with _progress(threads) as cb:
+                if embeddings is not None:
+                    from .vectors import analyze_embeddings
+
+                    res = analyze_embeddings(embeddings, labels=labels, pairs=pairs, scores=scores,
+                                             key=embeddings_key, name=name, progress=cb,
+                                             distributed=ranks.world > 1, **_vector_options(kw))
+                else:
+                    res = run(checkpoint, progress=cb, name=name, **kw)
+            if not ranks.main:
+                return
+            if out is not None:
+                res.save(out, embeddings=save_embeddings)
+                _saved(f"saved to {out}")
+            _emit_results([res], fmt)
+
+
+def _check_input(checkpoint: str | None, embeddings: Path | None, checkpoints: str | None,
+                 vector_options: dict[str, Any]) -> None:
+    """Exactly one of CKPT and --embeddings; the options that only apply to precomputed vectors only with them."""
+    if checkpoint is None and embeddings is None:
+        raise ValueError("CKPT: expected a checkpoint to analyse (or --embeddings FILE for precomputed vectors), got "
+                         "neither. Example: embedgeom analyze path/to/model --data sample:bbc")
+    if checkpoint is not None and embeddings is not None:
+        raise ValueError(f"CKPT: expected a checkpoint or --embeddings, got both ({checkpoint!r} and "
+                         f"{str(embeddings)!r}). Analyse them in two runs.")
+    if embeddings is not None and checkpoints is not None:
+        raise ValueError("--checkpoints: applies to a trainer run directory, not to --embeddings. Remove it.")
+    given = [flag for flag, v in vector_options.items() if v is not None]
+    if embeddings is None and given:
+        raise ValueError(f"{given[0]}: applies only to precomputed vectors (--embeddings FILE). Remove it, or give "
+                         "the labels of a model's texts through --data.")
+
+
+def _vector_options(kw: dict[str, Any]) -> dict[str, Any]:
+    """The analysis options that apply to precomputed vectors (model and data options are left at defaults)."""
+    keep = ("seed", "metrics", "probes", "groups", "confidence", "save_embeddings", "postprocess")
+    return {k: v for k, v in kw.items() if k in keep}
 
 
 def _emit_results(results: list, fmt: Format) -> None:
@@ -469,6 +631,12 @@ def _emit_results(results: list, fmt: Format) -> None:
             _print_analysis(r)
             if r.paper is not None:
                 _print_analysis(r.paper)
+
+
+class CorrectionChoice(str, Enum):
+    none = "none"
+    holm = "holm"
+    bh = "bh"
 
 
 #: The per-layer columns of the ``tokens`` table.
@@ -630,13 +798,21 @@ def compare(
     glue_dir: GlueOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Save each comparison under DIR/<a>-vs-<b>/.")] = None,
     fmt: FormatOpt = Format.table,
-    significant: Annotated[bool, typer.Option("--significant", help="Table: only differences whose interval "
-                                              "excludes 0.")] = False,
+    significant: Annotated[bool, typer.Option("--significant", help="Table: only significant differences "
+                                              "(interval excludes 0, or adjusted p < 1 − confidence under "
+                                              "--correction).")] = False,
+    correction: Annotated[CorrectionChoice, typer.Option("--correction", help="Multiple-comparison correction of "
+                                                         "the p-values over the family = all difference rows of one "
+                                                         "comparison: none, holm (family-wise error) or bh "
+                                                         "(Benjamini–Hochberg false discovery rate); '*' and "
+                                                         "'better' follow the adjusted p.")] = CorrectionChoice.none,
     no_cache: NoCacheOpt = False,
     cache_dir: CacheDirOpt = None,
     groups: GroupsOpt = _D.groups,
     confidence: ConfOpt = _D.confidence,
     postprocess: PostOpt = _D.postprocess,
+    prompt: PromptOpt = _D.prompt,
+    threads: ThreadsOpt = "auto",
 
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
@@ -651,7 +827,8 @@ def compare(
     models = models or []
     with _guard():
         if group_a is not None or group_b is not None:
-            _compare_groups(models, group_a, group_b, _analysis_options(params), out, fmt, significant)
+            _compare_groups(models, group_a, group_b, _analysis_options(params), out, fmt, significant, threads,
+                            correction.value)
             return
         if poolings is None and len(models) < 2:
             _fail(f"models: expected at least two checkpoints or analysis dirs (or one with --poolings), got "
@@ -666,8 +843,8 @@ def compare(
         if out is not None:
             prepare_output(out, COLLECTION_FORMAT)
         kw = _analysis_options(params)
-        common = {"groups": groups, "seed": seed, "confidence": confidence}
-        with _progress() as cb:
+        common = {"groups": groups, "seed": seed, "confidence": confidence, "correction": correction.value}
+        with _progress(threads) as cb:
             results = [resolve_result(m, progress=cb, **kw) for m in models]
             if poolings is not None:
                 comparisons = [run(results[0], poolings=poolings, progress=cb, **common)]
@@ -680,21 +857,38 @@ def compare(
                 named[stem if stem not in named else f"{stem}-{k + 1}"] = cmp
             for target in save_results(out, named).values():
                 _saved(f"saved to {target}")
+        models_frame = None
+        if len(results) > 2:  # the combined table (a row per model and task/pooling), in every format
+            from .comparison import models_table
+
+            models_frame = models_table(results)
         if fmt is Format.json:
             objs = [{"a": c.a, "b": c.b, "options": c.options, "differences": c.differences,
                      "similarity": c.similarity} for c in comparisons]
-            _emit_json(objs[0] if len(objs) == 1 else objs)  # a list for three or more models
+            if models_frame is None:
+                _emit_json(objs[0] if len(objs) == 1 else objs)
+            else:  # three or more models: the pairwise comparisons and the combined table
+                _emit_json({"comparisons": objs, "models": models_frame.to_dict("records"),
+                            "models_probe_interval": models_frame.attrs.get("probe_interval")})
         elif fmt is Format.csv:
             import pandas as pd
 
             frames = [f.assign(table=which) for c in comparisons for which in ("differences", "similarity")
                       for f in [c.to_frame(which)]]
+            if models_frame is not None:
+                frames.append(models_frame.assign(table="models"))
             csv_safe(pd.concat(frames, ignore_index=True)).to_csv(sys.stdout, index=False)
         else:
             for cmp in comparisons:
                 _print_comparison(cmp, significant)
-            if len(results) > 2:
-                _print_models_table(results)
+            if models_frame is not None:
+                _print_models_table(models_frame)
+
+
+#: The report's figure names for --help (embedgeom.report.REPORT_FIGURES, kept equal by a test; listed here so
+#: that the CLI starts without importing numpy).
+REPORT_FIGURE_NAMES = ("eigenspectrum", "alignment-uniformity", "metric-by-pooling", "cosines", "probes",
+                       "layer-profile", "trajectory", "differences")
 
 
 @app.command()
@@ -705,10 +899,19 @@ def report(
     out: Annotated[Path, typer.Option("--out", "-o", help="Report directory (figures, index.md, index.html).")],
     title: Annotated[str, typer.Option(help="Report title.")] = "embedgeom report",
     pdf: Annotated[bool, typer.Option(help="Also write PDF versions of every figure.")] = True,
+    tasks: Annotated[str | None, typer.Option("--tasks", help="Tasks to report, comma-separated (default: every "
+                                              "task the results hold).")] = None,
+    layers: Annotated[str | None, typer.Option("--layers", help="Layers to report, comma-separated: all (default), "
+                                               "last (= -1, each model's last layer), an index k >= 0, or -k (the "
+                                               "k-th layer from each model's end).")] = None,
+    figures: Annotated[str | None, typer.Option("--figures", help="Figures to draw, comma-separated (default: all; "
+                                                "tables are always written): " + ", ".join(REPORT_FIGURE_NAMES)
+                                                + ".")] = None,
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Figures (PNG, PDF) and an index.md + self-contained index.html tabulating the numbers beside them."""
+    """Figures (PNG, PDF) and an index.md + self-contained index.html tabulating the numbers beside them; --tasks,
+    --layers and --figures choose what is drawn (an unknown name is refused, listing the valid ones)."""
     _set_verbosity(verbose, quiet)
     with _guard():
         from .report import build_report
@@ -735,7 +938,8 @@ def report(
         if not analyses:
             _fail("results: expected at least one analysis directory (analyze --out), got only comparisons.")
         index = build_report(analyses, out, comparisons=comparisons, title=title,
-                             formats=("png", "pdf") if pdf else ("png",))
+                             formats=("png", "pdf") if pdf else ("png",), tasks=tasks, layers=layers,
+                             figures=figures)
         _out().print(f"report written to {index} (and {index.with_suffix('.html')})", highlight=False)
 
 
