@@ -58,6 +58,7 @@ def layer_curves(results: Any, task: str, *, postprocess: str = "none", metrics:
     """One panel per metric (default: self-similarity raw and adjusted, intra-similarity, anisotropy, MEV), x =
     layer (0 = embeddings), one line per model with its interval as a band."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     results = _as_list(results)
     _check_task(results, task)
@@ -73,6 +74,7 @@ def layer_curves(results: Any, task: str, *, postprocess: str = "none", metrics:
             ax.fill_between(layers[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.2, lw=0)
         ax.set_title(_LABELS.get(metric, metric), fontsize=10)
         ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if metric.startswith(("adjusted", "anisotropy")):
             ax.axhline(0.0, color="0.5", lw=0.8)
@@ -80,7 +82,8 @@ def layer_curves(results: Any, task: str, *, postprocess: str = "none", metrics:
     if handles:
         fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), frameon=False)
     pp = "" if postprocess == "none" else f", after {postprocess}"
-    fig.suptitle(f"{task}: token geometry by layer (95% bands: jackknife over texts{pp})", fontsize=11)
+    confs = sorted({f"{float(r.options.get('confidence', 0.95)) * 100:.4g}%" for r in results})
+    fig.suptitle(f"{task}: token geometry by layer ({'/'.join(confs)} bands: jackknife over texts{pp})", fontsize=11)
     return fig
 
 
@@ -117,6 +120,7 @@ def rogue_bars(result: Any, task: str, *, layer: int | None = None, postprocess:
 def postprocess_effect(result: Any, task: str, metric: str = "anisotropy") -> Any:
     """``metric`` per layer before (``none``) and after the result's post-processing."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     _check_task([result], task)
     variants = result.postprocessings()
@@ -131,6 +135,7 @@ def postprocess_effect(result: Any, task: str, metric: str = "anisotropy") -> An
         ok = np.isfinite(lo) & np.isfinite(hi)
         ax.fill_between(layers[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.2, lw=0)
     ax.set_xlabel("layer")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(_LABELS.get(metric, metric))
     ax.grid(alpha=0.3)
     ax.legend(frameon=False)
