@@ -1,12 +1,16 @@
 """Compare: paired differences b - a ("second minus first") of every metric and probe between two analyses of the
-same texts - two models, or two poolings of one model - with intervals from paired statistics, plus linear CKA
-and k-NN overlap between the two sets of embeddings. Seed groups build on it (:mod:`embedgeom.seed_groups`).
+same texts - two models, or two poolings of one model - with intervals from paired statistics, a p-value per row
+and an optional multiple-comparison correction over the rows of the comparison (:mod:`embedgeom.multiple_testing`),
+plus linear CKA and k-NN overlap between the two sets of embeddings. Seed groups build on it
+(:mod:`embedgeom.seed_groups`). :func:`models_table` puts several models side by side (metrics and task probes
+with intervals, n and d); :class:`IncomparableWarning` says when the sides differ in n or d.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,29 +20,67 @@ import numpy as np
 from . import metrics as M
 from .analysis import resolve_result
 from .metrics.jackknife import delete_group_replicates, jackknife_stderr, t_interval
+from .multiple_testing import Correction, apply_correction, check_correction, two_sided_p
 from .options import check_confidence, check_groups, check_int, check_seed, split_names
 from .progress import Progress, emit
 from .results import AnalysisResult, ComparisonResult, array_key
 
 
-def _paired_items(a: np.ndarray, b: np.ndarray, confidence: float) -> tuple[float, float, float, float]:
-    """Mean of per-item differences b - a with a t-interval, over the items both scored (NaN = not scored). The
-    standard error of a mean is its exact delete-one jackknife standard error, sd / sqrt(n)."""
+class IncomparableWarning(UserWarning):
+    """Results put side by side differ in the number of texts n or the embedding dimension d: the rank and
+    spectral metrics (and alpha-ReQ's fit window) move with n and d, so their differences partly measure n and d.
+    The message names the task, each side's n and d, and what is and is not comparable."""
+
+
+#: Metrics whose values scale with n and d (ranks and spectral spread are bounded by min(n - 1, d)) or, for
+#: alpha-ReQ and its R^2, are fitted over an eigenvalue window set by n and d.
+SCALE_DEPENDENT: tuple[str, ...] = ("effective_rank", "rankme", "stable_rank", "participation_ratio",
+                                    "spectral_entropy", "rank_at_variance", "alpha_req", "alpha_req_r2")
+#: Metrics on L2-normalised vectors that are comparable across d (at different n each is an estimate at its n).
+DIMENSION_FREE: tuple[str, ...] = ("uniformity", "alignment", "mean_cosine")
+
+
+def incomparable_message(task: str, sides: Sequence[tuple[str, int | None, int | None]]) -> str:
+    """The :class:`IncomparableWarning` text for ``task`` and ``sides`` = [(label, n, d), ...]."""
+    shown = "; ".join(f"{label}: n={n if n is not None else '?'}, d={d if d is not None else '?'}"
+                      for label, n, d in sides)
+    ns = {n for _, n, _ in sides if n is not None}
+    ds = {d for _, _, d in sides if d is not None}
+    what = " and ".join(w for w, differ in (("n", len(ns) > 1), ("d", len(ds) > 1)) if differ) or "n or d"
+    return (f"task {task!r}: the compared results differ in {what} ({shown}). Not comparable as they stand: "
+            "effective rank, RankMe, stable rank, participation ratio, spectral entropy and rank at 90% variance "
+            "scale with n and d (bounded by min(n - 1, d)), and alpha-ReQ is fitted over an eigenvalue window set "
+            "by n and d. Comparable across d: uniformity, alignment and mean cosine (on L2-normalised vectors). "
+            "Every interval is for the value at its own n; compare at equal n where the rank metrics matter.")
+
+
+def _warn_incomparable(task: str, sides: Sequence[tuple[str, int | None, int | None]]) -> None:
+    ns = {n for _, n, _ in sides if n is not None}
+    ds = {d for _, _, d in sides if d is not None}
+    if len(ns) > 1 or len(ds) > 1:
+        warnings.warn(incomparable_message(task, sides), IncomparableWarning, stacklevel=3)
+
+
+def _paired_items(a: np.ndarray, b: np.ndarray, confidence: float) -> tuple[float, float, float, float, float]:
+    """Mean of per-item differences b - a with a t-interval on n - 1 degrees of freedom, over the items both scored
+    (NaN = not scored): (diff, stderr, low, high, df). The standard error of a mean is its exact delete-one
+    jackknife standard error, sd / sqrt(n)."""
     d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
     d = d[np.isfinite(d)]
     n = len(d)
     if n < 2:
-        return float(d.mean()) if n else math.nan, math.nan, math.nan, math.nan
+        return float(d.mean()) if n else math.nan, math.nan, math.nan, math.nan, math.nan
     reps = (d.sum() - d) / (n - 1)  # delete-one means
     se = jackknife_stderr(reps)
     low, high, _ = t_interval(float(d.mean()), se, n - 1, confidence)
-    return float(d.mean()), se, low, high
+    return float(d.mean()), se, low, high, float(n - 1)
 
 
 def _paired_spearman(a_scores: np.ndarray, b_scores: np.ndarray, gold: np.ndarray, groups: int, seed: int,
-                     confidence: float) -> tuple[float, float, float, float]:
-    """Spearman(b, gold) - Spearman(a, gold) with a paired delete-a-group jackknife interval, over the pairs both
-    scored (text-disjoint folds leave some unscored)."""
+                     confidence: float) -> tuple[float, float, float, float, float]:
+    """Spearman(b, gold) - Spearman(a, gold) with a paired delete-a-group jackknife interval (t on groups - 1
+    degrees of freedom), over the pairs both scored (text-disjoint folds leave some unscored): (diff, stderr,
+    low, high, df)."""
     from scipy.stats import spearmanr
 
     scored = np.isfinite(a_scores) & np.isfinite(b_scores)
@@ -51,7 +93,7 @@ def _paired_spearman(a_scores: np.ndarray, b_scores: np.ndarray, gold: np.ndarra
     full, reps = delete_group_replicates(diff, len(gold), g, seed)
     se = jackknife_stderr(reps)
     low, high, _ = t_interval(full, se, g - 1, confidence)
-    return full, se, low, high
+    return full, se, low, high, float(g - 1)
 
 
 #: One matched pair of embedding sets: (task, a's pooling, a's layer, b's pooling, b's layer).
@@ -67,6 +109,7 @@ def compare(
     seed: int = 0,
     confidence: float = 0.95,
     knn_k: int = 10,
+    correction: Correction = "none",
     progress: Progress | None = None,
     **analyze_kwargs: Any,
 ) -> ComparisonResult:
@@ -84,24 +127,63 @@ def compare(
     second).
 
     Under the reference protocol (``protocol="paper"`` results) the differences are of its own point values,
-    without intervals, as it reports them. With many rows, expect about 5% of intervals to exclude zero by chance
-    at 95% confidence.
+    without intervals, as it reports them.
+
+    **p-values and multiple comparisons.** Every difference row carries ``df`` and ``p``: the two-sided p-value of
+    ``b - a = 0`` from the same Student-t reference as its interval (``2 * t_df.sf(|diff| / stderr)``; df =
+    jackknife replicates - 1: delete-a-group groups - 1 for spectral metrics and probe Spearman, items - 1 for
+    delete-one metrics and probe accuracy). With many rows, about 5% of the intervals of true-zero differences
+    exclude 0 at 95% confidence, so ``correction`` adjusts the p-values over the **family** = every difference
+    row of this one comparison that has a p-value: ``"none"`` (default; ``significant`` = the interval excludes
+    0), ``"holm"`` (family-wise error rate) or ``"bh"`` (Benjamini-Hochberg false discovery rate), both at
+    ``1 - confidence``. Rows gain ``p_adjusted``, ``correction`` and ``significant_unadjusted``; under a
+    correction ``significant`` (and so :func:`better_side`) follows ``p_adjusted < 1 - confidence``; intervals
+    stay per-row. ``options`` records the correction, alpha, the family and its size (``family_size``) and the
+    p-value's definition. See :mod:`embedgeom.multiple_testing`.
+
+    **n and d.** ``options["n"]`` holds each task's number of items (the same on both sides: paired differences
+    need identical texts, and different texts are refused); rows carry ``d_a`` / ``d_b``, the two sides'
+    embedding dimensions. When they differ, an :class:`IncomparableWarning` per task says which metrics scale
+    with d (the ranks, spectral entropy, alpha-ReQ's fit window) and which do not (uniformity, alignment, mean
+    cosine).
     """
     groups, seed, confidence = check_groups(groups), check_seed(seed), check_confidence(confidence)
     knn_k = check_int(knn_k, "knn_k", minimum=1, fix="Pass e.g. knn_k=10.")
+    correction = check_correction(correction)
     if poolings is not None:
         pairing = _pooling_pairing(a, b, poolings, analyze_kwargs)
     else:
         pairing = _model_pairing(a, b, analyze_kwargs)
     ra, rb = pairing.a, pairing.b
     diffs, sims = _compare_matches(pairing, groups, seed, confidence, knn_k, progress)
+    _warn_dimensions(pairing, diffs)
+    add_p_values(diffs)
+    family = apply_correction(diffs, correction, confidence)
+    tasks = list(dict.fromkeys(t for t, *_ in pairing.matches))
     return ComparisonResult(pairing.label_a, pairing.label_b, diffs, sims,
                             {"groups": groups, "seed": seed, "confidence": confidence, "knn_k": knn_k,
                              "direction": "diff = b - a (second minus first)", "kind": pairing.kind,
                              "poolings": list(split_names(poolings)) if poolings is not None else None,
-                             "protocol": ra.options.get("protocol")},
+                             "protocol": ra.options.get("protocol"), **family,
+                             "n": {t: ra.tasks[t].get("n_items") for t in tasks}},
                             {"a": {"checkpoint": ra.checkpoint, "card": ra.card},
                              "b": {"checkpoint": rb.checkpoint, "card": rb.card}})
+
+
+def add_p_values(rows: list[dict]) -> None:
+    """Set ``p`` on every difference row from its ``diff``, ``stderr`` and ``df`` (see
+    :func:`embedgeom.multiple_testing.two_sided_p`); NaN where the row has no interval."""
+    for r in rows:
+        r["p"] = two_sided_p(r.get("diff", math.nan), r.get("stderr", math.nan), r.get("df", math.nan))
+
+
+def _warn_dimensions(pairing: _Pairing, diffs: list[dict]) -> None:
+    """One :class:`IncomparableWarning` per task whose two sides have different embedding dimensions."""
+    for task in dict.fromkeys(t for t, *_ in pairing.matches):
+        dims = {(r["d_a"], r["d_b"]) for r in diffs if r["task"] == task and "d_a" in r}
+        for d_a, d_b in sorted(d for d in dims if d[0] != d[1]):
+            n = pairing.a.tasks[task].get("n_items")
+            _warn_incomparable(task, [(pairing.label_a, n, d_a), (pairing.label_b, n, d_b)])
 
 
 @dataclass(frozen=True)
@@ -166,7 +248,8 @@ def _compare_matches(pairing: _Pairing, groups: int, seed: int, confidence: floa
     for i, (task, pooling, layer, pooling_b, layer_b) in enumerate(pairing.matches):
         emit(progress, "compare", i, len(pairing.matches))
         xa, xb = ra.embedding(task, pooling, layer), rb.embedding(task, pooling_b, layer_b)
-        base = {"task": task, "pooling": pooling, "layer": layer, "pooling_b": pooling_b, "layer_b": layer_b}
+        base = {"task": task, "pooling": pooling, "layer": layer, "pooling_b": pooling_b, "layer_b": layer_b,
+                "d_a": int(xa.shape[1]), "d_b": int(xb.shape[1])}
         if paper:  # the reference protocol's own numbers, as it reports them: point values, no interval
             diffs += _point_differences(base, ra, rb)
         else:
@@ -189,7 +272,7 @@ def _alignment_difference(base: dict, ra: AnalysisResult, xa: np.ndarray, xb: np
                             confidence=confidence)
     return [{**base, "kind": "metric", "name": "alignment", "value_a": d.value_a, "value_b": d.value_b,
              "diff": d.value, "stderr": d.stderr, "low": d.low, "high": d.high, "significant": d.significant,
-             "n": d.n, "method": d.method}]
+             "n": d.n, "df": float(d.replicates - 1), "method": d.method}]
 
 
 def _check_embeddings(ra: AnalysisResult, rb: AnalysisResult) -> None:
@@ -210,9 +293,11 @@ def _check_comparable(ra: AnalysisResult, rb: AnalysisResult) -> None:
     for t in common:
         ha, hb = ra.tasks[t].get("content_hash"), rb.tasks[t].get("content_hash")
         if ha != hb:
-            raise ValueError(f"b: task {t!r} was measured on different texts than in a (content hash "
-                             f"{str(ha)[:12]} vs {str(hb)[:12]}). Re-run analyze with the same --data, --max-texts "
-                             "and --seed.")
+            na, nb = ra.tasks[t].get("n_items"), rb.tasks[t].get("n_items")
+            raise ValueError(f"b: task {t!r} was measured on different texts than in a (n = {na} vs {nb} items; "
+                             f"content hash {str(ha)[:12]} vs {str(hb)[:12]}), and paired differences need the "
+                             "same texts. Re-run analyze with the same --data, --max-texts and --seed (or put "
+                             "unpaired results side by side with comparison.models_table).")
     _check_embeddings(ra, rb)
 
 
@@ -258,7 +343,7 @@ def _point_differences(base: dict, ra: AnalysisResult, rb: AnalysisResult) -> li
             va, vb = float(r["value"]), float(vals_b[key(r)]["value"])
             rows.append({**base, "kind": kind, "name": key(r), "value_a": va, "value_b": vb, "diff": vb - va,
                          "stderr": math.nan, "low": math.nan, "high": math.nan, "significant": False,
-                         "n": r.get("n"), "method": "reference protocol: point values, no interval"})
+                         "n": r.get("n"), "df": math.nan, "method": "reference protocol: point values, no interval"})
     return rows
 
 
@@ -282,11 +367,11 @@ def _metric_differences(base: dict, names: list[str], xa: np.ndarray, xb: np.nda
         if isinstance(d, str):
             rows.append({**base, "kind": "metric", "name": name, "value_a": math.nan, "value_b": math.nan,
                          "diff": math.nan, "stderr": math.nan, "low": math.nan, "high": math.nan,
-                         "significant": False, "n": len(xa), "method": f"undefined: {d}"})
+                         "significant": False, "n": len(xa), "df": math.nan, "method": f"undefined: {d}"})
             continue
         rows.append({**base, "kind": "metric", "name": name, "value_a": d.value_a, "value_b": d.value_b,
                      "diff": d.value, "stderr": d.stderr, "low": d.low, "high": d.high,
-                     "significant": d.significant, "n": d.n, "method": d.method})
+                     "significant": d.significant, "n": d.n, "df": float(d.replicates - 1), "method": d.method})
     return rows
 
 
@@ -324,17 +409,17 @@ def _probe_differences(ra: AnalysisResult, rb: AnalysisResult, match: dict, grou
             continue
         ia, ib = ra.arrays[key_a], rb.arrays[key_b]
         if r["metric"] == "accuracy":
-            diff, se, lo, hi = _paired_items(ia, ib, confidence)
+            diff, se, lo, hi, df = _paired_items(ia, ib, confidence)
             method = "paired mean of per-item correctness (out-of-fold)"
         else:  # spearman of per-item scores (cosines or ridge predictions) against the gold scores
             gold = ra.structure(task, "pair_labels")
             if gold is None:
                 continue
-            diff, se, lo, hi = _paired_spearman(ia, ib, gold, groups, seed, confidence)
+            diff, se, lo, hi, df = _paired_spearman(ia, ib, gold, groups, seed, confidence)
             method = f"paired delete-a-group jackknife ({min(groups, len(gold))} groups)"
         out.append({**base, "name": f"{r['probe']}:{r['metric']}", "value_a": r["value"], "value_b": other["value"],
                     "diff": diff, "stderr": se, "low": lo, "high": hi, "significant": not (lo <= 0.0 <= hi),
-                    "n": int((np.isfinite(ia) & np.isfinite(ib)).sum()), "method": method})
+                    "n": int((np.isfinite(ia) & np.isfinite(ib)).sum()), "df": df, "method": method})
     return out
 
 
@@ -344,8 +429,9 @@ _PROBE_HIGHER_BETTER = ("accuracy", "macro_f1", "mcc", "f1", "spearman")
 
 
 def better_side(row: dict[str, Any]) -> str | None:
-    """Which side of a difference row is better: ``"a"``, ``"b"``, or None when the interval includes 0 (no
-    difference shown), the row has no interval, or the quantity has no better direction. Directions: a metric's
+    """Which side of a difference row is better: ``"a"``, ``"b"``, or None when the row is not significant (its
+    interval includes 0; under a multiple-comparison correction, its adjusted p-value is not below 1 - confidence),
+    the row has no interval, or the quantity has no better direction. Directions: a metric's
     ``REGISTRY[name].higher_is_better``; for probes, higher task-probe scores (accuracy, F1, MCC, Spearman) are
     better."""
     if not row.get("significant") or not np.isfinite(row.get("diff", math.nan)) or row.get("diff") == 0:
@@ -360,3 +446,115 @@ def better_side(row: dict[str, Any]) -> str | None:
     if higher is None:
         return None
     return "b" if (row["diff"] > 0) == higher else "a"
+
+
+# --- several models side by side --------------------------------------------------------------------------------
+
+#: The metrics :func:`models_table` shows by default (those any result measured), in this order.
+MODELS_TABLE_METRICS: tuple[str, ...] = ("uniformity", "alignment", "effective_rank", "rankme", "isoscore",
+                                         "alpha_req", "mean_cosine")
+#: Probe scores :func:`models_table` shows: the task probes' accuracy and Spearman (not the lexical probe or gaps).
+TABLE_PROBE_METRICS: tuple[str, ...] = ("accuracy", "spearman")
+#: How the probe columns' intervals are made (probe rows carry a standard error, not an interval).
+PROBE_INTERVAL = ("probe score -+ z * its standard error, z the normal quantile at the result's confidence "
+                  "(binomial s.e. for accuracy, delete-a-group jackknife s.e. for Spearman), clipped to the "
+                  "score's range")
+_PROBE_RANGE = {"accuracy": (0.0, 1.0), "spearman": (-1.0, 1.0)}
+
+
+def _dimension(res: AnalysisResult, task: str, pooling: str, layer: int) -> int | None:
+    """The embedding dimension of one set: its saved embeddings' width, else the checkpoint's hidden size."""
+    key = array_key("emb", task, pooling, layer)
+    if key in res.arrays:
+        return int(np.shape(res.arrays[key])[1])
+    hidden = res.checkpoint.get("hidden_size")
+    return int(hidden) if isinstance(hidden, (int, np.integer)) else None
+
+
+def _unique_labels(results: Sequence[AnalysisResult]) -> list[str]:
+    names = [r.name for r in results]
+    return [f"{n} ({i + 1})" if names.count(n) > 1 else n for i, n in enumerate(names)]
+
+
+def models_table(results: Sequence[AnalysisResult], *, metrics: Sequence[str] | str | None = None,
+                 layer: int | None = None) -> Any:
+    """Several models side by side: a pandas DataFrame with one row per (model, task, pooling) at one layer.
+
+    Columns: ``model`` (the result's name; ``name (i)`` when names repeat), ``task``, ``pooling``, ``layer``, ``n``
+    (the task's number of items), ``d`` (the embedding dimension), ``confidence``; per metric ``m``: ``m``,
+    ``m_low``, ``m_high`` (its jackknife interval); per task-probe score ``probe:metric`` (accuracy, Spearman):
+    ``probe:metric``, ``probe:metric_low``, ``probe:metric_high`` (:data:`PROBE_INTERVAL`), ``probe:metric_n``
+    (items or pairs scored) and, where the probe rows carry one, ``probe:metric_chance``. A cell is NaN where that
+    model did not measure it (probe columns of another task too). ``frame.attrs`` records the probe interval's
+    definition.
+
+    ``metrics``: names (default :data:`MODELS_TABLE_METRICS` that were measured). ``layer``: None = each model's
+    last measured layer for that task and pooling (models of different depth meet at their last layers); an
+    integer picks that layer (negative counts from each model's last layer).
+
+    Results are not paired here (no shared texts needed). When the models of a task differ in n or d, an
+    :class:`IncomparableWarning` per task says which columns are comparable and which are not.
+    """
+    import pandas as pd
+    from scipy.stats import norm
+
+    from .queries import as_results, resolve_layer
+
+    results = as_results(results, "results")
+    measured = list(dict.fromkeys(r["metric"] for res in results for r in res.metrics))
+    if metrics is None:
+        cols = [m for m in MODELS_TABLE_METRICS if m in measured]
+    else:
+        cols = list(split_names(metrics))
+        unknown = [m for m in cols if m not in measured]
+        if not cols or unknown:
+            raise ValueError(f"metrics: expected names of metrics the results measured ({', '.join(measured)}), "
+                             f"got {unknown or metrics!r}. Pass e.g. metrics=('uniformity', 'effective_rank').")
+    if layer is not None and (isinstance(layer, bool) or not isinstance(layer, (int, np.integer))):
+        raise ValueError(f"layer: expected an integer layer or None (each model's last measured layer), got "
+                         f"{layer!r}.")
+    labels = _unique_labels(results)
+    rows: list[dict[str, Any]] = []
+    for label, res in zip(labels, results, strict=True):
+        conf = res.options.get("confidence")
+        conf = float(conf) if isinstance(conf, (int, float)) and 0 < conf < 1 else 0.95
+        z = float(norm.ppf(0.5 + conf / 2.0))
+        for task, pooling in dict.fromkeys((t, p) for t, p, _ in res.measured()):
+            lay = resolve_layer(res, task, layer, pooling)
+            if lay is None or (task, pooling, lay) not in set(res.measured()):
+                continue
+            row: dict[str, Any] = {"model": label, "task": task, "pooling": pooling, "layer": lay,
+                                   "n": res.tasks.get(task, {}).get("n_items"),
+                                   "d": _dimension(res, task, pooling, lay), "confidence": conf}
+            for m in cols:
+                try:
+                    r = res.value(task, pooling, lay, m)
+                except KeyError:
+                    continue
+                row[m] = float(r["value"])
+                row[f"{m}_low"], row[f"{m}_high"] = float(r.get("low", math.nan)), float(r.get("high", math.nan))
+            for r in res.probes:
+                if ((r["task"], r["pooling"], int(r["layer"])) != (task, pooling, lay)
+                        or r["metric"] not in TABLE_PROBE_METRICS or r["probe"] in ("lexical", "gap")):
+                    continue
+                key, v, se = f"{r['probe']}:{r['metric']}", float(r["value"]), float(r.get("stderr", math.nan))
+                lo_b, hi_b = _PROBE_RANGE[r["metric"]]
+                row[key] = v
+                row[f"{key}_low"] = max(lo_b, v - z * se) if math.isfinite(se) else math.nan
+                row[f"{key}_high"] = min(hi_b, v + z * se) if math.isfinite(se) else math.nan
+                row[f"{key}_n"] = r.get("n")
+                if r.get("chance") is not None:
+                    row[f"{key}_chance"] = r["chance"]
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    frame.attrs["probe_interval"] = PROBE_INTERVAL
+    warned: set[str] = set()
+    for (task, _pooling), part in (frame.groupby(["task", "pooling"], sort=False) if len(frame) else []):
+        if task in warned or len(part) < 2:
+            continue
+        sides = [(str(r.model), None if pd.isna(r.n) else int(r.n), None if pd.isna(r.d) else int(r.d))
+                 for r in part.itertuples()]
+        if len({s[1] for s in sides}) > 1 or len({s[2] for s in sides}) > 1:
+            warned.add(task)
+            _warn_incomparable(task, sides)
+    return frame

@@ -10,7 +10,8 @@ them here; nothing in this module draws, writes or imports matplotlib.
   :func:`histogram_of`; interval arithmetic of one row (:func:`half_width`, :func:`bounds`).
 * **Trainer runs**: :func:`trajectory_of`, :func:`group_runs`, :func:`runs_of`, :func:`step_of`.
 * **Comparisons**: :func:`comparison_tasks`, :func:`comparison_poolings`, :func:`comparison_label`,
-  :func:`pooling_key`, :func:`layer_key`, :func:`has_intervals`, :func:`excludes_zero`.
+  :func:`pooling_key`, :func:`layer_key`, :func:`has_intervals`, :func:`excludes_zero`, :func:`is_significant`,
+  :func:`correction_of` (the multiple-comparison correction, alpha and family size).
 * **Confidence**: :func:`confidence_of` reads the level a result's intervals were computed at
   (``options['confidence']``), :func:`confidence_levels` groups results by it and :func:`ci_label` says it
   ("90% CI"), so no label assumes 95%.
@@ -395,6 +396,29 @@ def comparison_label(cmp: ComparisonResult) -> str:
 def has_intervals(cmp: ComparisonResult) -> bool:
     """Whether any difference row carries a standard error (reference-protocol comparisons carry none)."""
     return any(is_finite(r.get("stderr")) for r in cmp.differences)
+
+
+def correction_of(cmp: ComparisonResult) -> dict[str, Any]:
+    """A comparison's multiple-comparison control: ``correction`` ("none", "holm", "bh"), ``family_size`` (the
+    rows with a p-value; None for comparisons saved before p-values were recorded), ``alpha`` (1 - confidence)
+    and ``label`` (what '*' / ``significant`` means, for a table header)."""
+    opts = cmp.options
+    corr = str(opts.get("correction") or "none")
+    size = opts.get("family_size")
+    conf = confidence_of(cmp)
+    alpha = float(opts.get("alpha", 1.0 - conf if conf is not None else 0.05))
+    family = f"all {size} rows of this comparison" if size is not None else "all rows of this comparison"
+    what = {"none": f"interval excludes 0 (p < {alpha:.3g}), no multiple-comparison correction",
+            "holm": f"Holm-adjusted p < {alpha:.3g} (family-wise error rate)",
+            "bh": f"Benjamini-Hochberg-adjusted p < {alpha:.3g} (false discovery rate)"}.get(corr, corr)
+    return {"correction": corr, "family_size": size, "alpha": alpha,
+            "label": f"significant = {what}; family = {family}"}
+
+
+def is_significant(row: Mapping[str, Any]) -> bool:
+    """A difference row's ``significant`` flag: its interval excludes 0, or, when its comparison used a
+    correction, its adjusted p-value is below 1 - confidence (:func:`excludes_zero` is the interval alone)."""
+    return bool(row.get("significant"))
 
 
 def pooling_key(row: Mapping[str, Any]) -> str:

@@ -82,7 +82,7 @@ def test_cli_three_models_combined_table_and_csv_with_similarity(three):
     r = runner.invoke(app, ["compare", *(str(root / f"r{i}") for i in range(3)), "--format", "csv"])
     assert r.exit_code == 0, r.output
     frame = pd.read_csv(io.StringIO(r.stdout))
-    assert set(frame["table"]) == {"differences", "similarity"}
+    assert set(frame["table"]) == {"differences", "similarity", "models"}  # models: the combined table
     assert {"linear_cka", "knn_overlap"} <= set(frame.loc[frame["table"] == "similarity", "name"])
     cka = frame[(frame["table"] == "similarity") & (frame["name"] == "linear_cka") & (frame["task"] == "polarity")
                 & (frame["pooling"] == "max")].iloc[0]
@@ -197,6 +197,26 @@ def test_seed_groups_give_a_between_seed_interval(seed_groups):
         eg.compare_groups(a, b[:2])
 
 
+def test_seed_groups_p_values_are_the_between_seed_t_test_and_take_a_correction(seed_groups):
+    from scipy.stats import ttest_1samp
+
+    from embedgeom.multiple_testing import adjust_pvalues
+
+    _, a, b = seed_groups
+    cmp = eg.compare_groups(a, b, correction="holm")
+    rows = cmp.differences
+    for r in rows:  # the one-sample t-test of the per-seed differences, on seeds - 1 degrees of freedom
+        assert r["df"] == 2
+        if np.std(r["per_seed"]) > 0:
+            assert r["p"] == pytest.approx(ttest_1samp(r["per_seed"], 0.0).pvalue, rel=1e-9)
+        else:  # every seed gave the same difference (e.g. an integer rank): 0 when it is not 0, else 1
+            assert r["p"] == (1.0 if r["diff"] == 0 else 0.0)
+    p = np.array([r["p"] for r in rows])
+    assert [r["p_adjusted"] for r in rows] == pytest.approx(adjust_pvalues(p, "holm").tolist(), rel=1e-12)
+    assert [r["significant"] for r in rows] == [q < 0.05 for q in adjust_pvalues(p, "holm")]
+    assert cmp.options["correction"] == "holm" and cmp.options["family_size"] == len(rows)
+
+
 def test_cli_seed_groups_with_a_glob(seed_groups):
     root, _, _ = seed_groups
     r = runner.invoke(app, ["compare", "--group-a", f"{root}/r0,{root}/r1,{root}/r2",
@@ -205,8 +225,9 @@ def test_cli_seed_groups_with_a_glob(seed_groups):
     data = json.loads(r.stdout)
     assert data["options"]["seeds"] == 3 and data["options"]["members"]["b"] == ["hyb-s0", "hyb-s1", "hyb-s2"]
     table = runner.invoke(app, ["compare", "--group-a", f"{root}/r0,{root}/r1,{root}/r2",
-                                "--group-b", str(root / "r[345]")])
+                                "--group-b", str(root / "r[345]"), "--correction", "bh"])
     assert table.exit_code == 0 and " of 3 " in table.stdout
+    assert "correction: bh over the family = all" in table.stdout and "p (BH)" in table.stdout
     bad = runner.invoke(app, ["compare", "--group-a", str(root / "nothing*"), "--group-b", str(root / "r[345]")])
     assert bad.exit_code == 1 and "matches nothing" in bad.output
 
