@@ -43,6 +43,9 @@ FLOAT32_MATMUL = "ieee"
 #: Models whose position ids are derived from the padding token by the model itself.
 _PADDING_AWARE_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer", "mpnet", "data2vec-text",
                             "xmod", "roberta-prelayernorm", "ibert", "luke", "markuplm", "esm"}
+#: Models with relative positions only (no absolute position ids): left padding changes no distance between real
+#: tokens, so it needs no position ids.
+_RELATIVE_POSITIONS = {"t5", "mt5", "umt5", "longt5"}
 
 
 class TruncationWarning(UserWarning):
@@ -70,6 +73,13 @@ class Request:
     padding_side: str
     batch_size: int
     custom: Mapping[str, CustomFn]
+    #: Text prepended to every text (not to second segments); "" for none.
+    prompt: str = ""
+    #: How many leading real tokens are the prompt's, as sentence-transformers counts them (for a declared pooling
+    #: with ``include_prompt: false``); 0 for none.
+    prompt_tokens: int = 0
+    #: The declared prompt's name when ``prompt`` is one (sentence-transformers checkpoints), else None.
+    prompt_name: str | None = None
 
     def subset(self, idx: Sequence[int]) -> Request:
         """The same request for the texts (and pairs) at ``idx``."""
@@ -89,16 +99,34 @@ class _Tokens:
     truncated: int
 
 
-def _tokenise(encoder: Encoder, texts: list[str], pairs: list[str] | None, max_length: int) -> _Tokens:
+def _tokenise(encoder: Encoder, texts: list[str], pairs: list[str] | None, max_length: int, prompt: str = ""
+              ) -> _Tokens:
+    """Token ids, segment ids and special-token masks of ``prompt + text`` (and its pair), truncated to
+    ``max_length`` tokens; with the encoder's ``append_eos``, the end-of-sequence token is appended after
+    truncation (so it is always there) unless the text already ends with it."""
     tok = encoder.tokenizer
     common = {"add_special_tokens": True, "return_special_tokens_mask": True, "return_attention_mask": False}
+    if prompt:
+        texts = [prompt + t for t in texts]
+    eos = tok.eos_token_id if getattr(encoder, "append_eos", False) else None
+    limit = max_length - 1 if eos is not None else max_length
     with _quiet_transformers():
         full = tok(texts, pairs, truncation=False, **common)
         lengths = [len(ids) for ids in full["input_ids"]]
-        truncated = sum(n > max_length for n in lengths)
+        truncated = sum(n > limit for n in lengths)
         enc = tok(texts, pairs, truncation="longest_first" if pairs is not None else True,
-                  max_length=max_length, **common) if truncated else full
-    return _Tokens(enc["input_ids"], enc.get("token_type_ids"), enc["special_tokens_mask"], truncated)
+                  max_length=limit, **common) if truncated else full
+    ids, types, special = enc["input_ids"], enc.get("token_type_ids"), enc["special_tokens_mask"]
+    if eos is not None:
+        ids, special = [list(i) for i in ids], [list(sp) for sp in special]
+        types = [list(t) for t in types] if types is not None else None
+        for r, row in enumerate(ids):
+            if not row or row[-1] != eos:
+                row.append(eos)
+                special[r].append(1)
+                if types is not None:
+                    types[r].append(types[r][-1] if types[r] else 0)
+    return _Tokens(ids, types, special, truncated)
 
 
 def _check_not_empty(texts: list[str], toks: _Tokens) -> None:
@@ -111,7 +139,7 @@ def _check_not_empty(texts: list[str], toks: _Tokens) -> None:
 
 def _position_ids(model: Any, mask: torch.Tensor, padding_side: str) -> torch.Tensor | None:
     """Mask-derived position ids for left padding (None where the default is already right)."""
-    if padding_side == "right" or model.config.model_type in _PADDING_AWARE_POSITIONS:
+    if padding_side == "right" or model.config.model_type in _PADDING_AWARE_POSITIONS | _RELATIVE_POSITIONS:
         return None
     if "position_ids" not in inspect.signature(model.forward).parameters:
         raise ValueError(f"padding_side: left padding needs position ids, which {type(model).__name__} does not "
@@ -145,11 +173,14 @@ class TokenBatch:
     pool_mask: torch.Tensor
     hidden: Mapping[int, torch.Tensor]
     attention_rows: Mapping[int, torch.Tensor] = field(default_factory=dict)
+    #: (b, L) bool, the leading real tokens that are the request's prompt as sentence-transformers counts them
+    #: (None without a prompt).
+    prompt_mask: torch.Tensor | None = None
 
     def pool_input(self, layer: int, native: Any = None) -> PoolInput:
         """What a pooler sees of this batch at ``layer`` (see :class:`embedgeom.pooling.PoolInput`)."""
         return PoolInput(self.hidden[layer], self.attention_mask, self.pool_mask, self.attention_rows.get(layer),
-                         native)
+                         native, self.prompt_mask)
 
 
 @runtime_checkable
@@ -256,7 +287,7 @@ def run_sinks(encoder: Encoder, request: Request, sinks: Sequence[Sink], compute
     bad = [lay for lay in layers if not 0 <= lay <= L] + [lay for lay in attn_layers if not 1 <= lay <= L]
     if bad:
         raise ValueError(f"sinks: expected hidden-state indices in [0, {L}] (attention rows: [1, {L}]), got {bad[0]}.")
-    toks = _tokenise(encoder, request.texts, request.pairs, request.max_length)
+    toks = _tokenise(encoder, request.texts, request.pairs, request.max_length, request.prompt)
     _check_not_empty(request.texts, toks)
     if toks.truncated:
         warnings.warn(f"{toks.truncated} of {len(request.texts)} texts were longer than max_length="
@@ -367,7 +398,8 @@ def _padded_batch(run: _Run, idx: np.ndarray) -> tuple[dict[str, torch.Tensor], 
             special[r, : len(sp)] = s
         else:
             special[r, width - len(sp):] = s
-    inputs = {k: v.to(run.encoder.device) for k, v in batch.items()}
+    accepts = inspect.signature(run.encoder.model.forward).parameters
+    inputs = {k: v.to(run.encoder.device) for k, v in batch.items() if k != "token_type_ids" or k in accepts}
     attn_mask = inputs["attention_mask"].bool()
     pos = _position_ids(run.encoder.model, attn_mask, side)
     if pos is not None:
@@ -403,8 +435,13 @@ def _token_batch(run: _Run, idx: np.ndarray, inputs: dict[str, torch.Tensor], ou
         hidden = {lay: outputs.last_hidden_state for lay in run.layers}  # the last layer only (or none)
     special = special.to(run.encoder.device)
     pool_mask = attn_mask & ~special if run.request.special_tokens == "exclude" else attn_mask
+    prompt_mask = None
+    if run.request.prompt_tokens:
+        first = attn_mask.to(torch.int8).argmax(dim=1, keepdim=True)
+        pos = torch.arange(attn_mask.shape[1], device=attn_mask.device).unsqueeze(0)
+        prompt_mask = attn_mask & (pos < first + run.request.prompt_tokens)
     return TokenBatch(idx, inputs["input_ids"], attn_mask, special, pool_mask, hidden,
-                      _attention_weights(run, outputs, rec, attn_mask))
+                      _attention_weights(run, outputs, rec, attn_mask), prompt_mask)
 
 
 def _check_finite(vectors: dict[Key, np.ndarray], compute_dtype: torch.dtype, model: Any) -> None:

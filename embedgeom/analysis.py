@@ -21,7 +21,7 @@ from . import metrics as M
 from .data import TextSet, load_texts
 from .devices import resolve_device
 from .embedding_cache import cache_writes
-from .encoding import encode
+from .encoding import encode, model_kind
 from .loading import Encoder, load_encoder, trainer_checkpoints
 from .measure import HIST_BINS, HIST_PAIRS, Collected, measure_task
 from .options import AnalysisOptions
@@ -45,11 +45,13 @@ def analyze(checkpoint: str | os.PathLike | Encoder, data: str | Sequence[str] |
             **kwargs: Any) -> AnalysisResult:
     """Measure the embedding geometry of ``checkpoint`` on each data spec in ``data``.
 
-    ``checkpoint``: anything :func:`embedgeom.load_encoder` accepts, or a loaded Encoder. ``data``: specs as in
+    ``checkpoint``: anything :func:`embedgeom.load_encoder` accepts (a path, a hub id, or a model in memory: a
+    ``SentenceTransformer`` or a ``(PreTrainedModel, tokenizer)`` pair), or a loaded Encoder. ``data``: specs as in
     :func:`embedgeom.data.load_texts` (comma-separated string or list; default ``sample:bbc,sample:lee``). Every
     other option is a field of :class:`~embedgeom.options.AnalysisOptions`, given as a keyword or as ``options=``
-    (keywords override it): ``poolings`` (``"all"`` = mean, cls, max, attention; ``native`` for
-    sentence-transformers checkpoints), ``layers`` (indices or ``"all"``), ``max_texts`` / ``seed`` (seeded
+    (keywords override it): ``poolings`` (``"all"`` = mean, cls, max, attention for an encoder, mean, max, last for
+    a decoder-only model; ``native`` for sentence-transformers checkpoints), ``prompt`` (prepended to every
+    text), ``layers`` (indices or ``"all"``), ``max_texts`` / ``seed`` (seeded
     subsample per task), ``protocol`` (``"paper"`` reproduces the reference study's choices, see
     :mod:`embedgeom.reference.protocols`; ``"both"`` adds them as ``result.paper``), ``metrics``, ``probes``,
     ``groups`` / ``confidence`` (jackknife intervals), ``device``, ``dtype``, ``batch_size``, ``max_length``,
@@ -62,13 +64,17 @@ def analyze(checkpoint: str | os.PathLike | Encoder, data: str | Sequence[str] |
     with cache_writes(cfg.cache is not False):  # cache=False (--no-cache): nothing is written under the cache root
         from .distributed import current
 
-        if current().world > 1:  # launched by torchrun: texts sharded over the processes (rank 0 gets the result)
+        if current().world > 1 or cfg.spill:  # torchrun (texts sharded) or --spill: vectors measured from disk
             if cfg.protocol != "default":
-                raise ValueError(f"protocol: a distributed analysis runs the default protocol, got {cfg.protocol!r}. "
-                                 "Run --protocol paper in one process.")
-            from .distributed import analyze_sharded
+                raise ValueError(f"protocol: a distributed or spilled analysis runs the default protocol, got "
+                                 f"{cfg.protocol!r}. Run --protocol paper in one process without --spill.")
+            if cfg.postprocess != "none":
+                raise ValueError(f"postprocess: not available for a distributed or spilled analysis yet, got "
+                                 f"{cfg.postprocess!r}. Analyse in one process without --spill, or use "
+                                 "--postprocess none.")
+            from .distributed import analyze_spilled
 
-            return analyze_sharded(checkpoint, cfg, progress, name)
+            return analyze_spilled(checkpoint, cfg, progress, name)
         if cfg.protocol == "both":
             return _analyze_both(checkpoint, cfg, progress, name)
         if cfg.protocol == "paper":
@@ -77,6 +83,7 @@ def analyze(checkpoint: str | os.PathLike | Encoder, data: str | Sequence[str] |
             resolve_device(cfg.device)  # a bad --device fails before any data or model is read
         text_sets = _load_text_sets(cfg, progress)
         enc = _encoder(checkpoint, cfg)
+        cfg = poolings_for_model(cfg, enc)
         out = Collected()
         used: set[str] = set()
         for spec, ts in zip(cfg.data, text_sets, strict=True):
@@ -85,7 +92,7 @@ def analyze(checkpoint: str | os.PathLike | Encoder, data: str | Sequence[str] |
                 warnings.simplefilter("always")
                 emb = encode(enc, list(ts.texts), poolings=cfg.poolings, layers=cfg.layers, batch_size=cfg.batch_size,
                              max_length=cfg.max_length, special_tokens=cfg.special_tokens, cache=cfg.cache,
-                             progress=lambda d, t, s=spec: emit(progress, f"encode {s}", d, t))
+                             prompt=cfg.prompt, progress=lambda d, t, s=spec: emit(progress, f"encode {s}", d, t))
             _rewarn(caught, task, enc)  # from here, so that the warnings name analyze's caller
             measure_task(task, ts, emb, enc.num_layers, cfg, progress, out)
         return AnalysisResult(enc.card(), out.tasks, _options(cfg), out.metric_rows, out.probe_rows, out.arrays,
@@ -164,9 +171,21 @@ def analyze_checkpoints(run_dir: str | os.PathLike, checkpoints: str | Sequence[
 
 
 def _encoder(checkpoint: str | os.PathLike | Encoder, cfg: AnalysisOptions) -> Encoder:
+    """A loaded Encoder as it is; a path, hub id or model in memory (a SentenceTransformer or a (PreTrainedModel,
+    tokenizer) pair) loaded with the options' device, dtype and max length."""
     if isinstance(checkpoint, Encoder):
         return checkpoint
     return load_encoder(checkpoint, device=cfg.device, dtype=cfg.dtype, max_length=cfg.max_length)
+
+
+def poolings_for_model(cfg: AnalysisOptions, enc: Encoder) -> AnalysisOptions:
+    """The options with the poolings this model is analysed with: for a model whose kind is not an encoder's (a
+    decoder-only model), the default poolings - what ``"all"`` means for an encoder - mean ``"all"`` for its kind
+    (mean, max, last); any other set is kept, and a pooling that does not apply is refused by encode()."""
+    kind = model_kind(enc)
+    if kind != "encoder" and tuple(cfg.poolings) == pooler_names("encoder", include_native=False):
+        return cfg.replace(poolings=pooler_names(kind, include_native=False))
+    return cfg
 
 
 def _rewarn(caught: list, task: str, enc: Encoder) -> None:
@@ -234,6 +253,8 @@ def resolve_result(x: Any, *, progress: Progress | None = None, options: Analysi
     ``options`` / ``kwargs`` as :func:`analyze` takes them)."""
     if isinstance(x, AnalysisResult):
         return x
+    if not isinstance(x, (str, os.PathLike)):  # a loaded Encoder or a model in memory
+        return analyze(x, progress=progress, options=options, **kwargs)
     path = Path(os.fspath(x)).expanduser()
     if (path / "result.json").is_file():
         return AnalysisResult.load(path)

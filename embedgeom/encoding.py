@@ -24,6 +24,16 @@ Choices that change numbers (all recorded in ``Embeddings.meta``):
   float32 (no TF32 or bfloat16 stand-ins; see :mod:`embedgeom._forward`), so the dtype names the precision.
 * text pairs (``text_pairs=``) are joined by the tokenizer's own sentence-pair template, e.g.
   ``[CLS] a [SEP] b [SEP]`` with segment ids 0/1 for BERT; truncation ``longest_first``.
+* ``prompt`` (e.g. ``"query: "``, or the name of a prompt a sentence-transformers checkpoint declares) is
+  prepended to every text (not to second segments) before tokenisation, as sentence-transformers does; its tokens
+  take part in pooling, except in ``native`` pooling where the checkpoint declares ``include_prompt: false`` (the
+  prompt's tokens counted as sentence-transformers counts them). With no prompt given, a sentence-transformers
+  checkpoint's ``default_prompt_name`` applies, as in sentence-transformers. The prompt text and name are recorded
+  in ``meta`` and are part of every cache key;
+* decoder-only (causal) models: the end-of-sequence token is appended to every text where the encoder says so
+  (``Encoder.append_eos``, see :mod:`embedgeom.loading`), after truncation; ``last`` is the last real token's state
+  under either padding side, ``mean``/``max`` pool the causal states; ``cls`` and ``attention`` (the first token
+  of a causal model sees only itself) are refused, naming the poolings that apply.
 
 Poolings are the registered poolers of :mod:`embedgeom.pooling` (``"all"``: every registered pooler that applies
 to the model's kind and needs nothing the checkpoint must declare - mean, cls, max, attention for an encoder;
@@ -50,7 +60,7 @@ from ._forward import Sink as Sink  # public here: what forward_to_sinks() feeds
 from ._forward import TokenBatch as TokenBatch  # public here: what a sink receives per batch
 from ._forward import TruncationWarning as TruncationWarning  # public here; raised by the forward pass
 from .embedding_cache import EmbeddingCache, texts_hash
-from .loading import Encoder, tokenizer_fingerprint
+from .loading import Encoder, is_in_memory, load_encoder, tokenizer_fingerprint
 from .options import parse_layers
 from .pooling import POOLING_VERSION, get_pooler, pooler_names, resolve_poolings
 
@@ -123,9 +133,47 @@ class CustomPooler(Protocol):
 
 
 def model_kind(encoder: Encoder) -> str:
-    """The kind of model the poolers must apply to: ``"encoder"`` (bidirectional; every checkpoint
-    :func:`embedgeom.load_encoder` accepts today) or ``"decoder"`` (causal), as the encoder records it."""
+    """The kind of model the poolers must apply to: ``"encoder"`` (bidirectional, including an encoder-decoder's
+    encoder stack) or ``"decoder"`` (causal), as the encoder records it."""
     return getattr(encoder, "model_kind", None) or "encoder"
+
+
+def as_encoder(encoder: Any) -> Encoder:
+    """``encoder`` itself, or a model in memory (a ``SentenceTransformer`` or a ``(PreTrainedModel, tokenizer)``
+    pair) loaded with :func:`embedgeom.load_encoder`'s defaults; anything else is one ValueError."""
+    if isinstance(encoder, Encoder):
+        return encoder
+    if is_in_memory(encoder):
+        return load_encoder(encoder)
+    raise ValueError(f"encoder: expected an Encoder (embedgeom.load_encoder(...)), a SentenceTransformer or a "
+                     f"(PreTrainedModel, tokenizer) pair, got {type(encoder).__name__}. Load a path or hub id with "
+                     "embedgeom.load_encoder first.")
+
+
+def resolve_prompt(encoder: Encoder, prompt: str | None) -> tuple[str, str | None]:
+    """The prompt text to prepend and its name: ``prompt`` names one of the checkpoint's declared prompts, or is
+    the text itself; None means the checkpoint's default prompt (sentence-transformers' ``default_prompt_name``), or
+    none."""
+    prompts = getattr(encoder, "prompts", None) or {}
+    if prompt is None:
+        name = getattr(encoder, "default_prompt_name", None)
+        return (prompts[name], name) if name in prompts else ("", None)
+    if not isinstance(prompt, str):
+        raise ValueError(f"prompt: expected a text such as 'query: ' or the name of a declared prompt "
+                         f"({', '.join(prompts) or 'this model declares none'}), got {prompt!r}.")
+    if prompt in prompts:
+        return prompts[prompt], prompt
+    return prompt, None
+
+
+def _prompt_tokens(encoder: Encoder, prompt: str) -> int:
+    """The prompt's length in tokens as sentence-transformers counts it (its tokenisation with special tokens, less
+    a trailing special token), where the declared pooling leaves the prompt out; else 0."""
+    if not prompt or encoder.native is None or encoder.native.include_prompt:
+        return 0
+    ids = encoder.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    trailing = bool(ids) and ids[-1] in set(getattr(encoder.tokenizer, "all_special_ids", ()) or ())
+    return len(ids) - int(trailing)
 
 
 def _normalise_poolings(poolings: str | Sequence[str], encoder: Encoder,
@@ -167,7 +215,7 @@ def _check_texts(texts: Any, name: str) -> list[str]:
 
 
 def _base_request(encoder: Encoder, texts: Any, text_pairs: Any, batch_size: int | None, max_length: int | None,
-                  special_tokens: str, padding_side: str) -> Request:
+                  special_tokens: str, padding_side: str, prompt: str | None = None) -> Request:
     """The texts and the options every forward pass takes, checked (one clear error naming the first bad one);
     no poolings yet."""
     texts = _check_texts(texts, "texts")
@@ -185,16 +233,19 @@ def _base_request(encoder: Encoder, texts: Any, text_pairs: Any, batch_size: int
     mlen = encoder.max_length if max_length is None else max_length
     if isinstance(mlen, bool) or not isinstance(mlen, int) or mlen < 2:
         raise ValueError(f"max_length: expected an integer >= 2, got {max_length!r}.")
-    return Request(texts, pairs, (), mlen, special_tokens, padding_side, batch_size, {})
+    text, name = resolve_prompt(encoder, prompt)
+    return Request(texts, pairs, (), mlen, special_tokens, padding_side, batch_size, {}, text,
+                   _prompt_tokens(encoder, text), name)
 
 
 def _request(encoder: Encoder, texts: Any, text_pairs: Any, poolings: str | Sequence[str],
              layers: str | int | Sequence[int], batch_size: int | None, max_length: int | None, special_tokens: str,
-             padding_side: str, custom_poolers: Mapping[str, CustomPooler] | None) -> Request:
+             padding_side: str, custom_poolers: Mapping[str, CustomPooler] | None, prompt: str | None = None
+             ) -> Request:
     """encode()'s arguments checked (one clear error naming the first bad one) and resolved against ``encoder``."""
     custom = dict(custom_poolers or {})
-    req = replace(_base_request(encoder, texts, text_pairs, batch_size, max_length, special_tokens, padding_side),
-                  custom=custom)
+    req = replace(_base_request(encoder, texts, text_pairs, batch_size, max_length, special_tokens, padding_side,
+                                prompt), custom=custom)
     L = encoder.num_layers
     pools = _normalise_poolings(poolings, encoder, custom)
     lays = _normalise_layers(layers, L)
@@ -222,6 +273,7 @@ def forward_to_sinks(
     special_tokens: SpecialTokens = "include",
     padding_side: PaddingSide = "right",
     progress: Callable[[int, int], None] | None = None,
+    prompt: str | None = None,
 ) -> tuple[list[Any], dict[str, Any]]:
     """Run the forward pass :func:`encode` runs (same tokenisation, truncation, padding, batching and precision
     pinning) over ``texts`` and hand each batch's token states to every sink (:class:`Sink`, receiving a
@@ -229,9 +281,10 @@ def forward_to_sinks(
 
     The pass runs in the encoder's compute dtype: ``dtype="auto"``'s precision check and the embedding cache are
     :func:`encode`'s (pooled vectors) and do not apply here; load a float32 encoder where precision matters.
-    ``meta["compute_dtype"]`` names the dtype used.
+    ``meta["compute_dtype"]`` names the dtype used. ``prompt``: as for :func:`encode`.
     """
-    req = _base_request(encoder, texts, text_pairs, batch_size, max_length, special_tokens, padding_side)
+    encoder = as_encoder(encoder)
+    req = _base_request(encoder, texts, text_pairs, batch_size, max_length, special_tokens, padding_side, prompt)
     if isinstance(sinks, Sink) or not all(isinstance(s, Sink) for s in sinks):
         raise ValueError("sinks: expected a list of sinks (objects with layers, attention_layers, accept and "
                          f"finish), got {type(sinks).__name__}.")
@@ -239,7 +292,7 @@ def forward_to_sinks(
     return results, {"model_spec": encoder.spec, "n": len(req.texts), "max_length": req.max_length,
                      "compute_dtype": dtype_name(encoder.compute_dtype), "special_tokens": req.special_tokens,
                      "pair_mode": "joined" if req.pairs is not None else "single", "padding_side": req.padding_side,
-                     **run_meta}
+                     **_prompt_meta(encoder, req), **run_meta}
 
 
 def _meta(encoder: Encoder, req: Request) -> dict[str, Any]:
@@ -251,8 +304,15 @@ def _meta(encoder: Encoder, req: Request) -> dict[str, Any]:
         "n": len(req.texts), "max_length": req.max_length, "compute_dtype": dtype_name(encoder.compute_dtype),
         "special_tokens": req.special_tokens, "pair_mode": "joined" if req.pairs is not None else "single",
         "padding_side": req.padding_side, "native": encoder.native.describe() if encoder.native else None,
-        "precision_check": None,
+        "precision_check": None, **_prompt_meta(encoder, req),
     }
+
+
+def _prompt_meta(encoder: Encoder, req: Request) -> dict[str, Any]:
+    """What a call prepended and appended to its texts: the prompt text (and its declared name, when it is one) and
+    whether the end-of-sequence token was appended."""
+    return {"prompt": req.prompt, "prompt_name": req.prompt_name,
+            "append_eos": bool(getattr(encoder, "append_eos", False))}
 
 
 def _checked_low(encoder: Encoder, meta: dict[str, Any]) -> bool:
@@ -299,6 +359,8 @@ class _CacheView:
                                    "custom": custom[k[0]].fingerprint if k[0] in custom else None,
                                    "precision_checked": self._encoder.dtype_policy == "auto" and dtype != "float32",
                                    "float32_matmul": FLOAT32_MATMUL, "pooling_version": POOLING_VERSION,
+                                   **({"prompt": self._req.prompt} if self._req.prompt else {}),
+                                   **({"append_eos": True} if meta.get("append_eos") else {}),
                                    **(pooler.cache_fields() if pooler is not None else {})})
 
     def lookup(self, keys: Sequence[Key], dtype: str, into: dict[Key, np.ndarray], dtypes: dict[Key, str]
@@ -332,6 +394,7 @@ def encode(
     cache: bool | str | os.PathLike | EmbeddingCache | None = None,
     progress: Callable[[int, int], None] | None = None,
     custom_poolers: Mapping[str, CustomPooler] | None = None,
+    prompt: str | None = None,
 ) -> Embeddings:
     """Encode ``texts`` once and return every requested pooling at every requested layer.
 
@@ -345,10 +408,14 @@ def encode(
     ``progress(done, total)`` is called after each batch. ``batch_size`` defaults to 32 on CPU (less
     padding; fastest measured) and 128 on GPUs. ``custom_poolers`` adds named poolings computed from the
     same hidden states (e.g. the reference study's random attention head, see :mod:`embedgeom.reference.protocols`).
-    See the module docstring for every convention.
+    ``prompt``: a text prepended to every text, or the name of a prompt the checkpoint declares (None: the
+    checkpoint's default prompt, if any). ``encoder``: a loaded Encoder, or a model in memory (a
+    ``SentenceTransformer`` or a ``(PreTrainedModel, tokenizer)`` pair). See the module docstring for every
+    convention.
     """
+    encoder = as_encoder(encoder)
     req = _request(encoder, texts, text_pairs, poolings, layers, batch_size, max_length, special_tokens,
-                   padding_side, custom_poolers)
+                   padding_side, custom_poolers, prompt)
     n = len(req.texts)
     meta = _meta(encoder, req)
     view = _CacheView(_cache_for(cache), encoder, req, meta)

@@ -6,11 +6,30 @@ Accepted specs:
 * a sentence-transformers directory (``modules.json``): its declared pooling (``1_Pooling``), Dense layers
   and ``Normalize`` module become the ``native`` pooling; its ``max_seq_length`` is the default max length;
 * a run directory or checkpoint written by :mod:`trainer` (``run.json`` -> its latest checkpoint);
-* a hub id (``org/name``): loaded from the local Hugging Face cache, or downloaded when online.
+* a hub id (``org/name``): loaded from the local Hugging Face cache, or downloaded when online;
+* a model in memory: a ``sentence_transformers.SentenceTransformer``, or a ``(transformers.PreTrainedModel,
+  tokenizer)`` pair (the one in-memory form :func:`load_encoder`, :func:`embedgeom.encode` and
+  :func:`embedgeom.analyze` take). Its cache identity is a sha256 of its config, weights (the state dict) and
+  tokenizer - never an object id - recomputed whenever a weight changes.
+
+Model families (``Encoder.family``; the poolings that apply follow ``Encoder.model_kind``):
+
+* **encoder-only** (BERT, RoBERTa, XLM-R, DistilBERT, ELECTRA, DeBERTa-v2, MPNet, ModernBERT, ...): bidirectional,
+  ``model_kind="encoder"``;
+* **decoder-only** (GPT-2, Llama, Mistral, Qwen2/3, Gemma, Phi, ... - any causal model ``AutoModel`` builds without
+  remote code): ``model_kind="decoder"``. A tokenizer without a padding token pads with its end-of-sequence token
+  (recorded in the card; padded positions are masked, so the choice changes no vector). For a plain Hugging Face
+  checkpoint the end-of-sequence token is appended to every text when the tokenizer does not already end its
+  encodings with it (the last-token recipe of e5-mistral, gte-Qwen2, LLM2Vec; ``append_eos`` overrides it); a
+  sentence-transformers checkpoint's tokenizer is used as it is, as sentence-transformers does;
+* **encoder-decoder** (T5, mT5, UMT5, BART, mBART, Pegasus, Marian, ...; also a ``T5EncoderModel`` checkpoint): the
+  encoder stack alone is analysed (``model_kind="encoder"``); layer 0 is its embedding output and layer
+  ``num_layers`` its last block's output (after T5's final layer norm).
 
 Safety: safetensors weights are preferred; ``.bin`` files are read by transformers' ``weights_only``
 unpickler, which refuses arbitrary objects; ``trust_remote_code`` is False unless the caller passes True.
-Decoder-only, encoder-decoder and non-text checkpoints are refused with a clear error (no last-token path).
+Non-text checkpoints and models that need remote code (unless ``trust_remote_code=True``) are refused with a
+clear error.
 
 Integrity: nothing is lost and nothing is invented. A checkpoint is analysed only when every weight of the model its
 ``config.json`` describes was read from its files (no random initialisation; see :func:`_check_loading_report` for
@@ -46,7 +65,11 @@ _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_m
                  "pytorch_model.bin.index.json")
 _DECODER_ONLY = {"gpt2", "gpt_neo", "gptj", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen3",
                  "phi", "phi3", "gemma", "gemma2", "gemma3", "falcon", "opt", "bloom", "mpt", "olmo", "olmo2",
-                 "codegen", "starcoder2", "stablelm"}
+                 "codegen", "starcoder2", "stablelm", "qwen2_moe", "qwen3_moe", "gemma3_text", "cohere", "granite"}
+#: Model families and the poolings' model kind each maps to (see the module docstring).
+FAMILIES: dict[str, str] = {"encoder-only": "encoder", "decoder-only": "decoder", "encoder-decoder": "encoder"}
+#: Encoder-decoder types whose encoder stack has its own class (loads a full checkpoint or an encoder-only one).
+_ENCODER_CLASSES = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}
 
 
 class CheckpointError(ValueError):
@@ -145,6 +168,21 @@ class Encoder:
     #: probe of the texts that the reduced precision is harmless for this model and falls back to float32 when
     #: it is not (recorded per call in ``Embeddings.meta["precision_check"]``); "fixed" when it was requested.
     dtype_policy: Literal["auto", "fixed"] = "fixed"
+    #: "encoder-only", "decoder-only" or "encoder-decoder" (its encoder stack is :attr:`model`).
+    family: str = "encoder-only"
+    #: Whether the tokenizer's end-of-sequence token is appended to every text (decoder-only models; see the module
+    #: docstring).
+    append_eos: bool = False
+    #: A sentence-transformers checkpoint's named prompts (``config_sentence_transformers.json``) and the one it
+    #: applies by default (None: none).
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+
+    @property
+    def model_kind(self) -> str:
+        """The kind of model the poolers must apply to: ``"decoder"`` (causal) or ``"encoder"`` (bidirectional,
+        including an encoder-decoder's encoder stack)."""
+        return FAMILIES.get(self.family, "encoder")
 
     def __post_init__(self) -> None:
         self._loaded_versions = _param_versions(self.model)
@@ -158,17 +196,14 @@ class Encoder:
 
     def weights_hash(self) -> str:
         """The hash that identifies this encoder's weights in the embedding cache: ``content_hash`` (of the files it
-        was loaded from) while the in-memory weights are unchanged; once any parameter or buffer has been modified
-        in place (fine-tuning, ``load_state_dict``), a sha256 of the in-memory tensors instead."""
+        was loaded from, or of the in-memory model it was built from) while the in-memory weights are unchanged;
+        once any parameter or buffer has been modified in place or replaced (fine-tuning, ``load_state_dict``), a
+        sha256 of the in-memory tensors instead."""
         now = _param_versions(self.model)
         if now == self._loaded_versions:
             return self.content_hash
         if self._memory_hash is None or self._memory_hash[0] != now:
-            h = hashlib.sha256()
-            for name, t in self.model.state_dict().items():
-                h.update(name.encode())
-                h.update(t.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-            self._memory_hash = (now, "mem-" + h.hexdigest())
+            self._memory_hash = (now, "mem-" + state_dict_hash(self.model))
         return self._memory_hash[1]
 
     @property
@@ -198,6 +233,9 @@ class Encoder:
             "max_length": self.max_length,
             "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
             "native_pooling": self.native.describe() if self.native else None,
+            "family": self.family,
+            "model_kind": self.model_kind,
+            "append_eos": self.append_eos,
             **self.info,
         }
 
@@ -207,11 +245,24 @@ def _dtype_str(dtype: torch.dtype) -> str:
 
 
 def _param_versions(model: Any) -> tuple[int, ...]:
-    """In-place modification counters of every parameter and buffer (cheap; no data is read)."""
+    """In-place modification counters and storage addresses of every parameter and buffer (cheap; no data is
+    read): a step of an optimiser bumps a counter, ``param.data = other`` changes an address."""
     try:
-        return tuple(t._version for t in (*model.parameters(), *model.buffers()))
+        return tuple(v for t in (*model.parameters(), *model.buffers()) for v in (t._version, t.data_ptr()))
     except (AttributeError, TypeError):
         return ()
+
+
+def state_dict_hash(model: Any, *extra: str) -> str:
+    """sha256 over ``model``'s state dict (every name, dtype, shape and the tensor bytes) and ``extra`` strings."""
+    h = hashlib.sha256()
+    for e in extra:
+        h.update(e.encode())
+        h.update(b"\x00")
+    for name, t in model.state_dict().items():
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 # --- locating the checkpoint ----------------------------------------------------------------------------
@@ -339,7 +390,7 @@ def _locate(spec: str) -> _Located:
             return _Located(_resolve_trainer_run(path), "trainer")
         if (path / "modules.json").is_file():
             modules = _st_modules(path)
-            tr = next((m for m in modules if m.get("type", "").endswith("models.Transformer")), None)
+            tr = next((m for m in modules if m.get("type", "").rsplit(".", 1)[-1] == "Transformer"), None)
             if tr is None:
                 raise CheckpointError(f"checkpoint: {path}/modules.json declares no Transformer module; only "
                                       "transformer-based sentence-transformers models are supported.")
@@ -385,8 +436,31 @@ def _hub_snapshot(repo_id: str, revision: str | None) -> Path:
 
 # --- native pooling -------------------------------------------------------------------------------------
 
-_ST_MODES = (("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "mean"),
-             ("pooling_mode_max_tokens", "max"), ("pooling_mode_mean_sqrt_len_tokens", "mean_sqrt_len"))
+#: sentence-transformers' legacy Pooling keys and our mode names, in the order sentence-transformers concatenates
+#: the modes (its ``pooling_mode`` key, from version 6, lists them itself).
+_ST_MODES = (("pooling_mode_cls_token", "cls"), ("pooling_mode_max_tokens", "max"),
+             ("pooling_mode_mean_tokens", "mean"), ("pooling_mode_mean_sqrt_len_tokens", "mean_sqrt_len"),
+             ("pooling_mode_weightedmean_tokens", "weightedmean"), ("pooling_mode_lasttoken", "lasttoken"))
+#: sentence-transformers' ``pooling_mode`` values -> our mode names.
+_ST_MODE_NAMES = {"cls": "cls", "max": "max", "mean": "mean", "mean_sqrt_len_tokens": "mean_sqrt_len",
+                  "weightedmean": "weightedmean", "lasttoken": "lasttoken"}
+
+
+def _pooling_modes(cfg: dict) -> tuple[tuple[str, ...], str | None]:
+    """The modes a Pooling config declares (legacy ``pooling_mode_*`` flags or the ``pooling_mode`` key), and a
+    reason when one is not supported."""
+    declared = cfg.get("pooling_mode")
+    if declared is not None:
+        names = (declared,) if isinstance(declared, str) else tuple(declared) if isinstance(declared, list) else ()
+        unknown = [m for m in names if m not in _ST_MODE_NAMES]
+        if unknown or not names:
+            return (), f"pooling mode {unknown or declared!r} is not supported"
+        return tuple(_ST_MODE_NAMES[m] for m in names), None
+    modes = tuple(name for key, name in _ST_MODES if cfg.get(key))
+    other = [k for k, v in cfg.items() if k.startswith("pooling_mode") and v and k not in dict(_ST_MODES)]
+    if other or not modes:
+        return (), f"pooling mode {other or 'none'} is not supported"
+    return modes, None
 
 
 def _read_native(root: Path, modules: tuple[dict, ...]) -> tuple[NativePooling | None, str | None]:
@@ -405,11 +479,9 @@ def _read_native(root: Path, modules: tuple[dict, ...]) -> tuple[NativePooling |
             continue
         if mtype == "Pooling":
             cfg = _read_json(mdir / "config.json", "the sentence-transformers Pooling config", fix)
-            modes = tuple(name for key, name in _ST_MODES if cfg.get(key))
-            other = [k for k, v in cfg.items() if k.startswith("pooling_mode") and v
-                     and k not in dict(_ST_MODES)]
-            if other or not modes:
-                return None, f"pooling mode {other or 'none'} is not supported"
+            modes, why = _pooling_modes(cfg)
+            if why:
+                return None, why
             include_prompt = bool(cfg.get("include_prompt", True))
         elif mtype == "Dense":
             cfg = _read_json(mdir / "config.json", "the sentence-transformers Dense config", fix)
@@ -598,18 +670,57 @@ def resolve_compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return getattr(torch, dtype)
 
 
-def _check_text_encoder(config: Any, where: str) -> None:
+def model_family(config: Any, where: str) -> str:
+    """The family of the text model ``config`` describes: ``"encoder-only"``, ``"decoder-only"`` (causal) or
+    ``"encoder-decoder"``; a config without a vocabulary or layers is a :class:`CheckpointError`."""
     mtype = getattr(config, "model_type", "?")
-    if getattr(config, "is_encoder_decoder", False):
-        raise CheckpointError(f"checkpoint: {where} is an encoder-decoder model ({mtype}); embedgeom analyses "
-                              "encoder-only text models. Export its encoder as its own checkpoint first.")
+    if getattr(config, "vocab_size", None) is None or not hasattr(config, "num_hidden_layers"):
+        raise CheckpointError(f"checkpoint: {where} ({mtype}) is not a text model (no vocabulary or layers).")
+    if getattr(config, "is_encoder_decoder", False) or mtype in _ENCODER_CLASSES:  # T5EncoderModel: T5's encoder
+        return "encoder-decoder"
     archs = " ".join(getattr(config, "architectures", None) or [])
     if mtype in _DECODER_ONLY or getattr(config, "is_decoder", False) or "CausalLM" in archs \
             or "LMHeadModel" in archs:
-        raise CheckpointError(f"checkpoint: {where} is a decoder-only model ({mtype}); embedgeom pools "
-                              "bidirectional encoders (no last-token pooling path). Use an encoder checkpoint.")
-    if getattr(config, "vocab_size", None) is None or not hasattr(config, "num_hidden_layers"):
-        raise CheckpointError(f"checkpoint: {where} ({mtype}) is not a text encoder (no vocabulary or layers).")
+        return "decoder-only"
+    return "encoder-only"
+
+
+def _encoder_stack(model: Any, family: str) -> Any:
+    """The module embedgeom runs: an encoder-decoder's encoder stack (``get_encoder()``), a task model's base model
+    (``GPT2LMHeadModel`` -> ``GPT2Model``), otherwise the model itself."""
+    if family == "encoder-decoder" and type(model).__name__ not in _ENCODER_CLASSES.values():
+        return model.get_encoder()
+    base = getattr(model, "base_model", model)
+    return base if base is not None else model
+
+
+def _pad_token(tokenizer: Any, where: str) -> str | None:
+    """Give a tokenizer without a padding token one (its end-of-sequence, else unknown, else beginning token;
+    padded positions are masked, so which changes no vector). Returns what was chosen, None if it had one."""
+    if tokenizer.pad_token is not None:
+        return None
+    for name in ("eos_token", "unk_token", "bos_token"):
+        tok = getattr(tokenizer, name, None)
+        if tok is not None:
+            tokenizer.pad_token = tok
+            return f"{name} ({tok!r}; the tokenizer has no padding token)"
+    raise CheckpointError(f"checkpoint: the tokenizer of {where} has no padding, end-of-sequence, unknown or "
+                          "beginning token to pad batches with. Fix: set tokenizer.pad_token and save it again.")
+
+
+def _wants_eos(tokenizer: Any, family: str, st_checkpoint: bool, append_eos: bool | None) -> bool:
+    """Whether to append the end-of-sequence token to every text (see the module docstring)."""
+    if append_eos is not None:
+        if not isinstance(append_eos, bool):
+            raise ValueError(f"append_eos: expected True, False or None (automatic), got {append_eos!r}.")
+        if append_eos and tokenizer.eos_token_id is None:
+            raise ValueError("append_eos: the tokenizer has no end-of-sequence token to append. Pass "
+                             "append_eos=None or False.")
+        return append_eos
+    if family != "decoder-only" or st_checkpoint or tokenizer.eos_token_id is None:
+        return False
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return not ids or ids[-1] != tokenizer.eos_token_id
 
 
 @contextlib.contextmanager
@@ -630,22 +741,33 @@ def _quiet_transformers() -> Iterator[None]:
 
 
 def load_encoder(
-    spec: str | os.PathLike,
+    spec: str | os.PathLike | Any,
     *,
     device: str | torch.device = "auto",
     dtype: ComputeDtype = "auto",
     trust_remote_code: bool = False,
     revision: str | None = None,
     max_length: int | None = None,
+    append_eos: bool | None = None,
 ) -> Encoder:
-    """Load a text encoder and its tokenizer from ``spec`` (see the module docstring for accepted specs).
+    """Load a text model and its tokenizer from ``spec`` (see the module docstring for accepted specs and model
+    families): a path or hub id, or a model in memory - a ``SentenceTransformer`` or a ``(PreTrainedModel,
+    tokenizer)`` pair.
 
-    Weights are kept in float32; ``dtype`` is the autocast compute dtype used by :func:`embedgeom.encode`
-    (``auto`` = bfloat16 where the hardware runs it natively, see :func:`resolve_compute_dtype`). The
-    attention implementation is SDPA (eager where a model lacks SDPA). ``max_length`` defaults to the
-    smallest of the tokenizer's limit, the position-embedding table, and a sentence-transformers
-    ``max_seq_length``.
+    Weights are kept in float32 (a model in memory keeps its own dtype and, with ``device="auto"``, its own device;
+    it is put in eval mode); ``dtype`` is the autocast compute dtype used by :func:`embedgeom.encode` (``auto`` =
+    bfloat16 where the hardware runs it natively, see :func:`resolve_compute_dtype`). The attention implementation
+    is SDPA (eager where a model lacks SDPA). ``max_length`` defaults to the smallest of the tokenizer's limit, the
+    position-embedding table, and a sentence-transformers ``max_seq_length``. ``append_eos``: append the
+    tokenizer's end-of-sequence token to every text (None: automatic, see the module docstring).
     """
+    if is_in_memory(spec):
+        from .in_memory import in_memory_encoder
+
+        return in_memory_encoder(spec, device=device, dtype=dtype, max_length=max_length, append_eos=append_eos)
+    if not isinstance(spec, (str, os.PathLike)):
+        raise CheckpointError(f"checkpoint: expected a directory, a hub id, a SentenceTransformer or a "
+                              f"(PreTrainedModel, tokenizer) pair, got {_describe(spec)}.")
     spec_s = os.fspath(spec)
     if not spec_s.strip():
         raise CheckpointError("checkpoint: expected a directory or hub id, got an empty string.")
@@ -656,20 +778,56 @@ def load_encoder(
     model_dir = Path(local.model_dir)
     native, reason, sbert_max = _sentence_transformers_parts(local)  # cheap: its damage is found before the model
     config, tokenizer, model, absent = _load_pretrained(model_dir, spec_s, trust_remote_code)
+    family = model_family(config, spec_s)
     model.eval().to(dev)
     from . import _capture
 
     attention_source = "sdpa-capture" if _capture.enable(model) else "eager-attentions"
     default_max = _default_max_length(config, tokenizer, sbert_max, max_length)
     info: dict[str, Any] = {"attention_pooling_source": attention_source}
+    pad = _pad_token(tokenizer, spec_s)
+    if pad:
+        info["pad_token"] = pad
     if absent:
         info["absent_weights"] = absent
     if local.st_root is not None and native is None:
         info["native_unavailable"] = reason
+    prompts, default_prompt = _st_prompts(local.st_root)
     return Encoder(model=model, tokenizer=tokenizer, spec=spec_s, path=model_dir, kind=local.kind, device=dev,
                    compute_dtype=cdtype, max_length=default_max, content_hash=content_hash(model_dir),
                    native=native, info=info, dtype_policy="auto" if dtype == "auto" else "fixed",
-                   tokenizer_hash=tokenizer_fingerprint(tokenizer))
+                   tokenizer_hash=tokenizer_fingerprint(tokenizer), family=family,
+                   append_eos=_wants_eos(tokenizer, family, local.st_root is not None, append_eos),
+                   prompts=prompts, default_prompt_name=default_prompt)
+
+
+def is_in_memory(spec: Any) -> bool:
+    """Whether ``spec`` is a model in memory: a ``SentenceTransformer`` or a ``(model, tokenizer)`` pair."""
+    if isinstance(spec, tuple):
+        return len(spec) == 2 and isinstance(spec[0], torch.nn.Module)
+    return isinstance(spec, torch.nn.Module)
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, tuple):
+        return f"a tuple of {len(obj)} ({', '.join(type(o).__name__ for o in obj[:3])})"
+    return type(obj).__name__
+
+
+def _st_prompts(st_root: Path | None) -> tuple[dict[str, str], str | None]:
+    """A sentence-transformers checkpoint's named prompts and default prompt name
+    (``config_sentence_transformers.json``); none for other checkpoints."""
+    if st_root is None or not (st_root / "config_sentence_transformers.json").is_file():
+        return {}, None
+    cfg = _read_json(st_root / "config_sentence_transformers.json", "the sentence-transformers settings",
+                     "restore it from the model's source, or delete it (no prompts are then known).")
+    prompts = cfg.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                for k, v in prompts.items()):
+        raise CheckpointError(f"checkpoint: {st_root / 'config_sentence_transformers.json'} has prompts that are not "
+                              "a mapping of names to texts. Fix: restore it from the model's source.")
+    default = cfg.get("default_prompt_name")
+    return dict(prompts), default if isinstance(default, str) and default in prompts else None
 
 
 def _downloaded(located: _Located, revision: str | None) -> _Located:
@@ -857,9 +1015,10 @@ def _check_vocab_fits(tokenizer: Any, model: Any, tok_dir: Path, where: str) -> 
 
 
 def _load_pretrained(model_dir: Path, spec: str, trust_remote_code: bool) -> tuple[Any, Any, Any, list[str]]:
-    """Config (checked to be a text encoder), tokenizer and float32 model from ``model_dir``, quietly; SDPA
+    """Config (checked to be a text model), tokenizer and float32 model from ``model_dir``, quietly; SDPA
     attention, eager where the model lacks SDPA. Every check of the module docstring's *Integrity* paragraph is
-    made here; the last element is the list of absent optional modules (see :func:`_check_loading_report`)."""
+    made here; the last element is the list of absent optional modules (see :func:`_check_loading_report`). The
+    model returned is what embedgeom runs: an encoder-decoder's encoder stack, a causal LM's base model."""
     from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModel
 
@@ -872,18 +1031,23 @@ def _load_pretrained(model_dir: Path, spec: str, trust_remote_code: bool) -> tup
             raise CheckpointError(f"checkpoint: {model_dir}/config.json is not a model transformers knows "
                                   f"({str(err).splitlines()[0]}). Pass trust_remote_code=True only if you trust "
                                   "its code.") from None
-        _check_text_encoder(config, spec)
+        family = model_family(config, spec)
         where, files = _weight_files(model_dir)
         tokenizer = _load_tokenizer(model_dir, trust_remote_code)
         kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": torch.float32,
                                   "output_loading_info": True, "ignore_mismatched_sizes": True}
         if files[0].suffix == ".safetensors":
             kwargs["use_safetensors"] = True
+        loader: Any = AutoModel
+        if family == "encoder-decoder" and config.model_type in _ENCODER_CLASSES:
+            import transformers
+
+            loader = getattr(transformers, _ENCODER_CLASSES[config.model_type])
         try:
             try:
-                model, report = AutoModel.from_pretrained(model_dir, attn_implementation="sdpa", **kwargs)
+                model, report = loader.from_pretrained(model_dir, attn_implementation="sdpa", **kwargs)
             except (ValueError, ImportError):
-                model, report = AutoModel.from_pretrained(model_dir, attn_implementation="eager", **kwargs)
+                model, report = loader.from_pretrained(model_dir, attn_implementation="eager", **kwargs)
         except pickle.UnpicklingError:
             raise CheckpointError(f"checkpoint: {where} cannot be loaded safely (torch's weights-only reader "
                                   "refused it: the pickle holds objects other than tensors, or is damaged; embedgeom "
@@ -897,7 +1061,7 @@ def _load_pretrained(model_dir: Path, spec: str, trust_remote_code: bool) -> tup
     absent = _check_loading_report(model, report, where, config_file)
     _check_vocab_fits(tokenizer, model, model_dir, where)
     _check_finite(model.named_parameters(), where)
-    return config, tokenizer, model, absent
+    return config, tokenizer, _encoder_stack(model, family), absent
 
 
 def _sentence_transformers_parts(located: _Located) -> tuple[NativePooling | None, str | None, Any]:

@@ -152,12 +152,21 @@ class AnalysisOptions:
         flag="--no-cache / --cache-dir"))
     glue_dir: str | None = field(default=None, metadata=_opt(
         "Read GLUE offline from this directory (the official GLUE TSV layout).", flag="--glue-dir"))
-    save_embeddings: bool = field(default=True, metadata=_opt("Save embeddings with --out (needed by compare).",
-                                                              cli="embeddings", flag="--embeddings"))
+    save_embeddings: bool = field(default=True, metadata=_opt(
+        "Save embeddings with --out (needed by compare).", cli="save_embeddings",
+        flag="--save-embeddings / --no-embeddings"))
     postprocess: str = field(default="none", metadata=_opt(
         "Post-process the vectors before measuring, fitted on each analysed set: none, standardize, abtt:K (remove "
         "the mean and the top K principal directions) or whiten (BERT-whitening). The embedding cache keeps the raw "
         "vectors.", flag="--postprocess"))
+    spill: int | None = field(default=None, metadata=_opt(
+        "Encode N texts at a time and measure from vectors spilled to disk, read in row blocks: memory bounded by N "
+        "and the block, not by the corpus (default: in memory; always spilled under torchrun). Same numbers up to "
+        "float rounding.", flag="--spill"))
+    prompt: str | None = field(default=None, metadata=_opt(
+        "Text prepended to every text (e.g. 'query: '), or the name of a prompt a sentence-transformers checkpoint "
+        "declares; default: the checkpoint's default prompt, if any. Recorded in the result and the cache key.",
+        flag="--prompt"))
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -229,10 +238,14 @@ def _poolings(value: Any, name: str) -> tuple[str, ...]:
         value = "all"
     if not isinstance(value, (str, Sequence)) or not all(isinstance(p, str) for p in split_names(value)):
         raise ValueError(f"{name}: expected pooling names (comma-separated or a list) or 'all', got {value!r}.")
+    names = split_names(value)
     try:
-        return resolve_poolings(split_names(value), kind="encoder", declared=True)
+        return resolve_poolings(names, kind="encoder", declared=True)
     except ValueError as err:
-        raise ValueError(str(err).replace("poolings:", f"{name}:", 1)) from None
+        try:  # poolings of causal models (e.g. last) are checked against the model's kind when it is loaded
+            return resolve_poolings(names, kind="decoder", declared=True)
+        except ValueError:
+            raise ValueError(str(err).replace("poolings:", f"{name}:", 1)) from None
 
 
 def _metrics(value: Any, name: str) -> tuple[str, ...]:
@@ -292,6 +305,12 @@ def _postprocess(value: Any, name: str) -> str:
     return check_postprocess(value, name)
 
 
+def _prompt(value: Any, name: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"{name}: expected a text such as 'query: ' or a declared prompt's name, got {value!r}.")
+
+
 def _path_or_none(value: Any, name: str) -> str | None:
     if value is None:
         return None
@@ -313,4 +332,7 @@ _VALIDATE: dict[str, Any] = {
     "special_tokens": _choice(("include", "exclude")), "cache": _cache, "glue_dir": _path_or_none,
     "postprocess": _postprocess,
     "save_embeddings": check_bool, "probe_c": _probe_c,
+    "spill": lambda v, n: check_int(v, n, minimum=1, optional=True, fix="Pass e.g. --spill 50000 (texts per chunk), "
+                                    "or omit it to analyse in memory."),
+    "prompt": lambda v, n: _prompt(v, n),
 }

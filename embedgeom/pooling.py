@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import torch
 
-Pooling = Literal["mean", "cls", "max", "attention", "native"]
+Pooling = Literal["mean", "cls", "max", "attention", "native", "last"]
 ModelKind = Literal["encoder", "decoder"]
 #: The model kinds a pooler can apply to: bidirectional encoders and causal (decoder-only) models.
 MODEL_KINDS: tuple[str, ...] = ("encoder", "decoder")
@@ -83,6 +83,34 @@ def first_token_index(mask: torch.Tensor) -> torch.Tensor:
     return m.to(torch.int8).argmax(dim=1)
 
 
+def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last True per row (the last real token; works under left and right padding)."""
+    m = mask.to(torch.bool)
+    if bool((~m.any(dim=1)).any()):
+        raise ValueError("mask: expected at least one real token per row, got an empty row.")
+    return m.shape[1] - 1 - m.flip(1).to(torch.int8).argmax(dim=1)
+
+
+def last_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The hidden state of the last real token, in float32 (for a causal model the only token that has seen the
+    whole text; with an appended end-of-sequence token, that token). ``attention_mask`` is the padding mask, so
+    left and right padding give the same vector."""
+    mask = _check(hidden, attention_mask)
+    idx = last_token_index(mask)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), idx].to(torch.float32)
+
+
+def weighted_mean_pool(hidden: torch.Tensor, mask: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position-weighted mean (sentence-transformers' ``weightedmean``, as in SGPT): the token at 1-based position
+    ``k`` among the real tokens weighs ``k``; over the tokens in ``mask``, in float32."""
+    mask = _check(hidden, mask)
+    real = attention_mask.to(device=hidden.device, dtype=torch.bool)
+    first = first_token_index(real)
+    pos = torch.arange(1, hidden.shape[1] + 1, device=hidden.device, dtype=torch.float32)
+    w = (pos.unsqueeze(0) - first.unsqueeze(1).to(torch.float32)) * mask.to(torch.float32)
+    return torch.einsum("bl,bld->bd", w, hidden.to(torch.float32)) / w.sum(dim=1, keepdim=True)
+
+
 def cls_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """The raw hidden state of the first real token ([CLS] for BERT-style tokenizers), in float32.
 
@@ -114,19 +142,27 @@ _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "Identity": lambda t: t, "Tanh": torch.tanh, "ReLU": torch.relu, "GELU": torch.nn.functional.gelu}
 
 
-def native_pool(native: Any, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def native_pool(native: Any, hidden: torch.Tensor, attention_mask: torch.Tensor,
+                prompt_mask: torch.Tensor | None = None) -> torch.Tensor:
     """sentence-transformers' Pooling -> Dense -> Normalize as ``native`` (an
-    :class:`embedgeom.loading.NativePooling`) declares them, over the real tokens of ``hidden``, in float32."""
+    :class:`embedgeom.loading.NativePooling`) declares them, over the real tokens of ``hidden``, in float32, in the
+    order sentence-transformers concatenates them. ``prompt_mask`` (b, L) marks a prompt's tokens, left out of
+    pooling where the checkpoint declares ``include_prompt: false``."""
     parts = []
+    mask = attention_mask if prompt_mask is None else attention_mask & ~prompt_mask.to(attention_mask.device)
     for mode in native.modes:
         if mode == "mean":
-            parts.append(mean_pool(hidden, attention_mask))
+            parts.append(mean_pool(hidden, mask))
         elif mode == "cls":
-            parts.append(cls_pool(hidden, attention_mask))
+            parts.append(cls_pool(hidden, mask))
         elif mode == "max":
-            parts.append(max_pool(hidden, attention_mask))
+            parts.append(max_pool(hidden, mask))
+        elif mode == "lasttoken":
+            parts.append(last_pool(hidden, mask))
+        elif mode == "weightedmean":
+            parts.append(weighted_mean_pool(hidden, mask, attention_mask))
         else:  # mean_sqrt_len
-            m = attention_mask.to(torch.float32).unsqueeze(-1)
+            m = _check(hidden, mask).to(torch.float32).unsqueeze(-1)
             parts.append((hidden.to(torch.float32) * m).sum(1) / m.sum(1).sqrt())
     v = torch.cat(parts, dim=1)
     for layer in native.dense:
@@ -186,13 +222,16 @@ class PoolInput:
     that take part in pooling (the real tokens, less special tokens under ``special_tokens="exclude"``);
     ``attention_row``: (b, L) float32, the first real token's attention to every token at this layer averaged over
     heads (only for poolers that need ``"attention_row"``); ``native``: the checkpoint's declared
-    sentence-transformers modules (only for poolers that need ``"native"``)."""
+    sentence-transformers modules (only for poolers that need ``"native"``); ``prompt_mask``: (b, L) bool, the
+    tokens of the prompt prepended to every text (None when there is none)."""
 
     hidden: torch.Tensor
     attention_mask: torch.Tensor
     pool_mask: torch.Tensor
     attention_row: torch.Tensor | None = None
     native: Any = None
+    #: (b, L) bool, the tokens of a prompt prepended to every text (None without a prompt).
+    prompt_mask: torch.Tensor | None = None
 
 
 #: A pooler's function: one batch at one layer -> (b, d') vectors (returned as float32).
@@ -240,7 +279,7 @@ class Pooler:
 
 
 _REGISTRY: dict[str, Pooler] = {}
-_BUILTIN: frozenset[str] = frozenset(("mean", "cls", "max", "attention", "native"))
+_BUILTIN: frozenset[str] = frozenset(("mean", "cls", "max", "attention", "native", "last"))
 
 
 def _check_spec(name: Any, fn: Any, kinds: Iterable[str], needs: Iterable[str], definition: Any, version: Any,
@@ -381,17 +420,21 @@ def __getattr__(name: str) -> tuple[str, ...]:
 
 # --- the built-ins: the poolings embedgeom defines (see the module docstring and embedgeom.encoding) ----------
 
-register_pooler("mean", lambda x: mean_pool(x.hidden, x.pool_mask),
+_BOTH = ("encoder", "decoder")
+register_pooler("mean", lambda x: mean_pool(x.hidden, x.pool_mask), kinds=_BOTH,
                 definition="average of the hidden states of real tokens (special tokens included unless "
-                           "special_tokens=exclude)")
+                           "special_tokens=exclude; for a causal model, of its causal states)")
 register_pooler("cls", lambda x: cls_pool(x.hidden, x.attention_mask), layers="transformer",
                 definition="raw hidden state of the first real token (not BERT's pooler)")
-register_pooler("max", lambda x: max_pool(x.hidden, x.pool_mask),
+register_pooler("max", lambda x: max_pool(x.hidden, x.pool_mask), kinds=_BOTH,
                 definition="element-wise max over real tokens, in float32")
 register_pooler("attention", lambda x: attention_pool(x.hidden, x.attention_row, x.pool_mask),
                 needs=("hidden", "attention_row"), layers="transformer",
                 definition="the encoder's own first-token attention at that layer, head-averaged, renormalised over "
                            "real tokens (parameter-free)")
-register_pooler("native", lambda x: native_pool(x.native, x.hidden, x.attention_mask),
-                needs=("hidden", "native"), layers="last",
+register_pooler("native", lambda x: native_pool(x.native, x.hidden, x.attention_mask, x.prompt_mask),
+                needs=("hidden", "native"), layers="last", kinds=_BOTH, version=2,
                 definition="the sentence-transformers checkpoint's declared Pooling/Dense/Normalize")
+register_pooler("last", lambda x: last_pool(x.hidden, x.attention_mask), kinds=("decoder",), layers="transformer",
+                definition="hidden state of the last real token (with the end-of-sequence token where one is "
+                           "appended), under left or right padding")

@@ -319,7 +319,8 @@ def test_cache_key_fields_for_native_and_checked_reduced_precision_are_pinned(ti
     common = _key_fields(enc, TEXTS, compute_dtype="bfloat16", precision_checked=True)
     last = enc.num_layers
     assert _stored_keys(cache) == {
-        EmbeddingCache.key({**common, "pooling": "native", "layer": last, "native": enc.native.fingerprint()}),
+        EmbeddingCache.key({**common, "pooling": "native", "layer": last, "native": enc.native.fingerprint(),
+                            "pooler_version": 2}),  # 2: sentence-transformers' concatenation order
         EmbeddingCache.key({**common, "pooling": "max", "layer": last})}
 
 

@@ -65,13 +65,28 @@ def test_missing_and_malformed(tmp_path, tiny_bert_dir):
         eg.load_encoder(run)
 
 
-def test_decoder_only_is_refused(tmp_path):
-    from transformers import GPT2Config, GPT2LMHeadModel
+def test_a_text_model_without_layers_is_refused(tmp_path):
+    from embedgeom.loading import model_family
 
-    d = tmp_path / "gpt2"
-    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)).save_pretrained(d)
-    with pytest.raises(CheckpointError, match="decoder-only"):
-        eg.load_encoder(d)
+    class NoLayers:
+        model_type = "odd"
+        vocab_size = 10
+
+    with pytest.raises(CheckpointError, match=r"^checkpoint: where \(odd\) is not a text model \(no vocabulary or "
+                                              r"layers\)\.$"):
+        model_family(NoLayers(), "where")
+
+
+def test_model_families_from_configs():
+    from transformers import BartConfig, BertConfig, GPT2Config, LlamaConfig, T5Config
+
+    from embedgeom.loading import model_family
+
+    assert model_family(BertConfig(), "x") == "encoder-only"
+    assert model_family(GPT2Config(), "x") == "decoder-only"
+    assert model_family(LlamaConfig(), "x") == "decoder-only"
+    assert model_family(T5Config(), "x") == "encoder-decoder"
+    assert model_family(BartConfig(), "x") == "encoder-decoder"
 
 
 def test_offline_hub_id_names_the_id(monkeypatch):

@@ -100,22 +100,23 @@ def test_register_pooler_as_a_decorator(tiny_encoder):
 
 
 def test_a_pooler_for_another_model_kind_is_refused_in_one_line(tiny_encoder, minilm):
-    with P.registered_pooler("last", lambda x: x.hidden[:, -1], kinds=("decoder",),
-                             definition="the last real token's state"):
-        with pytest.raises(ValueError) as err:
-            eg.encode(tiny_encoder, TEXTS, poolings=("mean", "last"))
-        msg = str(err.value)
-        assert "\n" not in msg
-        assert msg == ("poolings: 'last' applies to decoder models, not to this encoder model; poolings that apply: "
-                       "mean, cls, max, attention.")
-        with pytest.raises(ValueError, match=r"poolings that apply: mean, cls, max, attention, native\.$"):
-            eg.encode(minilm, TEXTS, poolings="last")  # a sentence-transformers checkpoint: native applies too
-        with pytest.raises(ValueError, match=r"^poolings: 'cls' applies to encoder models, not to this decoder "
-                                             r"model; poolings that apply: last\.$"):
-            P.resolve_poolings(("last", "cls"), kind="decoder")
+    with pytest.raises(ValueError) as err:
+        eg.encode(tiny_encoder, TEXTS, poolings=("mean", "last"))
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg == ("poolings: 'last' applies to decoder models, not to this encoder model; poolings that apply: "
+                   "mean, cls, max, attention.")
+    with pytest.raises(ValueError, match=r"poolings that apply: mean, cls, max, attention, native\.$"):
+        eg.encode(minilm, TEXTS, poolings="last")  # a sentence-transformers checkpoint: native applies too
+    with pytest.raises(ValueError, match=r"^poolings: 'cls' applies to encoder models, not to this decoder "
+                                         r"model; poolings that apply: mean, max, native, last\.$"):
+        P.resolve_poolings(("last", "cls"), kind="decoder")
+    with pytest.raises(ValueError, match=r"^poolings: 'attention' applies to encoder models, not to this decoder "
+                                         r"model; poolings that apply: mean, max, last\.$"):
+        P.resolve_poolings(("attention",), kind="decoder", declared=False)
     with pytest.raises(ValueError, match=r"^poolings: expected names from mean, cls, max, attention or 'all', got "
-                                         r"'last'\.$"):
-        eg.encode(tiny_encoder, TEXTS, poolings=("last",))
+                                         r"'first_last'\.$"):
+        eg.encode(tiny_encoder, TEXTS, poolings=("first_last",))
 
 
 def test_native_needs_a_declaration_and_custom_names_stay_apart(tiny_encoder):

@@ -92,17 +92,21 @@ def test_empty_rows_and_bad_shapes_are_errors():
 
 
 def test_builtin_poolers_are_registered_with_their_metadata():
-    assert P.pooler_names() == ("mean", "cls", "max", "attention", "native")
+    assert P.pooler_names() == ("mean", "cls", "max", "attention", "native", "last")
     assert P.pooler_names("encoder", include_native=False) == P.POOLINGS == ("mean", "cls", "max", "attention")
     assert P.ALL_POOLINGS == ("mean", "cls", "max", "attention", "native")
-    assert P.pooler_names("decoder") == ()  # no causal-model pooler yet
-    want = {"mean": ({"hidden"}, "any"), "cls": ({"hidden"}, "transformer"), "max": ({"hidden"}, "any"),
-            "attention": ({"hidden", "attention_row"}, "transformer"), "native": ({"hidden", "native"}, "last")}
-    for name, (needs, layers) in want.items():
+    assert P.pooler_names("decoder", include_native=False) == ("mean", "max", "last")
+    assert P.pooler_names("decoder") == ("mean", "max", "native", "last")
+    both, enc, dec = ("encoder", "decoder"), ("encoder",), ("decoder",)
+    want = {"mean": ({"hidden"}, "any", both, 1), "cls": ({"hidden"}, "transformer", enc, 1),
+            "max": ({"hidden"}, "any", both, 1), "attention": ({"hidden", "attention_row"}, "transformer", enc, 1),
+            "native": ({"hidden", "native"}, "last", both, 2), "last": ({"hidden"}, "transformer", dec, 1)}
+    for name, (needs, layers, kinds, version) in want.items():
         p = P.get_pooler(name)
-        assert (p.name, p.kinds, set(p.needs), p.layers, p.version) == (name, ("encoder",), needs, layers, 1)
+        assert (p.name, p.kinds, set(p.needs), p.layers, p.version) == (name, kinds, needs, layers, version)
         assert p.definition and "\n" not in p.definition
-        assert p.cache_fields() == {}  # version 1: today's cache keys
+        # version 1: the keys from before the registry; native is 2 (sentence-transformers' concatenation order)
+        assert p.cache_fields() == ({} if version == 1 else {"pooler_version": version})
     assert P.get_pooler("native").declared and not P.get_pooler("mean").declared
 
 
@@ -118,6 +122,23 @@ def test_builtin_poolers_call_their_functions_on_the_right_masks():
     assert torch.equal(P.get_pooler("max")(x), max_pool(h, pool))
     assert torch.equal(P.get_pooler("cls")(x), cls_pool(h, real))  # the first real token, whatever pool excludes
     assert torch.equal(P.get_pooler("attention")(x), attention_pool(h, w, pool))
+
+
+def test_last_token_and_weighted_mean_on_hand_cases():
+    h = torch.arange(2 * 4 * 2, dtype=torch.float32).reshape(2, 4, 2)
+    right = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    left = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]], dtype=torch.bool)
+    assert P.last_pool(h, right).tolist() == [h[0, 2].tolist(), h[1, 3].tolist()]
+    assert P.last_pool(h, left).tolist() == [h[0, 3].tolist(), h[1, 3].tolist()]
+    x = P.PoolInput(h, left, left)
+    assert torch.equal(P.get_pooler("last")(x), P.last_pool(h, left))
+    # weights 1, 2, 3 over the real tokens whichever side the padding is on (sentence-transformers' weightedmean)
+    w = torch.tensor([1.0, 2.0, 3.0])
+    want = (w[:, None] * h[0, 1:4]).sum(0) / 6
+    torch.testing.assert_close(P.weighted_mean_pool(h, left, left)[0], want)
+    torch.testing.assert_close(P.weighted_mean_pool(h, right, right)[0], (w[:, None] * h[0, 0:3]).sum(0) / 6)
+    with pytest.raises(ValueError, match="mask: expected at least one token per row"):
+        P.last_pool(h, torch.zeros(2, 4, dtype=torch.bool))
 
 
 def test_native_pooler_follows_the_declared_modules():
