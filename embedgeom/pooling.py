@@ -13,13 +13,16 @@ The registry: every pooling :func:`embedgeom.encode` computes is a :class:`Poole
 its function (called on a :class:`PoolInput` per layer and batch), the model kinds it applies to (``"encoder"``:
 bidirectional; ``"decoder"``: causal), what it needs (hidden states; the first token's attention row; the
 checkpoint's declared sentence-transformers modules), the layers it is defined at, a one-line definition and a
-version that enters the embedding-cache key. The built-ins are ``mean``, ``cls``, ``max``, ``attention`` (every
-encoder) and ``native`` (encoders whose sentence-transformers checkpoint declares its pooling). Add one with
+version that enters the embedding-cache key. The built-ins are ``mean`` and ``max`` (every model), ``cls`` and
+``attention`` (bidirectional encoders: a causal model's first token sees only itself, so they are refused there),
+``last`` (causal models: the last real token, the only one that has seen the whole text) and ``native`` (models whose
+sentence-transformers checkpoint declares its pooling, including ``lasttoken`` and ``weightedmean``). Add one with
 :func:`register_pooler` (tests: :func:`registered_pooler`).
 
 ``"all"`` means one thing everywhere: every registered pooler that applies to the model's kind and needs nothing
 the checkpoint must declare, in registration order - for an encoder the four parameter-free poolings ``mean, cls,
-max, attention`` (plus any pooler registered since). ``native`` is never part of ``"all"``; name it.
+max, attention`` and for a decoder-only model ``mean, max, last`` (plus any pooler registered since). ``native`` is
+never part of ``"all"``; name it.
 """
 
 from __future__ import annotations
