@@ -818,7 +818,9 @@ def compare(
     quiet: QuietOpt = False,
 ) -> None:
     """Paired differences (b − a, second minus first) with intervals (--confidence) on the same texts, plus CKA and k-NN
-    overlap; with three or more models also one combined table (a row per model).
+    overlap; with three or more models also one combined table per task and pooling (a row per model: headline
+    metrics and task-probe scores with intervals, n and d). Each row's p-value comes from its interval's t reference;
+    --correction holm|bh adjusts them over the rows of one comparison.
 
     Checkpoints are analysed first (with the analysis options given); saved analysis dirs are used as they are.
     """
