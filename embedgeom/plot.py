@@ -10,6 +10,12 @@ why. Pass ``ax=`` to draw into an existing Axes. Every point estimate carries it
 confidence level the analysis or comparison recorded (``options['confidence']``, e.g. "90% CI"); probe scores
 carry ±1.96 standard errors.
 
+Titles are one line; legends sit outside the axes and name, for every model, the layer drawn (of how many) and
+the number of texts n, e.g. ``tiny: layer 2 of 2, n = 42``. Models of different depth are matched by each
+model's own last layer (``layer=-1`` / ``None``: "last layer (2 of 2; 6 of 6)") or by an index the label states
+("layer 2 by index (2 of 2; 2 of 6)"). Drawing results of different n or embedding dimension d together warns
+with :class:`IncomparableResultsWarning`, saying which numbers are and are not comparable.
+
 Example::
 
     import embedgeom as eg
@@ -24,11 +30,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import figures as _F
-from .figures import NothingToDraw
+from .figures import IncomparableResultsWarning, NothingToDraw
 from .results import AnalysisResult, ComparisonResult
 
-__all__ = ["NothingToDraw", "alignment_uniformity", "cosine_histogram", "differences", "eigenspectrum",
-           "layer_profile", "metric_by_pooling", "probes", "trajectory"]
+__all__ = ["IncomparableResultsWarning", "NothingToDraw", "alignment_uniformity", "cosine_histogram", "differences",
+           "eigenspectrum", "layer_profile", "metric_by_pooling", "probes", "trajectory"]
 
 Results = AnalysisResult | Sequence[AnalysisResult]
 Poolings = str | Sequence[str] | None
@@ -72,22 +78,26 @@ def metric_by_pooling(results: Results, task: str, metric: str = "effective_rank
 
 
 def layer_profile(results: Results, task: str, metric: str | Sequence[str] | None = None, *,
-                  pooling: Poolings = None, ax: Any = None) -> Any:
-    """Metrics against layer (ticks are the layer indices, 0 = embedding output), one line per model with its
-    interval band; ``metric=None``: effective rank, uniformity, alignment, RankMe, IsoScore and mean cosine
-    (those measured), a panel each, a row per pooling. Needs an analysis with ``layers="all"`` (or several).
+                  pooling: Poolings = None, ax: Any = None, layer_match: str = "index") -> Any:
+    """Metrics against layer, one line per model with its interval band; ``metric=None``: effective rank,
+    uniformity, alignment, RankMe, IsoScore and mean cosine (those measured), a panel each, a row per pooling.
+    ``layer_match="index"``: x = layer index (0 = embedding output); ``"depth"``: x = layer / the model's last
+    layer, so models of different depth meet at their last layers (the x label says which). Needs an analysis
+    with ``layers="all"`` (or several).
 
     Example::
 
         res = eg.analyze("ckpt/", "sample:wiki", poolings="max", layers="all")
         fig = eg.plot.layer_profile(res, "wiki", pooling="max")
+        fig = eg.plot.layer_profile([tiny, minilm], "wiki", "effective_rank", layer_match="depth")
     """
-    return _F.layer_profile_figure(results, task, metric, pooling=pooling, ax=ax)
+    return _F.layer_profile_figure(results, task, metric, pooling=pooling, ax=ax, layer_match=layer_match)
 
 
 def cosine_histogram(results: Results, task: str, *, pooling: Poolings = None, layer: int | None = None,
                      ax: Any = None) -> Any:
-    """Density of pairwise cosine similarities, a step line per model, a panel per pooling.
+    """Density of pairwise cosine similarities, a step line per model, a panel per pooling, drawn on the range
+    the counts occupy (one bin of margin; the x label states it and the stored bins).
 
     Example::
 
@@ -99,7 +109,8 @@ def cosine_histogram(results: Results, task: str, *, pooling: Poolings = None, l
 def probes(results: Results, task: str | Sequence[str] | None = None, *, pooling: Poolings = None,
            layer: int | None = None, ax: Any = None) -> Any:
     """Each task's headline probe score (accuracy for classification, Spearman for similarity, ...) per
-    pooling, a bar per model with ±1.96 s.e.; ``task=None``: every task with probes.
+    pooling, a bar per model with ±1.96 s.e. and a dashed chance line where the probe row records ``chance``;
+    ``task=None``: every task with probes.
 
     Example::
 
@@ -109,17 +120,19 @@ def probes(results: Results, task: str | Sequence[str] | None = None, *, pooling
 
 
 def differences(comparison: ComparisonResult, task: str, *, pooling: Poolings = None, layer: int | None = None,
-                ax: Any = None) -> Any:
-    """Paired differences of a comparison, diff = b − a (second minus first), standardised by their standard
-    errors, one row per metric and probe with its interval (filled where it excludes 0); a panel per pooling
-    (per pooling pair for a comparison of two poolings). ``layer=None``: the deepest compared.
+                metric: str | Sequence[str] | None = None, ax: Any = None) -> Any:
+    """Paired differences of a comparison, diff = b − a (second minus first), in each metric's own units with
+    its interval: a panel per metric and probe (``metric``: one or several; ``None``: all), its title naming the
+    better direction, a row per pooling (per pooling pair for a comparison of two poolings); filled where
+    significant, coloured by the side it favours. ``layer=None``: the deepest compared; ``ax=`` draws one metric.
 
     Example::
 
         cmp = eg.compare(mlm, hybrid)
         fig = eg.plot.differences(cmp, "lee", pooling="max")
+        fig = eg.plot.differences(cmp, "lee", metric="uniformity")
     """
-    return _F.difference_figure(comparison, task, pooling=pooling, layer=layer, ax=ax)
+    return _F.difference_figure(comparison, task, pooling=pooling, layer=layer, metric=metric, ax=ax)
 
 
 def trajectory(results: Results | Mapping[str, Sequence[AnalysisResult]], task: str, *, pooling: Poolings = None,
