@@ -218,6 +218,7 @@ def _analyze_paper(checkpoint: str | os.PathLike | Encoder, cfg: AnalysisOptions
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             r = analyze_paper_task(enc, it, seed=cfg.seed, batch_size=cfg.batch_size, task=task, probes=cfg.probes,
+                                   prompt=cfg.prompt,
                                    progress=lambda d, t, s=spec: emit(progress, f"encode {s}", d, t))
         _rewarn(caught, task, enc)
         metric_rows += r.metric_rows

@@ -477,7 +477,8 @@ PostOpt = Annotated[str, typer.Option("--postprocess", help=_H("postprocess"))]
 PromptOpt = Annotated[str | None, typer.Option("--prompt", help=_H("prompt"))]
 ThreadsOpt = Annotated[str, typer.Option(help="CPU threads for torch and the BLAS/OpenMP pools while the command "
                                          "works: a positive integer, or auto (one per usable CPU that other work "
-                                         "does not keep busy, at least 1). Changes speed only, never a result.")]
+                                         "does not keep busy, at least 1). Changes speed, not results (float "
+                                         "rounding aside).")]
 #: The CLI's defaults are the options' own (one default data set for the CLI and Python).
 _D = AnalysisOptions()
 DEFAULT_DATA_SPEC = ",".join(_D.data)
@@ -517,6 +518,7 @@ def analyze(
     confidence: ConfOpt = _D.confidence,
     postprocess: PostOpt = _D.postprocess,
     spill: Annotated[int | None, typer.Option(help=_H("spill"))] = _D.spill,
+    probe_c: Annotated[str, typer.Option("--probe-c", help=_H("probe_c"))] = _D.probe_c,
     prompt: PromptOpt = _D.prompt,
     embeddings: Annotated[Path | None, typer.Option(
         "--embeddings", help="Analyse precomputed vectors instead of a model: a .npy (memory-mapped), .safetensors "

@@ -171,7 +171,7 @@ def analyze_spilled(checkpoint: Any, cfg: Any, progress: Any, name: str | None) 
     ``spill=N`` the texts are encoded N at a time. Returns the AnalysisResult on rank 0 and None on the others."""
     import warnings
 
-    from .analysis import _encoder, _load_text_sets, _options, _rewarn
+    from .analysis import _encoder, _load_text_sets, _options, _rewarn, poolings_for_model
     from .measure import Collected
     from .measure_streamed import measure_source
     from .metrics.tiled import RowSource
@@ -186,6 +186,7 @@ def analyze_spilled(checkpoint: Any, cfg: Any, progress: Any, name: str | None) 
             raise ValueError(f"data: {ts.spec} has {ts.n} items, fewer than the {ranks.world} processes. Launch "
                              "fewer processes (torchrun --nproc-per-node) or analyse more texts.")
     enc = _encoder(checkpoint, cfg)
+    cfg = poolings_for_model(cfg, enc)
     out = Collected()
     used: set[str] = set()
     with spill_dir() as spill:
@@ -257,6 +258,7 @@ def _encode_to_spill(enc: Any, texts: list[str], cfg: Any, prefix: Path, progres
             warnings.simplefilter("always")
             emb = encode(enc, part, poolings=cfg.poolings, layers=cfg.layers, batch_size=cfg.batch_size,
                          max_length=cfg.max_length, special_tokens=cfg.special_tokens, cache=cfg.cache,
+                         prompt=cfg.prompt,
                          progress=None if progress is None else (lambda d, t, c=c0: progress(c + d, n)))
         caught += got
         for k, (key, x) in enumerate(emb.vectors.items()):

@@ -53,7 +53,7 @@ def cosine_histogram(x: np.ndarray, seed: int) -> np.ndarray:
     return counts.astype(np.int64)
 
 
-def _probe_rows(task: str, pooling: str, layer: int, scores: list[ProbeScore], arrays: dict,
+def probe_rows(task: str, pooling: str, layer: int, scores: list[ProbeScore], arrays: dict,
                 confidence: float = 0.95) -> list[dict]:
     """One row per score, with ``below_chance`` at ``confidence`` (the analysis's), each below-chance row warned
     about once (:class:`ProbeBelowChanceWarning`); per-item scores go to ``arrays``."""
@@ -201,7 +201,7 @@ def measure_task(task: str, ts: TextSet, emb: Embeddings, last_layer: int, cfg: 
             emit(progress, f"probes {task}", k_i, len(keys))
             scores = run_probes(ts, x, cfg.seed, lexical=layer == last_layer, skipped=skipped,
                                 probe_c=cfg.probe_c)
-            out.probe_rows += _probe_rows(task, pooling, layer, scores, out.arrays, cfg.confidence)
+            out.probe_rows += probe_rows(task, pooling, layer, scores, out.arrays, cfg.confidence)
     emit(progress, f"metrics {task}", len(keys), len(keys))
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import metrics as M
 from .data import TextSet
-from .measure import HIST_BINS, HIST_PAIRS, Collected, _probe_rows, probes_not_run, run_probes
+from .measure import HIST_BINS, HIST_PAIRS, Collected, probe_rows, probes_not_run, run_probes
 from .metrics.tiled import DEFAULT_BLOCK, RowSource, streamed_measure
 from .options import AnalysisOptions
 from .progress import Progress, emit
@@ -76,8 +76,8 @@ def measure_source(task: str, ts: TextSet, source: RowSource, pooling: str, laye
         emit(progress, f"probes {task}", 0, 1)
         skipped = out.tasks.setdefault(task, {}).setdefault("probes_not_run", probes_not_run(ts))
         x = np.asarray(source.read(0, source.n))
-        out.probe_rows += _probe_rows(task, pooling, layer, run_probes(ts, x, cfg.seed, lexical=lexical,
-                                                                       skipped=skipped), out.arrays)
+        scores = run_probes(ts, x, cfg.seed, lexical=lexical, skipped=skipped, probe_c=cfg.probe_c)
+        out.probe_rows += probe_rows(task, pooling, layer, scores, out.arrays, cfg.confidence)
         emit(progress, f"probes {task}", 1, 1)
     if cfg.save_embeddings:
         out.arrays[array_key("emb", task, pooling, layer)] = x if x is not None else np.asarray(

@@ -131,7 +131,7 @@ class AnalysisOptions:
     probe_c: float | str = field(default=1.0, metadata=_opt(
         "The logistic probes' C (inverse regularisation strength): a positive number, fixed (default 1.0), or "
         "'nested' to choose it inside each outer fold by an inner 3-fold stratified CV over C in {0.001, 0.01, 0.1, "
-        "1, 10, 100} (the rows' method states the C used).", cli="", flag="--probe-c"))
+        "1, 10, 100} (the rows' method states the C used).", flag="--probe-c"))
     groups: int = field(default=20, metadata=_opt(
         "Jackknife groups for the intervals (delete-a-group; at least 2).", flag="--groups"))
     confidence: float = field(default=0.95, metadata=_opt("Confidence level of every interval, in (0, 1).",

@@ -6,8 +6,9 @@ toolkit's) without a model, in memory bounded by blocks rather than by the file.
   row group at a time; ``key`` names the column when there are several). Rows are float16/32/64; every block is
   measured in float32 (float64 stays float64), as vectors from a model are.
 * **Structure** (optional): ``labels`` (one class per row: ``.npy`` of integers, or a ``.txt`` with one label per
-  line), ``pairs`` (an ``(m, 2)`` integer ``.npy`` of row indices) and ``scores`` (an ``(m,)`` ``.npy``, one
-  score per pair). Without scores every pair is a positive (alignment); with scores the pairs are a similarity
+  line; or one score per row: ``.npy`` of floats, a regression target for the ridge probe), ``pairs`` (an
+  ``(m, 2)`` integer ``.npy`` of row indices) and ``scores`` (an ``(m,)`` ``.npy``, one score per pair).
+  Without scores every pair is a positive (alignment); with scores the pairs are a similarity
   task (Spearman of cosine against score) and the positives are the pairs at or above the 80th percentile score.
   Row i of two files analysed with the same structure is taken to be the same item (compare pairs rows by index).
 * **What is measured**: every single-set metric with its jackknife interval through
@@ -244,10 +245,15 @@ def _structure(n: int, labels: Any, pairs: Any, scores: Any) -> dict[str, Any]:
         if lab.ndim != 1 or len(lab) != n:
             raise ValueError(f"labels: expected one label per vector ({n}), got shape {lab.shape}. Give row i's "
                              "class as labels[i].")
-        if lab.dtype.kind not in "iu":
-            raise ValueError(f"labels: expected integer class ids, got dtype {lab.dtype}. Convert classes to "
-                             "integers (or give a .txt file with one label per line).")
-        out["labels"] = lab.astype(np.int64)
+        if lab.dtype.kind == "f":  # scores: a regression target (ridge probe), never one class per value
+            if not np.isfinite(lab).all():
+                raise ValueError("labels: expected finite scores, got NaN or infinity. Drop or fill those rows.")
+            out["labels"], out["label_task"] = lab.astype(np.float64), "regression"
+        elif lab.dtype.kind in "iu":
+            out["labels"], out["label_task"] = lab.astype(np.int64), "classification"
+        else:
+            raise ValueError(f"labels: expected integer class ids or float scores, got dtype {lab.dtype}. Convert "
+                             "classes to integers (or give a .txt file with one label per line).")
     if scores is not None and pairs is None:
         raise ValueError("scores: expected pairs as well (one score per pair). Pass --pairs FILE.npy.")
     if pairs is not None:

@@ -18,7 +18,7 @@ from embedgeom.options import DEFAULT_DATA, AnalysisOptions
 
 #: Parameters of the commands that are about the command itself, not about what an analysis measures.
 COMMAND_ONLY = {"analyze": {"checkpoint", "out", "fmt", "no_cache", "cache_dir", "name", "checkpoints", "verbose",
-                            "quiet", "threads"},
+                            "quiet", "threads", "embeddings", "embeddings_key", "labels", "pairs", "scores"},
                 "compare": {"models", "poolings", "group_a", "group_b", "out", "fmt", "significant", "no_cache",
                             "cache_dir", "verbose", "quiet", "threads"}}
 

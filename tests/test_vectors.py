@@ -153,7 +153,8 @@ def test_two_vector_files_of_the_same_items_compare(vecs, tmp_path, rng):
 
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"labels": np.zeros(5, dtype=np.int64)}, "labels: expected one label per vector"),
-    ({"labels": np.zeros(700)}, "labels: expected integer class ids"),
+    ({"labels": np.array(["a"] * 700)}, "labels: expected integer class ids or float scores"),
+    ({"labels": np.full(700, np.nan)}, "labels: expected finite scores"),
     ({"pairs": np.array([[0, 700]])}, r"pairs: expected row indices of two different vectors in \[0, 700\)"),
     ({"pairs": np.array([[3, 3]])}, "paired with itself"),
     ({"scores": np.zeros(3)}, "scores: expected pairs as well"),
@@ -209,3 +210,14 @@ def test_cli_input_refusals(args, match):
     out = CliRunner().invoke(app, ["analyze", *args])
     assert out.exit_code != 0
     assert match in out.output.replace("\n", " ")
+
+
+def test_float_labels_are_a_regression_target(vecs, tmp_path):
+    np.save(tmp_path / "v.npy", vecs)
+    score = vecs[:, :3].sum(axis=1).astype(np.float64)
+    res = analyze_embeddings(tmp_path / "v.npy", labels=score)
+    probes = res.to_frame().query("kind == 'probe'").set_index("name")
+    spearman = [n for n in probes.index if n.endswith(":spearman")]
+    assert len(spearman) == 1 and not any(n.endswith(":accuracy") for n in probes.index)
+    assert float(probes.loc[spearman[0], "value"]) > 0.9  # three of the dimensions carry the score linearly
+    assert res.tasks["v"]["label_task"] == "regression"

@@ -501,8 +501,8 @@ class PaperTaskResult:
 
 def analyze_paper_task(encoder: Any, spec: str | PaperItems, *, max_samples: int = PAPER_MAX_SAMPLES,
                        seed: int = 0, glue_dir: str | os.PathLike | None = None, batch_size: int | None = None,
-                       progress: Progress | None = None, task: str | None = None, probes: bool = True
-                       ) -> PaperTaskResult:
+                       progress: Progress | None = None, task: str | None = None, probes: bool = True,
+                       prompt: str | None = None) -> PaperTaskResult:
     """Run the reference protocol (``embedgeom/reference/PROTOCOL.md``) on one data spec with ``encoder``.
 
     ``spec``: a data spec (read with :func:`paper_items`, ``max_samples`` and ``glue_dir``), or items already
@@ -510,7 +510,10 @@ def analyze_paper_task(encoder: Any, spec: str | PaperItems, *, max_samples: int
     tokenizer's separator when it is not ``[SEP]``). ``seed`` seeds every draw the reference leaves unseeded
     (attention head, uniformity subset, saga solver). ``task`` renames the task in rows and array keys (default:
     the data source's name). ``progress(done, total)`` is called after each forward batch. ``probes=False``
-    skips the probes (no probe rows). Metric rows carry stderr/low/high/confidence NaN and replicates 0 (the
+    skips the probes (no probe rows). ``prompt``: as for :func:`embedgeom.encode` (a text or a declared prompt's
+    name; None: the checkpoint's default prompt, if any), prepended to every item before tokenisation, as the
+    default protocol does; the token probe's targets stay the items' own words. Metric rows carry
+    stderr/low/high/confidence NaN and replicates 0 (the
     reference reports point values only); NaN values are explained in ``card["undefined"]``.
     """
     from .paper_probes import paper_token_targets
@@ -528,13 +531,19 @@ def analyze_paper_task(encoder: Any, spec: str | PaperItems, *, max_samples: int
     else:
         items = paper_items(spec, max_samples=max_samples, glue_dir=glue_dir, separator=sep)
     name = task.strip() if task else items.name
-    emb = paper_embed(encoder, items.texts, seed=seed, batch_size=batch_size, progress=progress)
+    from ..encoding import resolve_prompt
+
+    prompt_text, prompt_name = resolve_prompt(encoder, prompt)
+    texts = tuple(prompt_text + t for t in items.texts) if prompt_text else items.texts
+    emb = paper_embed(encoder, texts, seed=seed, batch_size=batch_size, progress=progress)
     run = _PaperRun(name, items, emb, int(encoder.num_layers),
                     None if items.labels is None else paper_classes(items.labels, items.task),
                     paper_token_targets(encoder.tokenizer, items.texts), seed, probes)
     max_length, length_note = paper_max_length(encoder)
     measured = _paper_measure(run)
     card = _paper_card(run, measured, max_samples, max_length, sep, _paper_deviations(run, length_note, sep_note))
+    if prompt_text:
+        card["prompt"] = {"text": prompt_text, "name": prompt_name}
     return PaperTaskResult(name, card, measured.metric_rows, measured.probe_rows, measured.arrays)
 
 
