@@ -2,7 +2,8 @@
 scikit-learn use (through threadpoolctl, a scikit-learn dependency), set for the duration of a block and restored
 after it.
 
-A runtime setting: it changes how fast an analysis runs, never what it computes, so it is not an analysis option
+A runtime setting: it changes how fast an analysis runs, not what it computes (the summation order of a parallel
+reduction may move the last bits: MiniLM's metrics agreed to 1.4e-13 across settings), so it is not an analysis option
 (:class:`~embedgeom.options.AnalysisOptions` records what a number depends on and keys the embedding cache on it),
 is not recorded in results and is not part of any cache key.
 
@@ -105,9 +106,9 @@ def limit_threads(threads: int | str | None = AUTO) -> Iterator[int]:
     """Run a block with ``threads`` CPU threads (``"auto"``: see :func:`auto_threads`) in torch's
     intra-op pool (``torch.set_num_threads``) and in every BLAS / OpenMP pool loaded in the process
     (``threadpoolctl.threadpool_limits``: numpy's and scipy's OpenBLAS, scikit-learn's and torch's OpenMP);
-    restores the previous counts on exit, also when the block raises. Yields the thread count used. Changes speed
-    only, never a result. Usage: ``with limit_threads(4): eg.analyze(...)``. torch's inter-op pool is left alone
-    (it can be set only once per process, before any parallel work)."""
+    restores the previous counts on exit, also when the block raises. Yields the thread count used. Changes speed,
+    not results (float rounding aside). Usage: ``with limit_threads(4): eg.analyze(...)``. torch's inter-op pool is
+    left alone (it can be set only once per process, before any parallel work)."""
     import scipy.linalg  # noqa: F401  (loads scipy's BLAS and scikit-learn's OpenMP now, so that both are limited)
     import sklearn.utils._openmp_helpers  # noqa: F401
     import torch
