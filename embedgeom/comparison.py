@@ -54,11 +54,12 @@ def incomparable_message(task: str, sides: Sequence[tuple[str, int | None, int |
             "Every interval is for the value at its own n; compare at equal n where the rank metrics matter.")
 
 
-def _warn_incomparable(task: str, sides: Sequence[tuple[str, int | None, int | None]]) -> None:
+def _warn_incomparable(task: str, sides: Sequence[tuple[str, int | None, int | None]], stacklevel: int) -> None:
+    """Warn when ``sides`` differ in n or d; ``stacklevel`` counts from the caller of this function."""
     ns = {n for _, n, _ in sides if n is not None}
     ds = {d for _, _, d in sides if d is not None}
     if len(ns) > 1 or len(ds) > 1:
-        warnings.warn(incomparable_message(task, sides), IncomparableWarning, stacklevel=3)
+        warnings.warn(incomparable_message(task, sides), IncomparableWarning, stacklevel=stacklevel + 1)
 
 
 def _paired_items(a: np.ndarray, b: np.ndarray, confidence: float) -> tuple[float, float, float, float, float]:
@@ -183,7 +184,7 @@ def _warn_dimensions(pairing: _Pairing, diffs: list[dict]) -> None:
         dims = {(r["d_a"], r["d_b"]) for r in diffs if r["task"] == task and "d_a" in r}
         for d_a, d_b in sorted(d for d in dims if d[0] != d[1]):
             n = pairing.a.tasks[task].get("n_items")
-            _warn_incomparable(task, [(pairing.label_a, n, d_a), (pairing.label_b, n, d_b)])
+            _warn_incomparable(task, [(pairing.label_a, n, d_a), (pairing.label_b, n, d_b)], stacklevel=3)
 
 
 @dataclass(frozen=True)
@@ -556,5 +557,5 @@ def models_table(results: Sequence[AnalysisResult], *, metrics: Sequence[str] | 
                  for r in part.itertuples()]
         if len({s[1] for s in sides}) > 1 or len({s[2] for s in sides}) > 1:
             warned.add(task)
-            _warn_incomparable(task, sides)
+            _warn_incomparable(task, sides, stacklevel=2)
     return frame
