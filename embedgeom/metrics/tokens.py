@@ -170,16 +170,33 @@ def first_pc_share(x: np.ndarray) -> float:
     not vary or there are fewer than 2)."""
     if x.shape[0] < 2:
         return math.nan
+    if x.shape[0] <= x.shape[1]:
+        xc = x - x.mean(axis=0)
+        return _first_pc_share_gram(xc @ xc.T)
     xc = x - x.mean(axis=0)
-    gram = xc @ xc.T if x.shape[0] <= x.shape[1] else xc.T @ xc
-    ev = np.linalg.eigvalsh(gram)
+    return _share(np.linalg.eigvalsh(xc.T @ xc))
+
+
+def _share(ev: np.ndarray) -> float:
     total = float(ev.clip(min=0).sum())
     return float(ev[-1] / total) if total > 0 else math.nan
 
 
+def _first_pc_share_gram(gram: np.ndarray) -> float:
+    """:func:`first_pc_share` from the uncentred Gram matrix ``X X^T`` of m rows: the centred Gram is
+    ``J G J`` with ``J = I - 11^T/m`` (same non-zero eigenvalues as the covariance scatter)."""
+    m = gram.shape[0]
+    if m < 2:
+        return math.nan
+    r = gram.mean(axis=1)
+    gc = gram - r[:, None] - r[None, :] + r.mean()
+    return _share(np.linalg.eigvalsh((gc + gc.T) / 2.0))
+
+
 def mev_from_occurrences(occ: np.ndarray, occ_id: np.ndarray, occ_group: np.ndarray, groups: int) -> Replicated:
     """MEV over the ids of ``occ_id`` (rows of ``occ`` are their occurrences, ``occ_group`` each one's text group):
-    the first principal component's variance share per id, averaged over ids; replicates leave each group out."""
+    the first principal component's variance share per id, averaged over ids; replicates leave each group out
+    (from the id's Gram matrix, computed once, when it has no more occurrences than dimensions)."""
     ids = np.unique(occ_id)
     if ids.size == 0:
         return Replicated(math.nan, np.full(groups, math.nan), 0)
@@ -188,10 +205,14 @@ def mev_from_occurrences(occ: np.ndarray, occ_id: np.ndarray, occ_group: np.ndar
     for i, t in enumerate(ids):
         rows = occ[occ_id == t]
         grp = occ_group[occ_id == t]
-        full[i] = first_pc_share(rows)
+        shifted = rows - rows.mean(axis=0)  # any common shift leaves every centred subset unchanged; no cancellation
+        gram = shifted @ shifted.T if rows.shape[0] <= rows.shape[1] else None
+        full[i] = _first_pc_share_gram(gram) if gram is not None else first_pc_share(rows)
         per[i] = full[i]
         for g in np.unique(grp):
-            per[i, g] = first_pc_share(rows[grp != g])
+            keep = grp != g
+            per[i, g] = (_first_pc_share_gram(gram[np.ix_(keep, keep)]) if gram is not None
+                         else first_pc_share(rows[keep]))
     reps = np.array([np.nanmean(per[:, g]) if np.isfinite(per[:, g]).any() else math.nan for g in range(groups)])
     return Replicated(float(np.nanmean(full)) if np.isfinite(full).any() else math.nan, reps,
                       int(np.isfinite(full).sum()))

@@ -79,6 +79,12 @@ def test_self_similarity_and_mev_equal_brute_force(rng):
     assert 8 in T.eligible_ids(ids, texts, min_texts=1).tolist()
 
 
+def test_mev_is_stable_under_a_large_shared_mean(rng):
+    x, ids, texts = _occurrences(rng)
+    shifted = x + 1e4  # a huge component shared by every occurrence (strongly anisotropic states)
+    assert T.mev(shifted, ids, texts) == pytest.approx(brute_mev(x, ids, texts), abs=1e-8)
+
+
 def test_intra_similarity_equals_brute_force(rng):
     x = rng.standard_normal((40, 6)) + 1.0
     texts = rng.integers(0, 7, size=40)
