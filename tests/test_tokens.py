@@ -267,3 +267,25 @@ def test_figures_draw_what_the_result_holds(result):
     assert [t.get_text() for t in before_after.axes[0].get_legend().get_texts()] == ["raw", "standardize"]
     with pytest.raises(ValueError, match="task: expected one of"):
         F.layer_curves([result], "wiki")
+
+
+def test_pretrained_minilm_last_layer_equals_numpy(minilm_dir):
+    from transformers import AutoModel, AutoTokenizer
+
+    res = eg.token_geometry(minilm_dir, "sample:polarity", max_texts=30, layers=-1, groups=3, max_ids=1000,
+                            max_occurrences=1000, device="cpu")
+    tok = AutoTokenizer.from_pretrained(minilm_dir)
+    model = AutoModel.from_pretrained(minilm_dir).eval()
+    states = []
+    for t in load_texts("sample:polarity", max_texts=30).texts:
+        enc = tok(t, return_tensors="pt", return_special_tokens_mask=True, truncation=True, max_length=256)
+        keep = ~enc["special_tokens_mask"][0].bool()
+        with torch.no_grad():
+            h = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+        states.append((enc["input_ids"][0][keep].numpy(), [h[0][keep].double().numpy()]))
+    intra, ss, mev, n_ids = _numpy_metrics(states, 0)
+    last = res.layers()[-1]
+    assert last == 6 and n_ids > 5
+    assert res.value("polarity", last, "intra_similarity")["value"] == pytest.approx(intra, abs=1e-5)
+    assert res.value("polarity", last, "self_similarity")["value"] == pytest.approx(ss, abs=1e-5)
+    assert res.value("polarity", last, "mev")["value"] == pytest.approx(mev, abs=1e-5)
