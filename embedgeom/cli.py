@@ -654,8 +654,10 @@ def tokens(
     data: DataOpt = DEFAULT_DATA_SPEC,
     layer: Annotated[str, typer.Option("--layer", "-l", help="Hidden layer(s): all (default), -1 = last, 0 = "
                                        "embeddings, comma-separated.")] = "all",
-    max_texts: MaxOpt = None,
-    seed: SeedOpt = _D.seed,
+    max_texts: Annotated[int | None, typer.Option("--max-texts", "-n", help="Seeded random subset of at most N texts "
+                                                  "per task (default: every text).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the text subset, the jackknife groups, the one occurrence "
+                                      "sampled per text and the kept ids and occurrences.")] = 0,
     postprocess: PostOpt = _D.postprocess,
     max_ids: Annotated[int, typer.Option(help="At most this many token ids (5+ occurrences in 2+ texts; a seeded "
                                          "sample when more) for self-similarity and MEV.")] = 200,
