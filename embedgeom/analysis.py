@@ -82,7 +82,9 @@ def analyze(checkpoint: str | os.PathLike | Encoder, data: str | Sequence[str] |
         if not isinstance(checkpoint, Encoder):
             resolve_device(cfg.device)  # a bad --device fails before any data or model is read
         text_sets = _load_text_sets(cfg, progress)
+        emit(progress, "load model", 0, 1)
         enc = _encoder(checkpoint, cfg)
+        emit(progress, "load model", 1, 1)
         cfg = poolings_for_model(cfg, enc)
         out = Collected()
         used: set[str] = set()

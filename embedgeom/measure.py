@@ -202,6 +202,7 @@ def measure_task(task: str, ts: TextSet, emb: Embeddings, last_layer: int, cfg: 
             scores = run_probes(ts, x, cfg.seed, lexical=layer == last_layer, skipped=skipped,
                                 probe_c=cfg.probe_c)
             out.probe_rows += probe_rows(task, pooling, layer, scores, out.arrays, cfg.confidence)
+            emit(progress, f"probes {task}", k_i + 1, len(keys))
     emit(progress, f"metrics {task}", len(keys), len(keys))
 
 

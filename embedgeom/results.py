@@ -106,6 +106,16 @@ class DifferenceRow(TypedDict, total=False):
     significant: bool
     n: int
     method: str
+    #: two-sided p-value of the Student-t reference the interval uses, on ``df`` degrees of freedom
+    p: float
+    df: int
+    #: p adjusted over the comparison's family (``correction``: none, holm or bh); ``significant`` follows it
+    p_adjusted: float
+    correction: str
+    significant_unadjusted: bool
+    #: each side's dimension
+    d_a: int
+    d_b: int
 
 
 class SimilarityRow(TypedDict, total=False):
@@ -127,6 +137,9 @@ class SimilarityRow(TypedDict, total=False):
     #: k-NN overlap: the number of neighbours.
     k: int
     method: str
+    #: each side's dimension
+    d_a: int
+    d_b: int
 
 
 def array_key(*parts: Any) -> str:

@@ -20,7 +20,7 @@ from embedgeom.options import DEFAULT_DATA, AnalysisOptions
 COMMAND_ONLY = {"analyze": {"checkpoint", "out", "fmt", "no_cache", "cache_dir", "name", "checkpoints", "verbose",
                             "quiet", "threads", "embeddings", "embeddings_key", "labels", "pairs", "scores"},
                 "compare": {"models", "poolings", "group_a", "group_b", "out", "fmt", "significant", "no_cache",
-                            "cache_dir", "verbose", "quiet", "threads"}}
+                            "cache_dir", "verbose", "quiet", "threads", "correction"}}
 
 
 def _command(name: str) -> click.Command:
