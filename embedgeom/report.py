@@ -560,12 +560,14 @@ def _histogram_note(group: Sequence[AnalysisResult], task: str, layer: int) -> s
     except ValueError:
         return ""
     pairs = span["pairs"]
-    drawn = []
+    drawn = {}
     for r in group:
         n = F.sample_size(r, task)
         if pairs is not None and n is not None:
-            drawn.append(min(pairs, n * (n - 1) // 2))
-    sampled = f" Each histogram counts {max(drawn):,} pairs drawn at random (at most {pairs:,})." if drawn else ""
+            drawn[r.name] = min(pairs, n * (n - 1) // 2)
+    counts = ", ".join(f"{k} {v:,}" for k, v in drawn.items())
+    sampled = (f" Each histogram counts min({pairs:,}, n(n − 1)/2) pairs of texts drawn at random ({counts})."
+               if drawn else "")
     return (f"Drawn on [{span['low']:.3g}, {span['high']:.3g}]: the bins the counts occupy, one bin of margin each "
             f"side, of {span['bins']} bins over [{span['stored'][0]:g}, {span['stored'][1]:g}] (bin width "
             f"{span['width']:.3g}).{sampled}")
