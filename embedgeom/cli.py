@@ -782,7 +782,9 @@ def compare(
                                                        "or more (the first is the reference every other is compared "
                                                        "with), or one with --poolings.")] = None,
     poolings: Annotated[str | None, typer.Option("--poolings", help="Compare two poolings of one model on the same "
-                                                 "texts, e.g. mean,max (gives max − mean).")] = None,
+                                                 "texts, e.g. mean,max (gives max − mean); with two models, the "
+                                                 "first's pooling against the second's (e.g. mean,last for an "
+                                                 "encoder against a decoder-only model).")] = None,
     group_a: Annotated[str | None, typer.Option("--group-a", help="Seed group A: comma-separated runs/analysis dirs "
                                                 "or a quoted glob ('runs/mlm-seed*'), paired by position with "
                                                 "--group-b; gives per-seed differences and a between-seed interval."
@@ -839,8 +841,9 @@ def compare(
         if poolings is None and len(models) < 2:
             _fail(f"models: expected at least two checkpoints or analysis dirs (or one with --poolings), got "
                   f"{len(models)}.")
-        if poolings is not None and len(models) != 1:
-            _fail(f"models: expected one model with --poolings (its two poolings are compared), got {len(models)}.")
+        if poolings is not None and len(models) > 2:
+            _fail(f"models: expected one model with --poolings (its two poolings are compared) or two (the first's "
+                  f"pooling against the second's), got {len(models)}.")
         from .analysis import resolve_result
         from .comparison import compare as run
         from .results import csv_safe, save_results
@@ -852,8 +855,9 @@ def compare(
         common = {"groups": groups, "seed": seed, "confidence": confidence, "correction": correction.value}
         with _progress(threads) as cb:
             results = [resolve_result(m, progress=cb, **kw) for m in models]
-            if poolings is not None:
-                comparisons = [run(results[0], poolings=poolings, progress=cb, **common)]
+            if poolings is not None:  # two poolings of one model, or a's pooling against b's
+                comparisons = [run(results[0], results[1] if len(results) == 2 else None, poolings=poolings,
+                                   progress=cb, **common)]
             else:
                 comparisons = [run(results[0], r, progress=cb, **common) for r in results[1:]]
         if out is not None:

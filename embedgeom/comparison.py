@@ -125,7 +125,10 @@ def compare(
 
     Two poolings of one model: ``compare(a, poolings=("mean", "max"))`` gives ``max - mean`` per (task, layer) on
     the same texts (``options["kind"] == "poolings"``; rows carry ``pooling`` = the first, ``pooling_b`` = the
-    second).
+    second). Two models, each with its own pooling: ``compare(a, b, poolings=("mean", "last"))`` pairs a's
+    ``mean`` with b's ``last`` (an encoder against a decoder-only model, whose pooling sets differ); rows carry
+    each side's pooling and the labels name it (``a:mean``, ``b:last``). Two models that share no pooling are
+    refused, naming each side's poolings.
 
     Under the reference protocol (``protocol="paper"`` results) the differences are of its own point values,
     without intervals, as it reports them.
@@ -206,9 +209,23 @@ def _pooling_pairing(a: Any, b: Any, poolings: str | Sequence[str], analyze_kwar
     if len(pair) != 2 or pair[0] == pair[1]:
         raise ValueError(f"poolings: expected two different poolings to compare, e.g. ('mean', 'max'), got "
                          f"{poolings!r}.")
-    if b is not None:
-        raise ValueError("b: expected no second model when poolings= is given (it compares two poolings of "
-                         "a). Compare models without poolings=, or poolings of one model without b.")
+    if b is not None:  # two models, each with its own pooling (e.g. an encoder's mean against a decoder's last)
+        ra, rb = resolve_result(a, **analyze_kwargs), resolve_result(b, **analyze_kwargs)
+        _check_comparable(ra, rb)
+        for res, p, side in ((ra, pair[0], "a"), (rb, pair[1], "b")):
+            have = sorted({q for _, q, _ in res.measured()})
+            if p not in have:
+                raise ValueError(f"poolings: {p!r} was not measured in {side} ({res.name!r}: {', '.join(have)}). "
+                                 f"Pass poolings=(a's pooling, b's pooling) from what each side measured.")
+        keys_b = set(rb.measured())
+        last_a, last_b = int(ra.checkpoint.get("num_layers", -1)), int(rb.checkpoint.get("num_layers", -1))
+        matches = [(t, pair[0], lay, pair[1], last_b if lay == last_a else lay) for t, q, lay in ra.measured()
+                   if q == pair[0] and t in rb.tasks
+                   and (t, pair[1], last_b if lay == last_a else lay) in keys_b]
+        if not matches:
+            raise ValueError(f"poolings: a's {pair[0]!r} and b's {pair[1]!r} share no (task, layer). Analyse both at "
+                             "the same layers (the last layers of models of different depth match).")
+        return _Pairing(ra, rb, matches, f"{ra.name}:{pair[0]}", f"{rb.name}:{pair[1]}", "models")
     ra = resolve_result(a, **analyze_kwargs)
     _check_embeddings(ra, ra)
     return _Pairing(ra, ra, _pooling_matches(ra, pair[0], pair[1]), f"{ra.name}:{pair[0]}", f"{ra.name}:{pair[1]}",
@@ -225,6 +242,12 @@ def _model_pairing(a: Any, b: Any, analyze_kwargs: dict[str, Any]) -> _Pairing:
     _check_comparable(ra, rb)
     matches = [(t, p, la, p, lb) for (t, p, la), lb in _matched_keys(ra, rb, [t for t in ra.tasks if t in rb.tasks])]
     if not matches:
+        pa = sorted({p for _, p, _ in ra.measured()})
+        pb = sorted({p for _, p, _ in rb.measured()})
+        if not set(pa) & set(pb):
+            raise ValueError(f"b: shares no pooling with a (a measured {', '.join(pa)}; b measured {', '.join(pb)}). "
+                             f"Pair one of each with poolings=({pa[0]!r}, {pb[0]!r}) (CLI: --poolings "
+                             f"{pa[0]},{pb[0]}).")
         raise ValueError(f"b: expected (task, pooling, layer) combinations in common with a, got none (a: "
                          f"{ra.measured()[:4]}..., b: {rb.measured()[:4]}...). Use the same --pooling and "
                          "--layer, or poolings=(...) to compare two poolings of one model.")
@@ -414,6 +437,8 @@ def _probe_differences(ra: AnalysisResult, rb: AnalysisResult, match: dict, grou
             method = "paired mean of per-item correctness (out-of-fold)"
         else:  # spearman of per-item scores (cosines or ridge predictions) against the gold scores
             gold = ra.structure(task, "pair_labels")
+            if gold is None and ra.tasks.get(task, {}).get("label_task") == "regression":
+                gold = ra.structure(task, "labels")  # a single-text regression probe: its per-item predictions
             if gold is None:
                 continue
             diff, se, lo, hi, df = _paired_spearman(ia, ib, gold, groups, seed, confidence)
@@ -426,7 +451,7 @@ def _probe_differences(ra: AnalysisResult, rb: AnalysisResult, match: dict, grou
 
 #: Probe scores where higher is better (the task probes); the lexical probe and the semantic-lexical gap have no
 #: better direction.
-_PROBE_HIGHER_BETTER = ("accuracy", "macro_f1", "mcc", "f1", "spearman")
+_PROBE_HIGHER_BETTER = ("accuracy", "macro_f1", "mcc", "f1", "spearman", "r2")
 
 
 def better_side(row: dict[str, Any]) -> str | None:
