@@ -75,6 +75,10 @@ def analyze(checkpoint: str | os.PathLike | Encoder, data: str | Sequence[str] |
             from .distributed import analyze_spilled
 
             return analyze_spilled(checkpoint, cfg, progress, name)
+        if cfg.protocol == "paper" and cfg.postprocess != "none":
+            raise ValueError(f"postprocess: the reference protocol measures the vectors as its code does, got "
+                             f"postprocess={cfg.postprocess!r}. Use --protocol default (or both: the default numbers "
+                             "are post-processed, the paper ones are not).")
         if cfg.protocol == "both":
             return _analyze_both(checkpoint, cfg, progress, name)
         if cfg.protocol == "paper":
@@ -121,7 +125,8 @@ def _analyze_both(checkpoint: str | os.PathLike | Encoder, cfg: AnalysisOptions,
     """The default analysis, with the reference protocol's as its companion (``result.paper``; all of each source's
     first rows, as the reference protocol reads them, whatever ``max_texts``)."""
     enc = _encoder(checkpoint, cfg)
-    paper = analyze(enc, progress=progress, name=name, options=cfg.replace(protocol="paper", max_texts=None))
+    paper = analyze(enc, progress=progress, name=name, options=cfg.replace(protocol="paper", max_texts=None,
+                                                                           postprocess="none"))
     res = analyze(enc, progress=progress, name=name, options=cfg.replace(protocol="default"))
     res.paper = paper
     return res

@@ -676,6 +676,7 @@ def tokens(
     report_dir: Annotated[Path | None, typer.Option("--report", help="Write the token report (layer curves, rogue "
                                                     "dimensions, tables, comparisons) here.")] = None,
     fmt: FormatOpt = Format.table,
+    threads: ThreadsOpt = "auto",
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -701,7 +702,7 @@ def tokens(
         if report_dir is not None:
             prepare_output(report_dir, REPORT_FORMAT, "--report")
         results = []
-        with _progress() as cb:
+        with _progress(threads) as cb:
             for m in models:
                 saved = Path(m).expanduser() / "tokens.json"
                 results.append(TokenGeometryResult.load(saved.parent) if saved.is_file()

@@ -32,3 +32,14 @@ def test_spilled_analysis_applies_the_prompt(tiny_bert_dir):
     assert all(abs(va[m] - vb[m]) <= 1e-6 * max(abs(va[m]), 1e-9) for m in va)
     assert {r["metric"]: r["value"] for r in plain.metrics}["uniformity"] != vb["uniformity"]
     assert spilled.options["prompt"] == "query: "
+
+
+def test_the_reference_protocol_refuses_a_postprocess_it_would_not_apply(tiny_bert_dir):
+    import pytest
+
+    with pytest.raises(ValueError, match=r"^postprocess: the reference protocol measures the vectors as its code does"):
+        eg.analyze(tiny_bert_dir, data=["sample:polarity"], max_texts=20, protocol="paper", postprocess="whiten",
+                   cache=False)
+    both = eg.analyze(tiny_bert_dir, data=["sample:polarity"], max_texts=30, protocol="both",
+                      postprocess="standardize", cache=False, probes=False, poolings=("mean",))
+    assert both.options["postprocess"] == "standardize" and both.paper.options["postprocess"] == "none"
