@@ -385,6 +385,11 @@ def test_three_checkpoint_trajectories_are_drawn_against_step(analysed, tmp_path
         assert r["effective_rank"] == cell(c.value("lee", "mean", 2, "effective_rank"))
     # each run's last checkpoint is a model of the per-task sections
     assert "mlm (step 300)" in md and "hybrid (step 300)" in md
+    # the trajectory section states the checkpoints' truncation, from their task cards
+    enc = a.tasks["lee"]["encode"]
+    traj = unescape(md.split("## Training trajectories")[1])
+    assert (f"Truncated: mlm-300: {enc['truncated']} of {enc['n']} texts at max_length = {enc['max_length']} "
+            "tokens") in traj
 
 
 # --- reference protocol ---------------------------------------------------------------------------------------
