@@ -129,6 +129,12 @@ def _tokenise(encoder: Encoder, texts: list[str], pairs: list[str] | None, max_l
     return _Tokens(ids, types, special, truncated)
 
 
+def truncation_count(encoder: Encoder, request: Request) -> int:
+    """How many of the request's texts the forward pass truncates at its ``max_length`` (tokenisation only)."""
+    pairs = None if request.pairs is None else list(request.pairs)
+    return _tokenise(encoder, list(request.texts), pairs, request.max_length, request.prompt).truncated
+
+
 def _check_not_empty(texts: list[str], toks: _Tokens) -> None:
     empty = [i for i, sp in enumerate(toks.special) if all(sp)]
     if empty:

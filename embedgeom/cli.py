@@ -200,13 +200,31 @@ def _ci(options: Any) -> str:
     return f"{float(conf) * 100:.4g}% CI" if isinstance(conf, (int, float)) else "CI"
 
 
+def _measured(card: dict[str, Any]) -> str:
+    """What a task's header must say beside n: its pairs (and how many there were before a subsample) and how many
+    texts were truncated at what length."""
+    out = ""
+    sub = card.get("subsample") or {}
+    n_pairs = card.get("n_pairs") or 0
+    if n_pairs:
+        out += f", {n_pairs:,} pairs"
+        if sub:
+            out += f" (a seeded subsample of {sub.get('n_before'):,})"
+    elif sub:
+        out += f" (a seeded subsample of {sub.get('n_before'):,})"
+    enc = card.get("encode") or {}
+    if enc.get("truncated"):
+        out += f"; {enc['truncated']:,} truncated at {enc.get('max_length')} tokens"
+    return out
+
+
 def _print_analysis(res: Any) -> None:
     measured = {r["metric"] for r in res.metrics}
     cols = [m for m in HEADLINE if m in measured]
     for task, card in res.tasks.items():
         proto = "reference protocol, point values" if res.options.get("protocol") == "paper" else _ci(res.options)
-        table = Table(title=f"{res.name} · {task} (n={card.get('n_items')} {card.get('items')}; {proto})",
-                      title_justify="left")
+        table = Table(title=f"{res.name} · {task} (n={card.get('n_items')} {card.get('items')}{_measured(card)}; "
+                            f"{proto})", title_justify="left")
         table.add_column("pooling")
         table.add_column("layer", justify="right")
         for c in cols:

@@ -53,7 +53,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 
-from ._forward import FLOAT32_MATMUL, Key, Request, dtype_name, poolers_for, run_forward, run_sinks
+from ._forward import FLOAT32_MATMUL, Key, Request, dtype_name, poolers_for, run_forward, run_sinks, truncation_count
 from ._forward import BatchSizeWarning as BatchSizeWarning  # public here; raised by the forward pass
 from ._forward import PooledSink as PooledSink  # public here: the sink behind encode()
 from ._forward import Sink as Sink  # public here: what forward_to_sinks() feeds
@@ -447,6 +447,11 @@ def encode(
         dtypes.update(dict.fromkeys(got, meta["compute_dtype"]))
     if run_meta is not None:
         meta.update(run_meta)
+    else:  # every vector came from the cache: count (and warn about) truncation as the forward pass would have
+        meta["truncated"] = truncation_count(encoder, req)
+        if meta["truncated"]:
+            warnings.warn(f"{meta['truncated']} of {n} texts were longer than max_length={req.max_length} tokens and "
+                          "were truncated (vectors from the cache).", TruncationWarning, stacklevel=2)
     meta["vector_dtypes"] = _one_precision(dtypes, req.wanted, meta["compute_dtype"])
     if view.store is not None:  # put from here, as before: a CacheWarning about writing names encode's caller
         for k in computed:

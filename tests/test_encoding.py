@@ -426,3 +426,20 @@ def test_auto_dtype_never_reuses_unchecked_reduced_precision_cache_entries(aniso
     assert got.meta["cache"]["hits"] == 0 and got.meta["compute_dtype"] == "float32"
     ref = eg.encode(eg.load_encoder(anisotropic_dir, device="cpu", dtype="float32"), texts, poolings=("mean",))
     np.testing.assert_allclose(got.get("mean"), ref.get("mean"), rtol=1e-5, atol=1e-5)
+
+
+def test_vectors_from_the_cache_still_count_and_warn_about_truncation(tiny_encoder, tmp_path):
+    from embedgeom.encoding import TruncationWarning
+
+    texts = ["a short text", " ".join(["word"] * 200), " ".join(["other"] * 150)]
+    runs = []
+    for _ in range(2):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            emb = eg.encode(tiny_encoder, texts, poolings=("mean",), cache=tmp_path, max_length=32)
+        runs.append((emb.meta, [w for w in caught if issubclass(w.category, TruncationWarning)]))
+    (first, warned_first), (second, warned_second) = runs
+    assert first["cache"]["misses"] == 1 and second["cache"]["hits"] == 1
+    assert first["truncated"] == second["truncated"] == 2
+    assert len(warned_first) == len(warned_second) == 1
+    assert "2 of 3 texts were longer than max_length=32 tokens" in str(warned_second[0].message)
