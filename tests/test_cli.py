@@ -143,3 +143,16 @@ def test_train_command_writes_a_loadable_run(tmp_path):
     bad = runner.invoke(app, ["train", "--objective", "mlm", "--corpus", "sample:polarity", "--out",
                               str(tmp_path / "x"), "--set", "model.nope=1"])
     assert bad.exit_code != 0 and "model.nope" in bad.output
+
+
+def test_the_table_header_says_what_was_measured(tiny_bert_dir, tmp_path):
+    res = runner.invoke(app, ["analyze", str(tiny_bert_dir), "--data", "sample:lee", "--max-texts", "300",
+                              "--pooling", "mean", "--no-probes", "--no-cache", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((tmp_path / "r" / "result.json").read_text())
+    task = saved["tasks"]["lee"]
+    truncated = task["encode"]["truncated"]
+    assert truncated > 0  # the tiny model reads 64 tokens; Lee's documents are longer
+    header = " ".join(res.stdout.split())
+    assert f"n={task['n_items']} texts, 300 pairs (a seeded subsample of 1,225)" in header
+    assert f"{truncated} truncated at 64 tokens" in header
