@@ -23,7 +23,7 @@ from .devices import resolve_device
 from .embedding_cache import cache_writes
 from .encoding import encode, model_kind
 from .loading import Encoder, load_encoder, trainer_checkpoints
-from .measure import HIST_BINS, HIST_PAIRS, Collected, measure_task
+from .measure import HIST_BINS, HIST_PAIRS, HIST_RANGE, Collected, measure_task
 from .options import AnalysisOptions
 from .pooling import get_pooler, pooler_names
 from .progress import Progress, emit
@@ -151,7 +151,7 @@ def _options(cfg: AnalysisOptions) -> dict[str, Any]:
                                        "higher_is_better": M.REGISTRY[n].higher_is_better}
                                    for n in (*cfg.metrics, "alignment")},
             "pooling_definitions": {p: get_pooler(p).definition for p in pooler_names()},
-            "histogram": {"bins": HIST_BINS, "range": [-1, 1], "pairs": HIST_PAIRS}}
+            "histogram": {"bins": HIST_BINS, "range": HIST_RANGE, "pairs": HIST_PAIRS}}
 
 
 def analyze_checkpoints(run_dir: str | os.PathLike, checkpoints: str | Sequence[int] = "all", *,

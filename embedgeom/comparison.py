@@ -23,14 +23,8 @@ from .metrics.jackknife import delete_group_replicates, jackknife_stderr, t_inte
 from .multiple_testing import Correction, apply_correction, check_correction, two_sided_p
 from .options import check_confidence, check_groups, check_int, check_seed, split_names
 from .progress import Progress, emit
+from .queries import IncomparableWarning as IncomparableWarning  # one class for compare, tables and figures
 from .results import AnalysisResult, ComparisonResult, array_key
-
-
-class IncomparableWarning(UserWarning):
-    """Results put side by side differ in the number of texts n or the embedding dimension d: the rank and
-    spectral metrics (and alpha-ReQ's fit window) move with n and d, so their differences partly measure n and d.
-    The message names the task, each side's n and d, and what is and is not comparable."""
-
 
 #: Metrics whose values scale with n and d (ranks and spectral spread are bounded by min(n - 1, d)) or, for
 #: alpha-ReQ and its R^2, are fitted over an eigenvalue window set by n and d.

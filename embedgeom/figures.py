@@ -42,6 +42,7 @@ import numpy as np
 
 from .queries import (
     Z95,
+    IncomparableWarning,
     alignment_metric,
     as_results,
     bounds,
@@ -99,10 +100,10 @@ class NothingToDraw(ValueError):
     """The results hold nothing this figure can draw; the message says why (one line)."""
 
 
-class IncomparableResultsWarning(UserWarning):
-    """Results drawn (or tabulated) together were measured on different numbers of texts n or in different
-    embedding dimensions d; the message names each result's n and d and says which numbers are comparable
-    (:data:`INCOMPARABLE_NOTE`)."""
+#: Results drawn (or tabulated) together measured on different n or d (the same class as
+#: ``embedgeom.comparison.IncomparableWarning``); the message says which numbers are comparable
+#: (:data:`INCOMPARABLE_NOTE`).
+IncomparableResultsWarning = IncomparableWarning
 
 
 # --- matplotlib -------------------------------------------------------------------------------------------
@@ -732,7 +733,8 @@ def _hist_edges(res: AnalysisResult, task: str, pooling: str, layer: int | None,
     edges = res.arrays.get(array_key("hist_edges", task, pooling, lay))
     if edges is not None and len(edges) == bins + 1:
         return np.asarray(edges, dtype=float)
-    rng = (res.options.get("histogram") or {}).get("range") or (-1.0, 1.0)
+    rng = (res.options.get("histogram") or {}).get("range")
+    rng = rng if isinstance(rng, (list, tuple)) and len(rng) == 2 else (-1.0, 1.0)  # results before saved edges
     return np.linspace(float(rng[0]), float(rng[1]), bins + 1)
 
 

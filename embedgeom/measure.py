@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -35,22 +37,45 @@ from .probes import (
 from .progress import Progress, emit
 from .results import array_key
 
-#: Pairwise-cosine histogram: bins over [-1, 1] and the number of sampled pairs (recorded with every result).
-HIST_BINS = 50
+#: Pairwise-cosine histogram: the number of seeded pairs sampled and the number of equal bins, spread between the
+#: smallest and the largest sampled cosine (recorded with every result; the edges are saved beside the counts).
+HIST_BINS = 64
 HIST_PAIRS = 200_000
+HIST_RANGE = "data: the smallest to the largest sampled cosine"
 
 
-def cosine_histogram(x: np.ndarray, seed: int) -> np.ndarray:
-    n = len(x)
-    z = x / np.linalg.norm(x, axis=1, keepdims=True)
+def sampled_cosines(take: Callable[[np.ndarray], Any], n: int, seed: int, chunk: int = 20_000) -> np.ndarray:
+    """Cosines of ``min(HIST_PAIRS, n(n-1)/2)`` pairs i != j drawn uniformly (with replacement) with
+    ``numpy.random.default_rng(seed)``; ``take(index)`` returns the rows at a sorted index array, so a set on disk
+    is read only where sampled, ``chunk`` pairs at a time."""
     rng = np.random.default_rng(seed)
     m = min(HIST_PAIRS, n * (n - 1) // 2)
     i = rng.integers(0, n, size=m)
     j = rng.integers(0, n - 1, size=m)
     j = j + (j >= i)
-    cos = np.clip((z[i] * z[j]).sum(1), -1.0, 1.0)
-    counts, _ = np.histogram(cos, bins=HIST_BINS, range=(-1.0, 1.0))
-    return counts.astype(np.int64)
+    out = np.empty(m, dtype=np.float64)
+    for a in range(0, m, chunk):
+        ii, jj = i[a : a + chunk], j[a : a + chunk]
+        rows, where = np.unique(np.concatenate([ii, jj]), return_inverse=True)
+        x = np.asarray(take(rows), dtype=np.float64)
+        z = x / np.linalg.norm(x, axis=1, keepdims=True)
+        out[a : a + len(ii)] = np.clip((z[where[: len(ii)]] * z[where[len(ii) :]]).sum(1), -1.0, 1.0)
+    return out
+
+
+def cosine_histogram(x: Any, seed: int, take: Callable[[np.ndarray], Any] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Counts and edges of the pairwise-cosine histogram of ``x`` (or of the ``len(x)`` rows ``take`` reads):
+    :data:`HIST_BINS` equal bins from the smallest to the largest of the :func:`sampled_cosines` (a set whose
+    cosines all lie in [0.9, 1] is drawn there, not as one spike on [-1, 1]); a set of one cosine value gets bins
+    of width 1e-4 around it."""
+    n = len(x) if take is None else int(x)
+    cos = sampled_cosines(take if take is not None else (lambda idx: x[idx]), n, seed)
+    lo, hi = float(cos.min()), float(cos.max())
+    if hi - lo < 1e-9:
+        lo, hi = lo - 32e-4, hi + 32e-4
+    edges = np.linspace(lo, hi, HIST_BINS + 1)
+    return np.histogram(cos, bins=edges)[0].astype(np.int64), edges
 
 
 def probe_rows(task: str, pooling: str, layer: int, scores: list[ProbeScore], arrays: dict,
@@ -216,6 +241,8 @@ def measure_geometry(base: dict, ts: TextSet, x: np.ndarray, cfg: AnalysisOption
         ci = M.confidence_interval("alignment", x[p[:, 0]], x[p[:, 1]], confidence=cfg.confidence)
         out.metric_rows.append({**base, "metric": "alignment", **ci.as_dict()})
     out.arrays[array_key("spectrum", task, pooling, layer)] = M.eigenspectrum(x)
-    out.arrays[array_key("hist", task, pooling, layer)] = cosine_histogram(x, cfg.seed)
+    counts, edges = cosine_histogram(x, cfg.seed)
+    out.arrays[array_key("hist", task, pooling, layer)] = counts
+    out.arrays[array_key("hist_edges", task, pooling, layer)] = edges
     if cfg.save_embeddings:
         out.arrays[array_key("emb", task, pooling, layer)] = x

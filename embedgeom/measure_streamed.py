@@ -10,40 +10,17 @@ saved embeddings read the set whole; both run on the main process only.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from . import metrics as M
 from .data import TextSet
-from .measure import HIST_BINS, HIST_PAIRS, Collected, probe_rows, probes_not_run, run_probes
+from .measure import Collected, cosine_histogram, probe_rows, probes_not_run, run_probes
 from .metrics.tiled import DEFAULT_BLOCK, RowSource, streamed_measure
 from .options import AnalysisOptions
 from .progress import Progress, emit
 from .results import array_key
-
-
-def cosine_histogram_of(take: Callable[[np.ndarray], Any], n: int, seed: int, chunk: int = 20_000) -> np.ndarray:
-    """The pairwise-cosine histogram of :func:`embedgeom.measure.cosine_histogram` (same seeded pairs, same bins),
-    reading only the sampled rows, ``chunk`` pairs at a time."""
-    rng = np.random.default_rng(seed)
-    m = min(HIST_PAIRS, n * (n - 1) // 2)
-    i = rng.integers(0, n, size=m)
-    j = rng.integers(0, n - 1, size=m)
-    j = j + (j >= i)
-    counts = np.zeros(HIST_BINS, dtype=np.int64)
-    for a in range(0, m, chunk):
-        ii, jj = i[a : a + chunk], j[a : a + chunk]
-        rows = np.unique(np.concatenate([ii, jj]))
-        x = np.asarray(take(rows))
-        z = x / np.linalg.norm(x, axis=1, keepdims=True)
-        pos = {int(r): k for k, r in enumerate(rows)}
-        zi = z[[pos[int(r)] for r in ii]]
-        zj = z[[pos[int(r)] for r in jj]]
-        cos = np.clip((zi * zj).sum(1), -1.0, 1.0)
-        counts += np.histogram(cos, bins=HIST_BINS, range=(-1.0, 1.0))[0]
-    return counts
 
 
 def measure_source(task: str, ts: TextSet, source: RowSource, pooling: str, layer: int, cfg: AnalysisOptions,
@@ -70,7 +47,9 @@ def measure_source(task: str, ts: TextSet, source: RowSource, pooling: str, laye
                                    confidence=cfg.confidence)
         out.metric_rows.append({**base, "metric": "alignment", **ci.as_dict()})
     out.arrays[array_key("spectrum", task, pooling, layer)] = eigenvalues
-    out.arrays[array_key("hist", task, pooling, layer)] = cosine_histogram_of(source.take, source.n, cfg.seed)
+    counts, edges = cosine_histogram(source.n, cfg.seed, take=source.take)
+    out.arrays[array_key("hist", task, pooling, layer)] = counts
+    out.arrays[array_key("hist_edges", task, pooling, layer)] = edges
     x: Any = None
     if cfg.probes and (ts.labels is not None or ts.pairs is not None or lexical):
         emit(progress, f"probes {task}", 0, 1)

@@ -29,6 +29,14 @@ import numpy as np
 
 from .results import AnalysisResult, ComparisonResult, array_key
 
+
+class IncomparableWarning(UserWarning):
+    """Results put side by side (compared, tabulated or drawn together) differ in the number of texts n or the
+    embedding dimension d: the rank and spectral metrics (and alpha-ReQ's fit window) move with n and d, so their
+    differences partly measure n and d. The message names the task, each side's n and d, and what is and is not
+    comparable. (Public as ``embedgeom.comparison.IncomparableWarning`` and, the same class,
+    ``embedgeom.figures.IncomparableResultsWarning``.)"""
+
 #: Normal quantile of a two-sided 95% interval: used only for rows that carry a standard error and no interval
 #: (probe scores), and labelled "±1.96 s.e." wherever it is drawn or printed.
 Z95 = 1.96

@@ -33,7 +33,7 @@ import numpy as np
 
 from . import metrics as M
 from .data import TextSet
-from .measure import HIST_BINS, HIST_PAIRS, Collected
+from .measure import HIST_BINS, HIST_PAIRS, HIST_RANGE, Collected
 from .measure_streamed import measure_source
 from .metrics.tiled import DEFAULT_BLOCK, RowSource
 from .options import AnalysisOptions
@@ -335,7 +335,7 @@ def analyze_embeddings(
                                            "reference": M.REGISTRY[m].reference,
                                            "higher_is_better": M.REGISTRY[m].higher_is_better}
                                        for m in (*cfg.metrics, "alignment")},
-                "histogram": {"bins": HIST_BINS, "range": [-1, 1], "pairs": HIST_PAIRS}}
+                "histogram": {"bins": HIST_BINS, "range": HIST_RANGE, "pairs": HIST_PAIRS}}
     return AnalysisResult(vf.card(), out.tasks, recorded, out.metric_rows, out.probe_rows, out.arrays,
                           reproducibility_card(cfg.seed), name.strip() if name else "")
 

@@ -161,14 +161,26 @@ def test_cosine_histogram_is_drawn_on_the_range_the_data_occupy(analysed):
     z = x / np.linalg.norm(x, axis=1, keepdims=True)
     cos = (z @ z.T)[np.triu_indices(60, 1)]
     assert cos.min() > 0.8
-    res.arrays[array_key("hist", "polarity", "max", 2)] = cosine_histogram(x, 0)
+    counts, stored = cosine_histogram(x, 0)  # measure stores bins between the smallest and largest sampled cosine
+    assert cos.min() - 1e-12 <= stored[0] < stored[-1] <= cos.max() + 1e-12
+    res.arrays[array_key("hist", "polarity", "max", 2)] = counts
+    res.arrays[array_key("hist_edges", "polarity", "max", 2)] = stored
     fig = F.cosine_histogram_figure(res, "polarity")
     ax = axes_with_data(fig)[0]
-    width = 2 / 50  # the stored 50 bins over [-1, 1]
+    assert ax.get_xlim() == pytest.approx((stored[0], stored[-1]))
+    assert ax.get_xlim()[0] > 0.8
+    assert f"drawn on [{stored[0]:.2f}, {stored[-1]:.2f}]" in ax.get_xlabel()
+    plt.close(fig)
+    # an older result: 50 bins over [-1, 1] without saved edges, drawn on the bins its counts occupy
+    del res.arrays[array_key("hist_edges", "polarity", "max", 2)]
+    res.options = {**res.options, "histogram": {"bins": 50, "range": [-1, 1], "pairs": 200_000}}
+    res.arrays[array_key("hist", "polarity", "max", 2)] = np.histogram(cos, bins=50, range=(-1.0, 1.0))[0]
+    fig = F.cosine_histogram_figure(res, "polarity")
+    ax = axes_with_data(fig)[0]
+    width = 2 / 50
     lo_bin = np.floor((cos.min() + 1) / width) * width - 1  # left edge of the first occupied bin
     assert ax.get_xlim() == pytest.approx((lo_bin - width, 1.0))
-    assert ax.get_xlim()[0] > 0.7
-    assert f"drawn on [{lo_bin - width:.2f}, 1.00]" in ax.get_xlabel() and "50 bins over [-1, 1]" in ax.get_xlabel()
+    assert "50 bins over [-1, 1]" in ax.get_xlabel()
     plt.close(fig)
     # saved bin edges (a finer histogram over the occupied range) are used as they are
     edges = np.linspace(0.8, 1.0, 41)
@@ -368,3 +380,22 @@ def test_comparison_table_shows_adjusted_p_values_when_recorded(analysed, tmp_pa
     R.build_report([a], tmp_path / "plain", comparisons=[plain], formats=("png",), figures="probes")
     md = (tmp_path / "plain" / "index.md").read_text()
     assert "p adjusted" not in md  # older comparisons: no column invented
+
+
+def test_the_stored_histogram_counts_every_sampled_cosine_between_its_edges(rng):
+    from embedgeom.measure import HIST_BINS, cosine_histogram
+
+    x = rng.standard_normal((40, 8))
+    counts, edges = cosine_histogram(x, 3)
+    # the same seeded pairs drawn by hand: 780 = 40 * 39 / 2 draws, with replacement
+    draw = np.random.default_rng(3)
+    i = draw.integers(0, 40, size=780)
+    j = draw.integers(0, 39, size=780)
+    j = j + (j >= i)
+    z = x / np.linalg.norm(x, axis=1, keepdims=True)
+    cos = (z[i] * z[j]).sum(1)
+    want_edges = np.linspace(cos.min(), cos.max(), HIST_BINS + 1)
+    np.testing.assert_allclose(edges, want_edges, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(counts, np.histogram(cos, bins=want_edges)[0])
+    one, one_edges = cosine_histogram(np.ones((5, 3)), 0)  # identical rows: one cosine value, a narrow window
+    assert one.sum() == 10 and one_edges[0] < 1.0 < one_edges[-1]

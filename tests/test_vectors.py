@@ -116,7 +116,9 @@ def test_analysis_of_a_file_equals_the_in_memory_metrics(vecs, tmp_path):
     align = M.confidence_interval("alignment", vecs[pairs[:, 0]], vecs[pairs[:, 1]])
     assert _close(float(metrics.loc["alignment", "value"]), align.value)
     assert set(frame.pooling) == {PRECOMPUTED} and set(frame.layer) == {0}
-    np.testing.assert_array_equal(res.arrays[f"hist|v|{PRECOMPUTED}|0"], cosine_histogram(vecs, 2))
+    counts, edges = cosine_histogram(vecs, 2)
+    np.testing.assert_array_equal(res.arrays[f"hist|v|{PRECOMPUTED}|0"], counts)
+    np.testing.assert_array_equal(res.arrays[f"hist_edges|v|{PRECOMPUTED}|0"], edges)
     acc = next(s for s in classification_probe(vecs, labels, seed=2) if s.metric == "accuracy")
     probes = frame[frame.kind == "probe"].set_index("name")
     assert _close(float(probes.loc["linear:accuracy", "value"]), acc.value)
