@@ -948,13 +948,18 @@ def report(
         from .storage import REPORT_FORMAT, prepare_output
 
         prepare_output(out, REPORT_FORMAT)  # before any work: never over a user's own files
-        analyses, comparisons = [], []
+        analyses, comparisons, token_results, token_comparisons = [], [], [], []
 
         def add(p: Path) -> bool:
             if (p / "comparison.json").is_file():
-                comparisons.append(ComparisonResult.load(p))
+                cmp = ComparisonResult.load(p)
+                (token_comparisons if cmp.options.get("kind") == "tokens" else comparisons).append(cmp)
             elif (p / "result.json").is_file():
                 analyses.append(AnalysisResult.load(p))
+            elif (p / "tokens.json").is_file():
+                from .token_results import TokenGeometryResult
+
+                token_results.append(TokenGeometryResult.load(p))
             else:
                 return False
             return True
@@ -962,8 +967,21 @@ def report(
         for p in results:
             # a directory of results (analyze --checkpoints --out, compare A B C --out) counts as each of them
             if not add(p) and not (p.is_dir() and sum(add(c) for c in sorted(p.iterdir()) if c.is_dir())):
-                _fail(f"results: {p} holds neither result.json (analyze --out) nor comparison.json (compare --out), "
-                      "nor directories that do.")
+                _fail(f"results: {p} holds neither result.json (analyze --out), tokens.json (tokens --out) nor "
+                      "comparison.json (compare --out), nor directories that do.")
+        if token_results and analyses:
+            _fail("results: expected sentence analyses (analyze --out) or token results (tokens --out), got both. "
+                  "Write one report of each: embedgeom report ANALYSES --out A; embedgeom report TOKENS --out B.")
+        if token_results:
+            if tasks is not None or layers is not None or figures is not None:
+                _fail("--tasks/--layers/--figures: apply to reports of sentence analyses; a token report draws every "
+                      "task and layer. Remove them.")
+            from .token_figures import build_token_report
+
+            index = build_token_report(token_results, out, comparisons=token_comparisons, title=title,
+                                       formats=("png", "pdf") if pdf else ("png",))
+            _out().print(f"report written to {index}", highlight=False)
+            return
         if not analyses:
             _fail("results: expected at least one analysis directory (analyze --out), got only comparisons.")
         index = build_report(analyses, out, comparisons=comparisons, title=title,

@@ -241,6 +241,13 @@ def test_cli_tokens_table_csv_out_and_report(tiny_bert_dir, text_file, tmp_path)
     assert "intra" in table.stdout and "self − aniso" in table.stdout and "paired on the same texts" in table.stdout
     bad = runner.invoke(app, ["tokens", str(tiny_bert_dir), "--data", text_file, "--postprocess", "pca"])
     assert bad.exit_code != 0 and "postprocess: expected none, standardize, abtt:K" in bad.output
+    # `embedgeom report` takes saved token results too (and refuses mixing them with sentence analyses)
+    rep2 = tmp_path / "rep2"
+    made = runner.invoke(app, ["report", str(out), "--out", str(rep2), "--no-pdf", "-q"])
+    assert made.exit_code == 0, made.output
+    assert "Layer curves (raw)" in (rep2 / "index.md").read_text()
+    chosen = runner.invoke(app, ["report", str(out), "--out", str(tmp_path / "rep3"), "--layers", "last"])
+    assert chosen.exit_code != 0 and "a token report draws every task and layer" in chosen.output
 
 
 def test_metrics_command_lists_the_token_metrics():
