@@ -43,8 +43,11 @@ def test_pooling_comparison_errors(res_all):
         eg.compare(res_all, poolings=("mean", "cls"))
     with pytest.raises(ValueError, match="two different poolings"):
         eg.compare(res_all, poolings=("mean", "mean"))
-    with pytest.raises(ValueError, match="no second model when poolings"):
-        eg.compare(res_all, res_all, poolings=("mean", "max"))
+    # with a second result, a's first pooling is paired with b's second: the same result twice is its two poolings
+    twice = eg.compare(res_all, res_all, poolings=("mean", "max"))
+    once = eg.compare(res_all, poolings=("mean", "max"))
+    assert [(r["name"], r["diff"]) for r in twice.differences if r["kind"] == "metric"] == [
+        (r["name"], r["diff"]) for r in once.differences if r["kind"] == "metric"]
 
 
 def test_a_result_compared_with_itself_is_refused(res_all, tiny_bert_dir):
@@ -98,7 +101,12 @@ def test_cli_pooling_comparison(three):
     assert data["options"]["kind"] == "poolings" and data["b"] == "tiny:max"
     r = runner.invoke(app, ["compare", str(root / "r0"), "--poolings", "mean,max"])
     assert r.exit_code == 0 and "mean→max" in r.stdout
-    r = runner.invoke(app, ["compare", str(root / "r0"), str(root / "r1"), "--poolings", "mean,max"])
+    r = runner.invoke(app, ["compare", str(root / "r0"), str(root / "r1"), "--poolings", "mean,max", "--format",
+                            "json"])
+    assert r.exit_code == 0, r.output  # two models: the first's mean against the second's max
+    data = json.loads(r.stdout)
+    assert data["options"]["kind"] == "models" and data["b"].endswith(":max")
+    r = runner.invoke(app, ["compare", str(root / "r0"), str(root / "r1"), str(root / "r2"), "--poolings", "mean,max"])
     assert r.exit_code == 1 and "expected one model with --poolings" in r.output
 
 
