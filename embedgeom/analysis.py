@@ -94,6 +94,7 @@ def analyze(checkpoint: str | os.PathLike | Encoder, data: str | Sequence[str] |
         used: set[str] = set()
         for spec, ts in zip(cfg.data, text_sets, strict=True):
             task = unique_name(ts.name, used)
+            emit(progress, f"encode {spec}", 0, ts.n)  # the stage is announced before its first batch ends
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 emb = encode(enc, list(ts.texts), poolings=cfg.poolings, layers=cfg.layers, batch_size=cfg.batch_size,
