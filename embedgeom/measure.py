@@ -44,7 +44,7 @@ HIST_PAIRS = 200_000
 HIST_RANGE = "data: the smallest to the largest sampled cosine"
 
 
-def sampled_cosines(take: Callable[[np.ndarray], Any], n: int, seed: int, chunk: int = 20_000) -> np.ndarray:
+def sampled_cosines(take: Callable[[np.ndarray], Any], n: int, seed: int, chunk: int = 4096) -> np.ndarray:
     """Cosines of ``min(HIST_PAIRS, n(n-1)/2)`` pairs i != j drawn uniformly (with replacement) with
     ``numpy.random.default_rng(seed)``; ``take(index)`` returns the rows at a sorted index array, so a set on disk
     is read only where sampled, ``chunk`` pairs at a time."""

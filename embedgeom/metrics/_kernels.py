@@ -81,6 +81,26 @@ def gaussian_pair_sums(
     return float(total), rows
 
 
+def gaussian_cross_sums(za: torch.Tensor, zb: torch.Tensor, t: float, *, tile: int
+                        ) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """Sum over every pair (i in ``za``, j in ``zb``) of exp(-t ||z_i - z_j||^2) for unit-norm rows of two disjoint
+    row sets, walked in (tile x tile) blocks as :func:`gaussian_pair_sums` does; returns the total and the float64
+    per-row sums of each side."""
+    work_dtype = za.dtype if 4.0 * t <= 80.0 else torch.float64
+    a, b = za.to(work_dtype), zb.to(work_dtype)
+    rows_a = torch.zeros(a.shape[0], dtype=torch.float64, device=a.device)
+    rows_b = torch.zeros(b.shape[0], dtype=torch.float64, device=a.device)
+    offset = torch.tensor(-2.0 * t, dtype=work_dtype, device=a.device)
+    for i0 in range(0, a.shape[0], tile):
+        ai = a[i0 : i0 + tile]
+        for j0 in range(0, b.shape[0], tile):
+            block = torch.addmm(offset, ai, b[j0 : j0 + tile].T, alpha=2.0 * t)
+            block.clamp_(max=0.0).exp_()
+            rows_a[i0 : i0 + tile] += block.sum(dim=1, dtype=torch.float64)
+            rows_b[j0 : j0 + tile] += block.sum(dim=0, dtype=torch.float64)
+    return float(rows_a.sum()), rows_a, rows_b
+
+
 def sampled_gaussian_pairs(
     z: torch.Tensor, t: float, *, n_pairs: int, seed: int, chunk: int = 1 << 20
 ) -> tuple[float, float]:

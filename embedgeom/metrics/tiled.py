@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._kernels import l2_normalise
+from ._kernels import default_tile, gaussian_cross_sums, gaussian_pair_sums, l2_normalise
 from ._validate import as_matrix, spread_reason
 from .estimates import Interval
 from .jackknife import interval, split_groups
@@ -165,18 +165,16 @@ def _group_moments(source: RowSource, group_of: np.ndarray, groups: int, block: 
 
 
 def _block_gaussian(zi: torch.Tensor, zj: torch.Tensor, t: float, same: bool
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Kernel sums of one block pair: exp(-t ||z_i - z_j||^2) summed per row of each block (float64); on the
-    diagonal block the self-pairs are excluded."""
-    work = zi.dtype if 4.0 * t <= 80.0 else torch.float64
-    a, b = zi.to(work), zj.to(work)
-    offset = torch.tensor(-2.0 * t, dtype=work, device=zi.device)
-    k = torch.addmm(offset, a, b.T, alpha=2.0 * t).clamp_(max=0.0).exp_()
+                    ) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """Kernel sums of one block pair, exp(-t ||z_i - z_j||^2) summed per row of each block (float64), computed in
+    the exact kernel's tiles (memory O(tile^2), not O(block^2)); on the diagonal block the pairs i < j, each row's
+    sum over the others."""
+    tile = default_tile(zi.device)
     if same:
-        k.fill_diagonal_(0.0)
-    rows_i = k.sum(dim=1, dtype=torch.float64)
-    rows_j = k.sum(dim=0, dtype=torch.float64)
-    return rows_i.sum() if not same else rows_i.sum() / 2.0, rows_i, rows_j
+        total, rows = gaussian_pair_sums(zi, t, tile=tile, row_sums=True)
+        assert rows is not None
+        return total, rows, rows
+    return gaussian_cross_sums(zi, zj, t, tile=tile)
 
 
 def _pair_sums(source: RowSource, t: float, block: int, dist: _Dist, unit_sum: torch.Tensor | None,
