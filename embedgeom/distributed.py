@@ -1,7 +1,8 @@
 """The same analysis sharded over processes started by ``torchrun`` (torch.distributed; gloo on CPU, NCCL on GPU).
 
 ``torchrun --nproc-per-node K -m embedgeom analyze CKPT ...`` (or ``--embeddings FILE``): torchrun sets RANK,
-WORLD_SIZE and the rendezvous; embedgeom joins the process group and
+WORLD_SIZE and the rendezvous; embedgeom joins the process group (gloo for CPU tensors, NCCL for CUDA tensors when
+every rank of a node has a GPU of its own; ranks share GPUs, over gloo, when there are fewer) and
 
 * **models**: each rank encodes a contiguous shard of every task's texts (rank r: items ``[r n / K, (r + 1) n /
   K)``) and writes its vectors to a spill directory all ranks share; every rank then reads the whole set from the
@@ -82,10 +83,13 @@ def process_group(device: str = "auto") -> Iterator[Ranks]:
         raise RuntimeError("torch.distributed is not available in this torch build; install a torch with "
                            "distributed support, or run without torchrun.")
     cuda = device != "cpu" and torch.cuda.is_available()
-    if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    # CPU tensors (moments, per-row sums) go through gloo; CUDA tensors through NCCL
-    dist.init_process_group(backend="cpu:gloo,cuda:nccl" if cuda else "gloo")
+    nccl = False
+    if cuda:  # each rank on its own GPU; with fewer GPUs than ranks on this node, ranks share them
+        count = torch.cuda.device_count()
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % count)
+        nccl = count >= int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # NCCL needs one GPU per rank
+    # CPU tensors (moments, per-row sums) go through gloo; CUDA tensors through NCCL when every rank has a GPU
+    dist.init_process_group(backend="cpu:gloo,cuda:nccl" if nccl else "gloo")
     try:
         yield current()
     finally:

@@ -20,7 +20,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SUITE_PY = REPO / "tests" / "benchmarks" / "gpu_suite.py"
-STAGES = ("setup", "metrics", "encode", "trainer", "study-prepare", "study-train", "study-analysis")
+STAGES = ("setup", "metrics", "encode", "distributed", "trainer", "study-prepare", "study-train", "study-analysis")
 
 
 def _load_suite() -> Any:
@@ -82,6 +82,7 @@ def test_smoke_runs_every_stage_end_to_end(tmp_path):
         "encode_gpu": [("cpu", "ours_texts_per_s"), ("cpu", "st_texts_per_s"),
                        ("bert_base_seq128_fp32_sequences_per_s",)],
         "trainer_gpu": [("sizing", "tokens_per_s", "mlm"), ("sizing", "tokens_per_s", "hybrid")],
+        "distributed_gpu": [("one_process_s",), ("torchrun_2_s",), ("max_metric_relative_difference",)],
     }.items():
         payload = json.loads((out / "benchmarks" / f"{name}.json").read_text())
         assert payload["complete"] is True, name
@@ -93,6 +94,8 @@ def test_smoke_runs_every_stage_end_to_end(tmp_path):
             for k in keys:
                 value = value[k]
             assert isinstance(value, float) and math.isfinite(value), (name, keys, value)
+    dist = json.loads((out / "benchmarks" / "distributed_gpu.json").read_text())
+    assert dist["within_1e-6"] is True and dist["probes_equal"] is True and dist["processes"] == 2
     trainer = json.loads((out / "benchmarks" / "trainer_gpu.json").read_text())
     assert {r["variant"] for r in trainer["results"]} >= {"hf_BertForMaskedLM_eager", "ours_mlm_eager",
                                                             "ours_hybrid_eager"}

@@ -16,6 +16,8 @@ it needs is skipped with a note; the study's training takes what the earlier sta
                          100k rows, streaming spectra over 10M rows
     encode          60   bench_encode.py --gpu --no-cpu: our encode (4 poolings) vs SentenceTransformer.encode on the
                          same GPU, and BERT-base sequences/s
+    distributed     60   bench_distributed.py: torchrun --nproc-per-node 2 analyze (MiniLM, 2,000 BBC texts) against
+                         one process; every metric equal to 1e-6 (two GPUs when there are, else the ranks share one)
     trainer        100   bench_trainer.py --gpu --sizing-preset paper: BERT-base batch 256 x 128 bf16, HF
                          BertForMaskedLM vs our mlm and hybrid steps (eager; the compiled variants only while the
                          budget lasts: --stage-budget trainer=300 makes room for them), plus our steps at the paper
@@ -94,6 +96,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("setup", 90, 0, "install embedgeom with the test and demo extras when missing"),
     StageSpec("metrics", 80, 20, "exact uniformity 1M x 768, chunked cdist, 10M-row streaming spectra"),
     StageSpec("encode", 60, 20, "encode (4 poolings) vs SentenceTransformer.encode, BERT-base sequences/s"),
+    StageSpec("distributed", 60, 30, "torchrun --nproc-per-node 2 analyze against one process (equal to 1e-6)"),
     StageSpec("trainer", 100, 30, "BERT-base 256 x 128 bf16: HF BertForMaskedLM vs our mlm and hybrid; "
                                   "paper-preset rates for sizing the study"),
     StageSpec("study-prepare", 120, 20, "clean, tokenise and pack the study corpus once"),
@@ -605,6 +608,12 @@ def stage_encode(ctx: Context, timeout_s: float, res: StageResult) -> None:
     _bench(ctx, res, timeout_s, "bench_encode.py", args, "encode_gpu")
 
 
+def stage_distributed(ctx: Context, timeout_s: float, res: StageResult) -> None:
+    args = ["--smoke"] if ctx.mode.smoke else ["--texts", "2000"]
+    _bench(ctx, res, timeout_s, "bench_distributed.py", [*args, "--timeout", f"{max(10.0, timeout_s / 2 - 5):.0f}"],
+           "distributed_gpu")
+
+
 def stage_trainer(ctx: Context, timeout_s: float, res: StageResult) -> None:
     # the benchmark skips the variants that would not fit 15 s short of the stage's limit (its own start-up),
     # and lists them
@@ -826,7 +835,8 @@ def smoke_analysis(ctx: Context, timeout_s: float, res: StageResult) -> None:
 
 
 STAGE_FNS: dict[str, StageFn] = {
-    "setup": stage_setup, "metrics": stage_metrics, "encode": stage_encode, "trainer": stage_trainer,
+    "setup": stage_setup, "metrics": stage_metrics, "encode": stage_encode, "distributed": stage_distributed,
+    "trainer": stage_trainer,
     "study-prepare": stage_study_prepare, "study-train": stage_study_train, "study-analysis": stage_study_analysis,
 }
 
