@@ -29,6 +29,8 @@ _LAZY = {
     "TokenOptions": "embedgeom.tokens",
     "TokenGeometryResult": "embedgeom.token_results",
     "compare_tokens": "embedgeom.token_results",
+    "analyze_embeddings": "embedgeom.vectors",
+    "models_table": "embedgeom.comparison",
 }
 
 __all__ = ["__version__", "metrics", "plot", *_LAZY]
