@@ -68,10 +68,6 @@ def analyze(checkpoint: str | os.PathLike | Encoder, data: str | Sequence[str] |
             if cfg.protocol != "default":
                 raise ValueError(f"protocol: a distributed or spilled analysis runs the default protocol, got "
                                  f"{cfg.protocol!r}. Run --protocol paper in one process without --spill.")
-            if cfg.postprocess != "none":
-                raise ValueError(f"postprocess: not available for a distributed or spilled analysis yet, got "
-                                 f"{cfg.postprocess!r}. Analyse in one process without --spill, or use "
-                                 "--postprocess none.")
             from .distributed import analyze_spilled
 
             return analyze_spilled(checkpoint, cfg, progress, name)

@@ -17,10 +17,25 @@ import numpy as np
 from . import metrics as M
 from .data import TextSet
 from .measure import Collected, cosine_histogram, probe_rows, probes_not_run, run_probes
-from .metrics.tiled import DEFAULT_BLOCK, RowSource, streamed_measure
+from .metrics.tiled import DEFAULT_BLOCK, RowSource, streamed_measure, streamed_moments
 from .options import AnalysisOptions
+from .postprocess import fit_from_moments, parse_postprocess
 from .progress import Progress, emit
 from .results import array_key
+
+
+def postprocessed(source: RowSource, spec: str, *, block: int = DEFAULT_BLOCK, distributed: bool = False
+                  ) -> RowSource:
+    """``source`` with the ``--postprocess`` transform applied to every block it reads, fitted as
+    :func:`embedgeom.postprocess.fit_postprocess` fits it (the set's float64 mean and population covariance), from
+    moments streamed in one pass (merged across ranks when ``distributed``)."""
+    if parse_postprocess(spec).kind == "none":
+        return source
+    m = streamed_moments(source, block=block, distributed=distributed)
+    pp = fit_from_moments(spec, m.n, m.mean.cpu().numpy(), m.m2.cpu().numpy() / m.n)
+    d = source.d if pp.matrix is None else int(pp.matrix.shape[1])
+    return RowSource(source.n, d, lambda a, b: pp.transform(source.read(a, b)),
+                     None if source.take is None else (lambda idx: pp.transform(source.take(idx))))
 
 
 def measure_source(task: str, ts: TextSet, source: RowSource, pooling: str, layer: int, cfg: AnalysisOptions,
@@ -31,6 +46,7 @@ def measure_source(task: str, ts: TextSet, source: RowSource, pooling: str, laye
     ``distributed``: the metric work is shared by the ranks (every rank calls this with the same source); only
     ``main`` fills ``out`` with probes and arrays that need the whole set."""
     base = {"task": task, "pooling": pooling, "layer": layer}
+    source = postprocessed(source, cfg.postprocess, block=block, distributed=distributed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         intervals, eigenvalues = streamed_measure(

@@ -223,3 +223,16 @@ def test_float_labels_are_a_regression_target(vecs, tmp_path):
     assert len(spearman) == 1 and not any(n.endswith(":accuracy") for n in probes.index)
     assert float(probes.loc[spearman[0], "value"]) > 0.9  # three of the dimensions carry the score linearly
     assert res.tasks["v"]["label_task"] == "regression"
+
+
+@pytest.mark.parametrize("spec", ["standardize", "abtt:3", "whiten"])
+def test_postprocessing_a_vector_file_equals_postprocessing_the_array(vecs, tmp_path, spec):
+    from embedgeom.postprocess import apply_postprocess
+
+    np.save(tmp_path / "v.npy", vecs)
+    res = analyze_embeddings(tmp_path / "v.npy", probes=False, postprocess=spec, block=100, groups=10)
+    ref = M.confidence_intervals(NAMES, apply_postprocess(spec, vecs), groups=10)
+    got = {r["metric"]: r["value"] for r in res.metrics}
+    for name in NAMES:
+        assert _close(got[name], ref[name].value, 1e-6), name
+    assert res.options["postprocess"] == spec

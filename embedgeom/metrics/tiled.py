@@ -333,9 +333,10 @@ def streamed_measure(
     return {nm: out[nm] for nm in names}, eigenvalues
 
 
-def streamed_spectrum(source: RowSource, *, block: int = DEFAULT_BLOCK, distributed: bool = False,
-                      group: Any = None, device: str | torch.device = "cpu") -> np.ndarray:
-    """Covariance eigenvalues (descending, float64) of the centred rows of ``source``, from streamed moments."""
+def streamed_moments(source: RowSource, *, block: int = DEFAULT_BLOCK, distributed: bool = False,
+                     group: Any = None, device: str | torch.device = "cpu") -> Moments:
+    """Float64 moments (n, mean, centred scatter) of every row of ``source``, in one pass over its blocks (shared
+    across the ranks of ``group`` when ``distributed``; every rank gets the merged moments)."""
     dist = _Dist(distributed, group, torch.device(device))
     acc: Moments | None = None
     for k, (a, b) in enumerate(source.blocks(block)):
@@ -345,4 +346,11 @@ def streamed_spectrum(source: RowSource, *, block: int = DEFAULT_BLOCK, distribu
     merged = dist.merged([acc], source.d)[0]
     if merged is None:
         raise ValueError("x: expected at least one row, got 0.")
+    return merged
+
+
+def streamed_spectrum(source: RowSource, *, block: int = DEFAULT_BLOCK, distributed: bool = False,
+                      group: Any = None, device: str | torch.device = "cpu") -> np.ndarray:
+    """Covariance eigenvalues (descending, float64) of the centred rows of ``source``, from streamed moments."""
+    merged = streamed_moments(source, block=block, distributed=distributed, group=group, device=device)
     return spectrum_from_moments(merged).eigenvalues.copy()
