@@ -109,7 +109,7 @@ IncomparableResultsWarning = IncomparableWarning
 # --- matplotlib -------------------------------------------------------------------------------------------
 
 def pyplot() -> Any:
-    """``matplotlib.pyplot``, with the non-interactive Agg backend selected outside interactive sessions."""
+    """``matplotlib.pyplot``, with the non-interactive Agg backend selected unless Python runs interactively."""
     import matplotlib
 
     if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg") and not _interactive():
