@@ -130,7 +130,7 @@ def _t5(T, V, tok):
 
 @pytest.fixture(scope="session")
 def family_dirs(tmp_path_factory):
-    """Every architecture of the matrix saved once (model + tokenizer) for the session."""
+    """Every architecture of the matrix saved once (model + tokenizer) per test run."""
     root = tmp_path_factory.mktemp("families")
     out = {}
     for name, (style, _, _) in ARCHS.items():
