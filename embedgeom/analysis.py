@@ -158,7 +158,8 @@ def analyze_checkpoints(run_dir: str | os.PathLike, checkpoints: str | Sequence[
     :func:`embedgeom.loading.trainer_checkpoints`) on the same texts with the same seed and options: one
     AnalysisResult per checkpoint, oldest first, each labelled ``<run>@<step>`` and carrying
     ``checkpoint["trajectory"] = {"run", "step", "tokens", "objective"}`` so reports draw metrics against training
-    step. ``options`` / ``kwargs``: as for :func:`analyze` (``data`` among them)."""
+    step. ``options`` / ``kwargs``: as for :func:`analyze` (``data`` among them). Under torchrun every rank
+    takes part in each checkpoint's analysis and rank 0 gets the results (the other ranks an empty list)."""
     cfg = _resolve_options(options, None, kwargs)  # every option checked before any checkpoint is read
     run = Path(run_dir).expanduser()
     label = name.strip() if isinstance(name, str) and name.strip() else run.resolve().name
@@ -167,6 +168,8 @@ def analyze_checkpoints(run_dir: str | os.PathLike, checkpoints: str | Sequence[
     for i, ck in enumerate(picked):
         emit(progress, "checkpoints", i, len(picked))
         res = analyze(ck.path, name=f"{label}@{ck.step}", progress=progress, options=cfg)
+        if res is None:  # a torchrun rank other than 0: rank 0 holds the results
+            continue
         res.checkpoint["trajectory"] = {"run": label, "step": ck.step, "tokens": ck.tokens,
                                         "objective": ck.objective}
         out.append(res)

@@ -218,6 +218,14 @@ def _measured(card: dict[str, Any]) -> str:
     return out
 
 
+def _one_process(command: str) -> None:
+    """Commands other than analyze run in one process: under torchrun every rank would repeat the work and write."""
+    from .distributed import launched
+
+    if launched():
+        _fail(f"{command}: runs in one process; launch it without torchrun (torchrun shards `embedgeom analyze`).")
+
+
 def _print_analysis(res: Any) -> None:
     measured = {r["metric"] for r in res.metrics}
     cols = [m for m in HEADLINE if m in measured]
@@ -578,18 +586,20 @@ def analyze(
         if out is not None:  # refused before any work when it holds anything but an earlier output of this kind
             prepare_output(out, COLLECTION_FORMAT if checkpoints is not None else ANALYSIS_FORMAT)
         kw = _analysis_options(params)
-        if checkpoints is not None:
-            with _progress(threads) as cb:
-                results = analyze_checkpoints(checkpoint, checkpoints, name=name, progress=cb, **kw)
-            if out is not None:
-                save_results(out, {f"step-{r.checkpoint['trajectory']['step']:07d}": r for r in results},
-                             embeddings=save_embeddings)
-                _saved(f"saved {len(results)} results to {out}")
-            _emit_results(results, fmt)
-            return
         with process_group(device) as ranks:  # under torchrun: one process of several; only rank 0 reports
             if not ranks.main:
                 _set_verbosity(False, True)
+            if checkpoints is not None:
+                with _progress(threads) as cb:
+                    results = analyze_checkpoints(checkpoint, checkpoints, name=name, progress=cb, **kw)
+                if not ranks.main:
+                    return
+                if out is not None:
+                    save_results(out, {f"step-{r.checkpoint['trajectory']['step']:07d}": r for r in results},
+                                 embeddings=save_embeddings)
+                    _saved(f"saved {len(results)} results to {out}")
+                _emit_results(results, fmt)
+                return
             with _progress(threads) as cb:
                 if embeddings is not None:
                     from .vectors import analyze_embeddings
@@ -704,6 +714,7 @@ def tokens(
     Example: [bold]embedgeom tokens ckpt/ --data sample:lee --layer all --postprocess standardize[/]
     """
     _set_verbosity(verbose, quiet)
+    _one_process("tokens")
     with _guard():
         from .storage import COLLECTION_FORMAT, REPORT_FORMAT, TOKENS_FORMAT, prepare_output
         from .token_results import TokenGeometryResult, compare_tokens, save_token_results
@@ -851,6 +862,7 @@ def compare(
     """
     params = dict(locals())  # the analysis options are taken from here by name (AnalysisOptions.cli_names)
     _set_verbosity(verbose, quiet)
+    _one_process("compare")
     models = models or []
     with _guard():
         if group_a is not None or group_b is not None:
@@ -942,6 +954,7 @@ def report(
     """Figures (PNG, PDF) and an index.md + self-contained index.html tabulating the numbers beside them; --tasks,
     --layers and --figures choose what is drawn (an unknown name is refused, listing the valid ones)."""
     _set_verbosity(verbose, quiet)
+    _one_process("report")
     with _guard():
         from .report import build_report
         from .results import AnalysisResult, ComparisonResult
@@ -1014,6 +1027,7 @@ def demo(
     """End to end, offline: train tiny MLM and hybrid encoders on real text, analyse them and the pretrained
     MiniLM on the sample tasks with all four poolings, compare, and write a report."""
     _set_verbosity(verbose, quiet)
+    _one_process("demo")
     with _guard():
         from .demo import run_demo
 

@@ -113,3 +113,16 @@ def test_spilled_analysis_in_one_process_equals_the_in_memory_one(tiny_bert_dir)
         skip = ("alpha_req", "alpha_req_r2") if spec == "whiten" else ()
         _assert_same(eg.analyze(tiny_bert_dir, postprocess=spec, **kw),
                      eg.analyze(tiny_bert_dir, spill=25, postprocess=spec, **kw), skip=skip)
+
+
+@pytest.mark.parametrize("command", [["compare", "a", "b"], ["tokens", "m"], ["report", "r", "--out", "o"],
+                                     ["demo"]])
+def test_other_commands_refuse_to_run_under_torchrun(command, monkeypatch):
+    from typer.testing import CliRunner
+
+    from embedgeom.cli import app
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun sets for each of two processes
+    out = CliRunner().invoke(app, command)
+    assert out.exit_code == 1
+    assert f"{command[0]}: runs in one process; launch it without torchrun" in out.output
