@@ -24,7 +24,7 @@ from .embedding_cache import cache_writes
 from .encoding import encode, model_kind
 from .loading import Encoder, load_encoder, trainer_checkpoints
 from .measure import HIST_BINS, HIST_PAIRS, HIST_RANGE, Collected, measure_task
-from .options import AnalysisOptions
+from .options import AnalysisOptions, resolve_options
 from .pooling import get_pooler, pooler_names
 from .progress import Progress, emit
 from .reference.paper import (
@@ -60,7 +60,7 @@ def analyze(checkpoint: str | os.PathLike | Encoder, data: str | Sequence[str] |
     path). Returns an :class:`~embedgeom.results.AnalysisResult` whose ``options`` record every option.
     """
     _check_name(name)
-    cfg = _resolve_options(options, data, kwargs)
+    cfg = resolve_options(options, data, kwargs)
     with cache_writes(cfg.cache is not False):  # cache=False (--no-cache): nothing is written under the cache root
         from .distributed import current
 
@@ -100,15 +100,6 @@ def analyze(checkpoint: str | os.PathLike | Encoder, data: str | Sequence[str] |
             measure_task(task, ts, emb, enc.num_layers, cfg, progress, out)
         return AnalysisResult(enc.card(), out.tasks, _options(cfg), out.metric_rows, out.probe_rows, out.arrays,
                               reproducibility_card(cfg.seed), name.strip() if name else "")
-
-
-def _resolve_options(options: AnalysisOptions | None, data: Any, kwargs: dict[str, Any]) -> AnalysisOptions:
-    """``options`` (or the defaults) with ``data`` and the keyword options applied, validated."""
-    if options is not None and not isinstance(options, AnalysisOptions):
-        raise ValueError(f"options: expected an AnalysisOptions, got {type(options).__name__}. Build one with "
-                         "AnalysisOptions.create(...), or pass the options as keywords.")
-    changes = {**kwargs, **({"data": data} if data is not None else {})}
-    return options.replace(**changes) if options is not None else AnalysisOptions.create(**changes)
 
 
 def _check_name(name: str | None) -> None:
@@ -160,7 +151,7 @@ def analyze_checkpoints(run_dir: str | os.PathLike, checkpoints: str | Sequence[
     ``checkpoint["trajectory"] = {"run", "step", "tokens", "objective"}`` so reports draw metrics against training
     step. ``options`` / ``kwargs``: as for :func:`analyze` (``data`` among them). Under torchrun every rank
     takes part in each checkpoint's analysis and rank 0 gets the results (the other ranks an empty list)."""
-    cfg = _resolve_options(options, None, kwargs)  # every option checked before any checkpoint is read
+    cfg = resolve_options(options, None, kwargs)  # every option checked before any checkpoint is read
     run = Path(run_dir).expanduser()
     label = name.strip() if isinstance(name, str) and name.strip() else run.resolve().name
     picked = trainer_checkpoints(run, checkpoints)

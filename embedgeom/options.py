@@ -336,3 +336,14 @@ _VALIDATE: dict[str, Any] = {
                                     "or omit it to analyse in memory."),
     "prompt": lambda v, n: _prompt(v, n),
 }
+
+
+def resolve_options(options: AnalysisOptions | None, data: Any, kwargs: dict[str, Any]) -> AnalysisOptions:
+    """``options`` (or the defaults) with ``data`` and the keyword options applied, validated: how every entry point
+    that takes ``options=`` and keywords (:func:`embedgeom.analyze`, :func:`embedgeom.analyze_checkpoints`,
+    :func:`embedgeom.analyze_embeddings`) builds its options."""
+    if options is not None and not isinstance(options, AnalysisOptions):
+        raise ValueError(f"options: expected an AnalysisOptions, got {type(options).__name__}. Build one with "
+                         "AnalysisOptions.create(...), or pass the options as keywords.")
+    changes = {**kwargs, **({"data": data} if data is not None else {})}
+    return options.replace(**changes) if options is not None else AnalysisOptions.create(**changes)

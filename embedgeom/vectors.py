@@ -36,7 +36,7 @@ from .data import TextSet
 from .measure import HIST_BINS, HIST_PAIRS, HIST_RANGE, Collected
 from .measure_streamed import measure_source
 from .metrics.tiled import DEFAULT_BLOCK, RowSource
-from .options import AnalysisOptions
+from .options import AnalysisOptions, resolve_options
 from .progress import Progress, emit
 from .results import AnalysisResult, array_key, reproducibility_card
 
@@ -62,9 +62,6 @@ class VectorFile:
         return {"spec": str(self.path), "path": str(self.path), "kind": PRECOMPUTED, "format": self.path.suffix[1:],
                 "key": self.key, "n": self.n, "hidden_size": self.d, "dtype": self.dtype,
                 "content_hash": file_sha256(self.path), "num_layers": 0}
-
-    def read_all(self) -> np.ndarray:
-        return np.asarray(self.source.read(0, self.n))
 
 
 def file_sha256(path: Path) -> str:
@@ -299,9 +296,7 @@ def analyze_embeddings(
     max_length, batch size, cache) do not apply and are recorded as such. ``block``: rows per block.
     ``distributed``: under torchrun, share the metric work across the ranks (every rank passes the same file).
     """
-    from .analysis import _resolve_options
-
-    cfg = _resolve_options(options, None, kwargs)
+    cfg = resolve_options(options, None, kwargs)
     if cfg.protocol != "default":
         raise ValueError(f"protocol: precomputed embeddings are analysed with the default protocol, got "
                          f"{cfg.protocol!r} (the reference protocol embeds texts itself). Remove --protocol.")

@@ -347,10 +347,3 @@ def streamed_moments(source: RowSource, *, block: int = DEFAULT_BLOCK, distribut
     if merged is None:
         raise ValueError("x: expected at least one row, got 0.")
     return merged
-
-
-def streamed_spectrum(source: RowSource, *, block: int = DEFAULT_BLOCK, distributed: bool = False,
-                      group: Any = None, device: str | torch.device = "cpu") -> np.ndarray:
-    """Covariance eigenvalues (descending, float64) of the centred rows of ``source``, from streamed moments."""
-    merged = streamed_moments(source, block=block, distributed=distributed, group=group, device=device)
-    return spectrum_from_moments(merged).eigenvalues.copy()
