@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import math
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -181,17 +182,26 @@ def _half(row: dict) -> float:
     return max(v - lo, hi - v)
 
 
-def _metric_cells(res: Any, task: str, pooling: str, layer: int, metrics: list[str]) -> list[str]:
-    """One table cell per metric: value ± half-width of its interval, or – where it was not measured."""
+def _cells(metrics: Iterable[str], lookup: Callable[[str], dict]) -> list[str]:
+    """One table cell per metric: value ± half-width of its interval (``lookup(metric)`` gives its row), or – where
+    it was not measured (KeyError)."""
     cells = []
     for m in metrics:
         try:
-            row = res.value(task, pooling, layer, m)
+            row = lookup(m)
         except KeyError:
             cells.append("–")
             continue
         cells.append(_fmt(row["value"], _half(row)))
     return cells
+
+
+def _token_row(res: Any, task: str, layer: int, variant: str, metric: str) -> dict:
+    return res.value(task, layer, metric, variant)
+
+
+def _metric_cells(res: Any, task: str, pooling: str, layer: int, metrics: list[str]) -> list[str]:
+    return _cells(metrics, lambda m: res.value(task, pooling, layer, m))
 
 
 def _ci(options: Any) -> str:
@@ -783,14 +793,7 @@ def _emit_tokens(results: list, comparisons: list, fmt: Format) -> None:
                 for c in TOKEN_HEADLINE.values():
                     table.add_column(c, justify="right")
                 for layer in res.layers():
-                    cells = []
-                    for m in TOKEN_HEADLINE:
-                        try:
-                            row = res.value(task, layer, m, variant)
-                        except KeyError:
-                            cells.append("–")
-                            continue
-                        cells.append(_fmt(row["value"], _half(row)))
+                    cells = _cells(TOKEN_HEADLINE, functools.partial(_token_row, res, task, layer, variant))
                     table.add_row(str(layer), *cells)
                 _out().print(table)
     for cmp in comparisons:
