@@ -230,7 +230,7 @@ def analyze_spilled(checkpoint: Any, cfg: Any, progress: Any, name: str | None) 
                 rows = SpilledRows([spill / f"{t_i}-rank{r}-{k_i}.npy" for r in range(ranks.world)])
                 measure_source(task, ts, RowSource(rows.n, rows.d, rows.read, rows.take), pooling, layer, cfg,
                                out, show, distributed=ranks.world > 1, main=ranks.main,
-                               lexical=layer == enc.num_layers)
+                               lexical=layer == enc.num_layers, device=enc.device)
                 del rows
     if not ranks.main:
         return None

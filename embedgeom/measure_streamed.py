@@ -40,18 +40,20 @@ def postprocessed(source: RowSource, spec: str, *, block: int = DEFAULT_BLOCK, d
 
 def measure_source(task: str, ts: TextSet, source: RowSource, pooling: str, layer: int, cfg: AnalysisOptions,
                    out: Collected, progress: Progress | None, *, block: int = DEFAULT_BLOCK,
-                   distributed: bool = False, main: bool = True, lexical: bool = False) -> None:
+                   distributed: bool = False, main: bool = True, lexical: bool = False, device: Any = "cpu") -> None:
     """One embedding set (rows = ``ts``'s items): every metric of ``cfg`` with its interval, alignment on the
     positives, the eigenspectrum, the cosine histogram, the probes and (``cfg.save_embeddings``) the vectors.
     ``distributed``: the metric work is shared by the ranks (every rank calls this with the same source); only
-    ``main`` fills ``out`` with probes and arrays that need the whole set."""
+    ``main`` fills ``out`` with probes and arrays that need the whole set. ``device``: where the blocks are
+    measured (a GPU for large sets; the numbers are the same to float rounding)."""
     base = {"task": task, "pooling": pooling, "layer": layer}
     source = postprocessed(source, cfg.postprocess, block=block, distributed=distributed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         intervals, eigenvalues = streamed_measure(
             list(cfg.metrics), source, confidence=cfg.confidence, groups=min(cfg.groups, source.n), seed=cfg.seed,
-            block=block, distributed=distributed, progress=lambda d, t: emit(progress, f"metrics {task}", d, t))
+            block=block, distributed=distributed, progress=lambda d, t: emit(progress, f"metrics {task}", d, t),
+            device=device)
     if not main:
         return
     for w in {(w.category, str(w.message)): w for w in caught}.values():

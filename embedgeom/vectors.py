@@ -33,6 +33,7 @@ import numpy as np
 
 from . import metrics as M
 from .data import TextSet
+from .devices import resolve_device
 from .measure import HIST_BINS, HIST_PAIRS, HIST_RANGE, Collected
 from .measure_streamed import measure_source
 from .metrics.tiled import DEFAULT_BLOCK, RowSource
@@ -319,11 +320,12 @@ def analyze_embeddings(
         val = getattr(ts, what)
         if val is not None:
             out.arrays[array_key("struct", task, what)] = np.asarray(val)
-    measure_source(task, ts, vf.source, PRECOMPUTED, 0, cfg, out, progress, block=block, distributed=distributed)
+    measure_source(task, ts, vf.source, PRECOMPUTED, 0, cfg, out, progress, block=block, distributed=distributed,
+                   device=resolve_device(cfg.device))
     recorded = {**cfg.record(), "protocol": "default", "data": [str(vf.path)], "poolings": [PRECOMPUTED],
                 "layers": [0], "input": "precomputed embeddings", "block_rows": block,
                 **({"distributed": _group_record()} if distributed else {}),
-                "not_applicable": ["data", "poolings", "layers", "device", "dtype", "batch_size", "max_length",
+                "not_applicable": ["data", "poolings", "layers", "dtype", "batch_size", "max_length",
                                    "special_tokens", "cache", "glue_dir", "max_texts"],
                 "metric_definitions": {m: {"description": M.REGISTRY[m].description,
                                            "options": dict(M.REGISTRY[m].kwargs),

@@ -97,6 +97,8 @@ class _Dist:
     def __init__(self, distributed: bool, group: Any, device: torch.device) -> None:
         self.group = group
         self.device = device
+        #: Where collectives run: the compute device when the group's backend has NCCL for it, else the CPU (gloo).
+        self.comm = torch.device("cpu")
         self.on = False
         self.rank, self.world = 0, 1
         if distributed:
@@ -108,15 +110,21 @@ class _Dist:
                                    "pass distributed=False.")
             self.on = True
             self.rank, self.world = dist.get_rank(group), dist.get_world_size(group)
+            if device.type == "cuda" and "nccl" in str(dist.get_backend(group)):
+                self.comm = device
 
     def mine(self, k: int) -> bool:
         return k % self.world == self.rank
 
     def sum_(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum ``t`` over the ranks, in place (through the CPU when the backend has no NCCL for its device)."""
         if self.on:
             import torch.distributed as dist
 
-            dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self.group)
+            buf = t if t.device == self.comm else t.to(self.comm)
+            dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=self.group)
+            if buf is not t:
+                t.copy_(buf)
         return t
 
     def merged(self, parts: list[Moments | None], d: int) -> list[Moments | None]:
@@ -126,12 +134,12 @@ class _Dist:
         import torch.distributed as dist
 
         g = len(parts)
-        flat = torch.zeros(g, 2 + d + d * d, dtype=torch.float64, device=self.device)
+        flat = torch.zeros(g, 2 + d + d * d, dtype=torch.float64, device=self.comm)
         for i, m in enumerate(parts):
             if m is not None:
                 flat[i, 0], flat[i, 1] = float(m.n), m.eps
-                flat[i, 2 : 2 + d] = m.mean.to(self.device)
-                flat[i, 2 + d :] = m.m2.flatten().to(self.device)
+                flat[i, 2 : 2 + d] = m.mean.to(self.comm)
+                flat[i, 2 + d :] = m.m2.flatten().to(self.comm)
         gathered = [torch.empty_like(flat) for _ in range(self.world)]
         dist.all_gather(gathered, flat, group=self.group)
         out: list[Moments | None] = [None] * g

@@ -34,3 +34,15 @@ def test_cuda_uniformity_sampled_and_interval():
 def test_tf32_uniformity_stays_close_to_float32():
     x = torch.randn(30000, 256, device="cuda")
     assert float(M.uniformity(x, matmul_precision="high")) == pytest.approx(float(M.uniformity(x)), abs=1e-4)
+
+
+def test_block_wise_metrics_on_cuda_equal_the_cpu_ones():
+    from embedgeom.metrics.tiled import RowSource, streamed_measure
+
+    x = np.random.default_rng(2).standard_normal((9000, 96)).astype(np.float32)
+    names = list(M.names("set"))
+    cpu, ev_cpu = streamed_measure(names, RowSource.of_array(x), block=2048)
+    gpu, ev_gpu = streamed_measure(names, RowSource.of_array(x), block=2048, device="cuda")
+    for name in names:
+        assert gpu[name].value == pytest.approx(cpu[name].value, rel=1e-5, abs=1e-6), name
+    np.testing.assert_allclose(ev_gpu, ev_cpu, rtol=1e-6, atol=1e-9)
