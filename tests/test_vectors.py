@@ -5,6 +5,7 @@ result, and bad inputs are refused in one line."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -236,3 +237,13 @@ def test_postprocessing_a_vector_file_equals_postprocessing_the_array(vecs, tmp_
     for name in NAMES:
         assert _close(got[name], ref[name].value, 1e-6), name
     assert res.options["postprocess"] == spec
+
+
+def test_a_metric_undefined_on_the_set_is_a_nan_row_that_says_why(rng):
+    x = np.zeros((300, 8), np.float32)
+    x[:, 0] = rng.standard_normal(300)
+    x[:, 1] = 1.0  # one direction of variance: alpha-ReQ's power-law fit has too few eigenvalues
+    got = streamed_intervals(NAMES, RowSource.of_array(x), block=64)
+    assert math.isnan(got["alpha_req"].value) and got["alpha_req"].method.startswith("undefined: window: expected")
+    ref = M.confidence_interval("effective_rank", x)
+    assert _close(got["effective_rank"].value, ref.value)  # the others are measured as usual

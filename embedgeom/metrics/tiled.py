@@ -263,7 +263,9 @@ def streamed_measure(
     device: str | torch.device = "cpu",
 ) -> tuple[dict[str, Interval], np.ndarray]:
     """:func:`streamed_intervals` and the covariance eigenvalues of the centred rows (descending, float64,
-    length d, as :func:`~embedgeom.metrics.eigenspectrum` gives them) from the same pass."""
+    length d, as :func:`~embedgeom.metrics.eigenspectrum` gives them) from the same pass. A spectral metric that is
+    undefined on the set comes back as a NaN interval whose method says why (as the in-memory analysis records
+    it), instead of stopping the others."""
     if not isinstance(source, RowSource):
         raise ValueError(f"source: expected a RowSource, got {type(source).__name__}. Wrap an array with "
                          "RowSource.of_array(x).")
@@ -318,7 +320,12 @@ def streamed_measure(
         loo_sp = [spectrum_from_moments(m, second=second) for m in loo]
         for info in spectral:
             opts = options.get(info.name, {})
-            value, reps = info(full_sp, **opts), np.array([info(sp, **opts) for sp in loo_sp])
+            try:
+                value, reps = info(full_sp, **opts), np.array([info(sp, **opts) for sp in loo_sp])
+            except ValueError as err:  # undefined on this set (e.g. a fit with too few non-zero eigenvalues)
+                out[info.name] = Interval(math.nan, math.nan, math.nan, math.nan, n, float(confidence),
+                                          f"undefined: {str(err).split('. ')[0]}", 0)
+                continue
             bounds = None if info.bounds is None else info.bounds(n, d, {**info.kwargs, **opts})
             out[info.name] = interval(value, reps, n, confidence, method + note, bounds)
     if gauss or cosine:
