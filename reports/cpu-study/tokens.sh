@@ -13,6 +13,8 @@ OUT=${OUT:-reports/cpu-study/seeds}
 SEEDS=${SEEDS:-0 1 2}
 DATA=${DATA:-sample:lee,sample:wiki}
 MAX_TEXTS=${MAX_TEXTS:-500}
+# the pooled-vector seed-group differences of the same runs (seeds.sh writes them; a retraining needs its own)
+POOLED=${POOLED:-$OUT/tables/seed-differences-default-protocol.csv}
 T=$RUNS/tokens
 mkdir -p "$OUT/tables" "$T"
 for seed in $SEEDS; do
@@ -28,4 +30,4 @@ done
 first=${SEEDS%% *}
 embedgeom tokens "$T/mlm-seed$first" "$T/hybrid-seed$first" --report "$OUT/report-tokens" -q > /dev/null
 python reports/cpu-study/make_token_tables.py --differences "$OUT"/tables/token-differences-seed*.csv \
-    --pooled "$OUT/tables/seed-differences-default-protocol.csv" --out "$OUT/tables/tokens.md"
+    --pooled "$POOLED" --out "$OUT/tables/tokens.md"
