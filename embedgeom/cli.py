@@ -645,9 +645,10 @@ def _check_input(checkpoint: str | None, embeddings: Path | None, checkpoints: s
 
 
 def _vector_options(kw: dict[str, Any]) -> dict[str, Any]:
-    """The analysis options that apply to precomputed vectors (model and data options are left at defaults)."""
-    keep = ("seed", "metrics", "probes", "groups", "confidence", "save_embeddings", "postprocess", "device", "probe_c")
-    return {k: v for k, v in kw.items() if k in keep}
+    """The analysis options that apply to precomputed vectors (those describing how a model embeds texts left out)."""
+    from .vectors import NOT_APPLICABLE
+
+    return {k: v for k, v in kw.items() if k not in NOT_APPLICABLE}
 
 
 def _emit_results(results: list, fmt: Format) -> None:

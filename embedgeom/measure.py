@@ -63,19 +63,21 @@ def sampled_cosines(take: Callable[[np.ndarray], Any], n: int, seed: int, chunk:
     return out
 
 
-def cosine_histogram(x: Any, seed: int, take: Callable[[np.ndarray], Any] | None = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Counts and edges of the pairwise-cosine histogram of ``x`` (or of the ``len(x)`` rows ``take`` reads):
-    :data:`HIST_BINS` equal bins from the smallest to the largest of the :func:`sampled_cosines` (a set whose
-    cosines all lie in [0.9, 1] is drawn there, not as one spike on [-1, 1]); a set of one cosine value gets bins
-    of width 1e-4 around it."""
-    n = len(x) if take is None else int(x)
-    cos = sampled_cosines(take if take is not None else (lambda idx: x[idx]), n, seed)
+def histogram_of_cosines(cos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Counts and edges: :data:`HIST_BINS` equal bins from the smallest to the largest cosine (a set whose cosines
+    all lie in [0.9, 1] is drawn there, not as one spike on [-1, 1]); a set of one cosine value gets bins of width
+    1e-4 around it."""
     lo, hi = float(cos.min()), float(cos.max())
     if hi - lo < 1e-9:
         lo, hi = lo - 32e-4, hi + 32e-4
     edges = np.linspace(lo, hi, HIST_BINS + 1)
     return np.histogram(cos, bins=edges)[0].astype(np.int64), edges
+
+
+def cosine_histogram(x: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Counts and edges of the pairwise-cosine histogram of the rows of ``x``: :func:`histogram_of_cosines` of
+    the :func:`sampled_cosines` (a set read in blocks passes its own ``take`` to :func:`sampled_cosines`)."""
+    return histogram_of_cosines(sampled_cosines(lambda idx: x[idx], len(x), seed))
 
 
 def probe_rows(task: str, pooling: str, layer: int, scores: list[ProbeScore], arrays: dict,

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import metrics as M
 from .data import TextSet
-from .measure import Collected, cosine_histogram, probe_rows, probes_not_run, run_probes
+from .measure import Collected, histogram_of_cosines, probe_rows, probes_not_run, run_probes, sampled_cosines
 from .metrics.tiled import DEFAULT_BLOCK, RowSource, streamed_measure, streamed_moments
 from .options import AnalysisOptions
 from .postprocess import fit_from_moments, parse_postprocess
@@ -65,7 +65,7 @@ def measure_source(task: str, ts: TextSet, source: RowSource, pooling: str, laye
                                    confidence=cfg.confidence)
         out.metric_rows.append({**base, "metric": "alignment", **ci.as_dict()})
     out.arrays[array_key("spectrum", task, pooling, layer)] = eigenvalues
-    counts, edges = cosine_histogram(source.n, cfg.seed, take=source.take)
+    counts, edges = histogram_of_cosines(sampled_cosines(source.take, source.n, cfg.seed))
     out.arrays[array_key("hist", task, pooling, layer)] = counts
     out.arrays[array_key("hist_edges", task, pooling, layer)] = edges
     x: Any = None

@@ -44,6 +44,10 @@ from .results import AnalysisResult, array_key, reproducibility_card
 VECTOR_SUFFIXES: tuple[str, ...] = (".npy", ".safetensors", ".parquet")
 #: The pooling and layer name precomputed vectors are recorded under.
 PRECOMPUTED = "precomputed"
+#: Analysis options that describe how a model embeds texts, so do not apply to vectors that already exist (recorded
+#: under ``options["not_applicable"]``; the CLI passes the others on).
+NOT_APPLICABLE: tuple[str, ...] = ("data", "poolings", "layers", "dtype", "batch_size", "max_length",
+                                   "special_tokens", "cache", "glue_dir", "max_texts", "prompt", "spill")
 #: Pairs with a score at or above this quantile are the positives of a scored pair file.
 POSITIVE_QUANTILE = 0.8
 
@@ -288,14 +292,15 @@ def analyze_embeddings(
     block: int = DEFAULT_BLOCK,
     distributed: bool = False,
     **kwargs: Any,
-) -> AnalysisResult:
+) -> AnalysisResult | None:
     """Analyse precomputed vectors (see the module docstring): the metrics, alignment, spectrum and histogram of
     :func:`embedgeom.analyze`, computed block by block, plus the probes when ``labels`` or ``pairs`` are given.
 
     ``labels`` / ``pairs`` / ``scores``: arrays or ``.npy`` paths (labels also ``.txt``). ``options`` / keyword
     options as :func:`embedgeom.analyze` takes them; model options (poolings, layers, data, device, dtype,
     max_length, batch size, cache) do not apply and are recorded as such. ``block``: rows per block.
-    ``distributed``: under torchrun, share the metric work across the ranks (every rank passes the same file).
+    ``distributed``: under torchrun, share the metric work across the ranks (every rank passes the same file);
+    rank 0 runs the probes and gets the result, the other ranks get None.
     """
     cfg = resolve_options(options, None, kwargs)
     if cfg.protocol != "default":
@@ -320,13 +325,17 @@ def analyze_embeddings(
         val = getattr(ts, what)
         if val is not None:
             out.arrays[array_key("struct", task, what)] = np.asarray(val)
+    from .distributed import current
+
+    main = not distributed or current().main  # under torchrun the other ranks share the metrics, nothing else
     measure_source(task, ts, vf.source, PRECOMPUTED, 0, cfg, out, progress, block=block, distributed=distributed,
-                   device=resolve_device(cfg.device))
+                   main=main, device=resolve_device(cfg.device))
+    if not main:
+        return None
     recorded = {**cfg.record(), "protocol": "default", "data": [str(vf.path)], "poolings": [PRECOMPUTED],
                 "layers": [0], "input": "precomputed embeddings", "block_rows": block,
                 **({"distributed": _group_record()} if distributed else {}),
-                "not_applicable": ["data", "poolings", "layers", "dtype", "batch_size", "max_length",
-                                   "special_tokens", "cache", "glue_dir", "max_texts"],
+                "not_applicable": list(NOT_APPLICABLE),
                 "metric_definitions": {m: {"description": M.REGISTRY[m].description,
                                            "options": dict(M.REGISTRY[m].kwargs),
                                            "reference": M.REGISTRY[m].reference,

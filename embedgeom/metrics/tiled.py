@@ -221,31 +221,10 @@ def _pair_sums(source: RowSource, t: float, block: int, dist: _Dist, unit_sum: t
     return (float(total), None if g_rows is None else g_rows.cpu(), None if c_rows is None else c_rows.cpu())
 
 
-def streamed_intervals(
-    names: Sequence[str],
-    source: RowSource,
-    *,
-    confidence: float = 0.95,
-    groups: int = DEFAULT_GROUPS,
-    seed: int = 0,
-    options: dict[str, dict] | None = None,
-    block: int = DEFAULT_BLOCK,
-    distributed: bool = False,
-    group: Any = None,
-    progress: Callable[[int, int], None] | None = None,
-    device: str | torch.device = "cpu",
-) -> dict[str, Interval]:
-    """Every named single-set metric of ``source`` with its jackknife interval, reading the rows in blocks.
-    (:func:`streamed_measure` also returns the eigenspectrum from the same pass.)
-
-    Same numbers as :func:`~embedgeom.metrics.confidence_intervals` on the whole array (see the module docstring
-    for what differs in rounding). ``block``: rows per block (memory: two blocks plus O(n) float64 per-row sums
-    plus G + 2 d x d float64 matrices). ``distributed``: share the work across the ranks of ``group`` (every rank
-    passes the same source; under NCCL pass the rank's CUDA ``device``). ``progress(done, total)`` is called after
-    each block. ``device``: where the blocks are computed (block products in the rows' precision, sums in float64).
-    """
-    return streamed_measure(names, source, confidence=confidence, groups=groups, seed=seed, options=options,
-                            block=block, distributed=distributed, group=group, progress=progress, device=device)[0]
+def streamed_intervals(names: Sequence[str], source: RowSource, **options: Any) -> dict[str, Interval]:
+    """Every named single-set metric of ``source`` with its jackknife interval, reading the rows in blocks: the
+    intervals of :func:`streamed_measure` (same keyword options), without the eigenspectrum."""
+    return streamed_measure(names, source, **options)[0]
 
 
 def streamed_measure(
@@ -262,8 +241,16 @@ def streamed_measure(
     progress: Callable[[int, int], None] | None = None,
     device: str | torch.device = "cpu",
 ) -> tuple[dict[str, Interval], np.ndarray]:
-    """:func:`streamed_intervals` and the covariance eigenvalues of the centred rows (descending, float64,
-    length d, as :func:`~embedgeom.metrics.eigenspectrum` gives them) from the same pass. A spectral metric that is
+    """Every named single-set metric of ``source`` with its jackknife interval, and the covariance eigenvalues of
+    the centred rows (descending, float64, length d, as :func:`~embedgeom.metrics.eigenspectrum` gives them), from
+    the same passes over the blocks.
+
+    Same numbers as :func:`~embedgeom.metrics.confidence_intervals` on the whole array (see the module docstring
+    for what differs in rounding). ``block``: rows per block (memory: two blocks plus O(n) float64 per-row sums
+    plus G + 2 d x d float64 matrices). ``distributed``: share the work across the ranks of ``group`` (every rank
+    passes the same source). ``progress(done, total)`` is called after each block. ``device``: where the blocks
+    are computed (block products in the rows' precision, sums in float64; collectives through the CPU unless the
+    group's backend has NCCL for that device). A spectral metric that is
     undefined on the set comes back as a NaN interval whose method says why (as the in-memory analysis records
     it), instead of stopping the others."""
     if not isinstance(source, RowSource):

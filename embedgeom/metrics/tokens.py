@@ -389,18 +389,25 @@ def _id_sums(xs: np.ndarray, ids: np.ndarray, lab: np.ndarray, min_occurrences: 
     return keep, np.isin(ids, keep)
 
 
-def self_similarity(x: Any, token_ids: Any, texts: Any, *, min_occurrences: int = MIN_OCCURRENCES,
-                    min_texts: int = MIN_TEXTS) -> float:
-    """Self-similarity (Ethayarajh 2019): for each token id with at least ``min_occurrences`` occurrences in at
-    least ``min_texts`` texts, the mean cosine over all pairs of its distinct occurrences (exact, closed form),
-    averaged over ids with equal weight. Rows of ``x`` are token occurrences, ``token_ids`` / ``texts`` their id
-    and text. Between -1 and 1; higher = less contextual."""
+def _eligible(x: Any, token_ids: Any, texts: Any, min_occurrences: int, min_texts: int
+              ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+    """The validated occurrences and ids, the eligible ids (:func:`_id_sums`) and the mask of their rows."""
     xs = _matrix(x)
     ids = _labels(token_ids, xs.shape[0], "token_ids")
     lab = _labels(texts, xs.shape[0], "texts")
     check_positive("min_occurrences", min_occurrences, integer=True)
     check_positive("min_texts", min_texts, integer=True)
     keep, rows = _id_sums(xs, ids, lab, min_occurrences, min_texts)
+    return xs, ids, keep, rows
+
+
+def self_similarity(x: Any, token_ids: Any, texts: Any, *, min_occurrences: int = MIN_OCCURRENCES,
+                    min_texts: int = MIN_TEXTS) -> float:
+    """Self-similarity (Ethayarajh 2019): for each token id with at least ``min_occurrences`` occurrences in at
+    least ``min_texts`` texts, the mean cosine over all pairs of its distinct occurrences (exact, closed form),
+    averaged over ids with equal weight. Rows of ``x`` are token occurrences, ``token_ids`` / ``texts`` their id
+    and text. Between -1 and 1; higher = less contextual."""
+    xs, ids, keep, rows = _eligible(x, token_ids, texts, min_occurrences, min_texts)
     z = _unit(xs[rows])
     slot = np.searchsorted(keep, ids[rows])
     sums = np.zeros((keep.size, 1, xs.shape[1]))
@@ -415,12 +422,7 @@ def mev(x: Any, token_ids: Any, texts: Any, *, min_occurrences: int = MIN_OCCURR
     """Maximum explainable variance (Ethayarajh 2019): for each id eligible as in :func:`self_similarity`, the
     share of the variance of its centred occurrence matrix explained by the first principal component; mean over
     ids. Between 0 and 1; higher = an id's occurrences vary along one direction (less contextual)."""
-    xs = _matrix(x)
-    ids = _labels(token_ids, xs.shape[0], "token_ids")
-    lab = _labels(texts, xs.shape[0], "texts")
-    check_positive("min_occurrences", min_occurrences, integer=True)
-    check_positive("min_texts", min_texts, integer=True)
-    _, rows = _id_sums(xs, ids, lab, min_occurrences, min_texts)
+    xs, ids, _, rows = _eligible(x, token_ids, texts, min_occurrences, min_texts)
     return mev_from_occurrences(xs[rows], ids[rows], np.zeros(int(rows.sum()), dtype=np.int64), 1).value
 
 
