@@ -3,7 +3,8 @@ scikit-learn use (through threadpoolctl, a scikit-learn dependency), set for the
 after it.
 
 A runtime setting: it changes how fast an analysis runs, not what it computes (the summation order of a parallel
-reduction may move the last bits: MiniLM's metrics agreed to 1.4e-13 across settings), so it is not an analysis option
+reduction may move the last bits; a test finds every number of a tiny model identical at one and two threads), so it
+is not an analysis option
 (:class:`~embedgeom.options.AnalysisOptions` records what a number depends on and keys the embedding cache on it),
 is not recorded in results and is not part of any cache key.
 
@@ -12,8 +13,9 @@ CPU affinity, capped by a container's cgroup CPU quota) that other work is not a
 minus its 1-minute load average), at least 1, for torch and for the BLAS / OpenMP pools alike. Why: a parallel
 region of torch or OpenBLAS ends at a barrier that waits for its slowest thread, so when the pools have more threads
 than the CPUs free to run them, every operation waits for a descheduled thread. Measured on a 2-core machine busy
-with other work (load average 8): ``compare`` of two analyses took 3.0 s with one thread and 52-95 s with two
-(reports/benchmarks/compare_cpu.md). ``os.cpu_count()``, from which the pools size themselves when nothing is set,
+with other work (load average 7-8): MiniLM ``analyze`` of 200 texts with probes took 11.1 s with one thread and
+43.8-66.0 s with two (``tests/benchmarks/bench_compare.py --threads-study``, reports/benchmarks/compare_cpu.md).
+``os.cpu_count()``, from which the pools size themselves when nothing is set,
 counts the host's CPUs, not the container's.
 """
 
